@@ -1,0 +1,27 @@
+# The two commands a new user needs are `make test` and (later) `make demo`; both create or update
+# .venv first, so they work on a fresh clone with nothing installed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BENCH_ARGS ?=
+
+.PHONY: install test lint bench
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check vgpt_jax experiments data_pipelines tests setup.py
+	$(VENV)/bin/ruff format --check vgpt_jax experiments data_pipelines tests setup.py
+
+bench: $(STAMP)
+	$(PY) -m vgpt_jax.bench $(BENCH_ARGS)

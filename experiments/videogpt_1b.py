@@ -1,0 +1,23 @@
+"""A 1.09 B Video-GPT for one 80 GB GPU at stage-2 length (48 frames of 320x176, remat).
+
+D 2048, 20 layers, 16 heads of 128, MLP 5632: the comparator's 1 B row. Its 128-wide heads
+have no LongRoPE factor table, so RoPE is plain (theta 10000).
+"""
+
+from vgpt_jax.config import base_config
+
+
+def get_config():
+    c = base_config()
+    m = c.model
+    m.hidden_size = 2048
+    m.num_layers = 20
+    m.num_heads = 16
+    m.num_kv_heads = 16
+    m.mlp_dim = 5632
+    m.rope.factors = "none"
+    m.remat_policy = "full"
+    c.data.num_frames = 48
+    c.data.frame_interval = 4
+    c.layout.partition = "random"
+    return c

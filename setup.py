@@ -1,0 +1,35 @@
+"""vgpt_jax: Video-GPT (next-clip diffusion) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+# Lower bounds are the versions the test suite was run with (CPU: jax 0.10.2; GPU: jax 0.11.2).
+INSTALL_REQUIRES = [
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "grain>=0.2.18",
+    "tensorflow-datasets>=4.9.10",
+    "array-record>=0.8.6",
+    "ml-collections>=1.1.0",
+    "einops>=0.8.2",
+    "absl-py>=2.1.0",
+    "numpy>=1.26",
+    "tqdm>=4.66",
+]
+
+setup(
+    name="vgpt_jax",
+    version="0.1.0",
+    description="Video-GPT via next-clip diffusion: a JAX/Flax training and sampling framework",
+    python_requires=">=3.11",
+    packages=find_packages(include=["vgpt_jax", "vgpt_jax.*", "data_pipelines", "data_pipelines.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "gpu": ["jax[cuda13]>=0.10.2"],
+        "tpu": ["jax[tpu]>=0.10.2"],
+        "torch": ["torch>=2.13.0", "safetensors>=0.4"],
+        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["vgpt = vgpt_jax.cli:run"]},
+)

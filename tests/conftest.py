@@ -1,0 +1,49 @@
+"""Test setup: 8 fake CPU devices (set before jax is imported) and shared fixtures."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+# XLA:CPU compiles threefry slowly (~0.2 s a draw); identical programs recur across tests and
+# across the xdist workers, so share compiled executables through the persistent cache.
+jax.config.update("jax_compilation_cache_dir", os.environ.get("VGPT_TEST_CACHE", "/tmp/vgpt_jax_test_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_experiment(name: str):
+    """get_config() of experiments/<name>.py."""
+    path = REPO / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def perturbed(params, scale: float = 0.05, seed: int = 1):
+    """Adds noise to every parameter so zero-initialised heads produce non-trivial outputs."""
+
+    @jax.jit
+    def add_noise(tree):
+        leaves, treedef = jax.tree.flatten(tree)
+        keys = jax.random.split(jax.random.key(seed), len(leaves))
+        pairs = zip(leaves, keys, strict=True)
+        noisy = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in pairs]
+        return treedef.unflatten(noisy)
+
+    return add_noise(params)
+
+
+@pytest.fixture
+def tiny_config():
+    return load_experiment("tiny_cpu")

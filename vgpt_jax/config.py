@@ -1,0 +1,288 @@
+"""Config schema: defaults shared by every experiment, derived sizes, and validation.
+
+Experiments (``experiments/*.py``) are pure data: they start from :func:`base_config` and set
+fields. Library code reads fields; it never branches on an experiment's name. :func:`validate`
+runs once, before anything is built, and names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import ml_collections
+
+# Phi-3 (OmniGen-v1 / Video-GPT) LongRoPE factors as stored (float32 values written as float64).
+PHI3_LONG_FACTOR = (
+    1.0299999713897705, 1.0499999523162842, 1.0499999523162842, 1.0799999237060547,
+    1.2299998998641968, 1.2299998998641968, 1.2999999523162842, 1.4499999284744263,
+    1.5999999046325684, 1.6499998569488525, 1.8999998569488525, 2.859999895095825,
+    3.68999981880188, 5.419999599456787, 5.489999771118164, 5.489999771118164,
+    9.09000015258789, 11.579999923706055, 15.65999984741211, 15.769999504089355,
+    15.789999961853027, 18.360000610351562, 21.989999771118164, 23.079999923706055,
+    30.009998321533203, 32.35000228881836, 32.590003967285156, 35.56000518798828,
+    39.95000457763672, 53.840003967285156, 56.20000457763672, 57.95000457763672,
+    59.29000473022461, 59.77000427246094, 59.920005798339844, 61.190006256103516,
+    61.96000671386719, 62.50000762939453, 63.3700065612793, 63.48000717163086,
+    63.48000717163086, 63.66000747680664, 63.850006103515625, 64.08000946044922,
+    64.760009765625, 64.80001068115234, 64.81001281738281, 64.81001281738281,
+)  # fmt: skip
+PHI3_SHORT_FACTOR = (
+    (1.05,) * 3 + (1.1,) * 3 + (1.2500000000000002,) * 2
+    + (1.4000000000000004, 1.4500000000000004, 1.5500000000000005, 1.8500000000000008, 1.9000000000000008)
+    + (2.000000000000001,) * 19 + (2.1000000000000005,) * 2 + (2.2,) + (2.3499999999999996,) * 4
+    + (2.3999999999999995,) * 2
+    + (2.6499999999999986, 2.6999999999999984, 2.8999999999999977, 2.9499999999999975)
+    + (3.049999999999997,) * 3
+)  # fmt: skip
+
+ATTENTION_BACKENDS = ("xla",)
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ROPE_FACTOR_CHOICES = ("long", "short", "none")
+PARTITIONS = ("random", "per_frame")
+MESH_AXES = ("data", "fsdp", "tensor", "sequence")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field an experiment may set, with the release (3.76 B, stage-2) defaults."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.init_from = ""  # a params checkpoint to start from ('' = random init)
+
+    m = c.model = ml_collections.ConfigDict()
+    m.hidden_size = 3072
+    m.num_layers = 32
+    m.num_heads = 32
+    m.num_kv_heads = 32
+    m.mlp_dim = 8192
+    m.vocab_size = 32064
+    m.rms_norm_eps = 1e-5
+    m.final_norm_eps = 1e-6
+    m.latent_channels = 4
+    m.patch_size = 2
+    m.pos_embed_max_size = 192  # side of the fixed 2-D sin-cos grid
+    m.pos_embed_base_size = 64  # grid coordinates are index / (max_size / base_size)
+    m.time_embed_dim = 256
+    m.dtype = "bfloat16"  # compute dtype; norms, softmax statistics and the loss stay fp32
+    m.param_dtype = "float32"
+    m.remat_policy = "full"
+    m.scan_layers = True
+    m.rope = ml_collections.ConfigDict()
+    m.rope.theta = 10000.0
+    m.rope.factors = "long"  # the official attention always passes seq_len=5000 > 4096 (spec 3.1)
+    m.rope.long_factor = PHI3_LONG_FACTOR
+    m.rope.short_factor = PHI3_SHORT_FACTOR
+    m.rope.original_max_position_embeddings = 4096
+    m.rope.max_position_embeddings = 131072
+    m.attention = ml_collections.ConfigDict()
+    m.attention.backend = "xla"
+    m.attention.query_chunk = 2048  # the xla backend evaluates the mask this many queries at a time
+    # Ids in the Phi-3 table of the three marker tokens and the pad token. The release's ids come
+    # from its tokenizer files (the converter reads them); these are placeholders for training.
+    m.tokens = ml_collections.ConfigDict()
+    m.tokens.diffusion = 32011
+    m.tokens.image_start = 32012
+    m.tokens.image_end = 32013
+    m.tokens.pad = 32000
+
+    d = c.data = ml_collections.ConfigDict()
+    d.num_frames = 48
+    d.latent_height = 22  # 176 px / 8
+    d.latent_width = 40  # 320 px / 8
+    d.per_device_batch_size = 1
+    d.frame_interval = 4  # stages 1-2; stages 3-4 draw it per video
+    d.flexible_interval = False
+    d.max_interval = 12
+    d.max_image_size = 320
+
+    lay = c.layout = ml_collections.ConfigDict()
+    lay.partition = "random"  # random clip partition (K ~ U{2..N}) or one clip per frame (stage 1)
+    lay.clean_noise_min = 0.9  # clean inputs are s*x + (1-s)*eps, s ~ U(clean_noise_min, 1)
+
+    o = c.optim = ml_collections.ConfigDict()
+    o.learning_rate = 1e-4
+    o.warmup_steps = 320_000
+    o.b1 = 0.9
+    o.b2 = 0.95
+    o.eps = 1e-5
+    o.weight_decay = 0.1
+    o.grad_clip_norm = 1.0
+
+    t = c.train = ml_collections.ConfigDict()
+    t.steps = 1000
+    t.log_every = 10
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = 1
+    c.mesh.fsdp = -1  # -1: all devices left over
+    c.mesh.tensor = 1
+    c.mesh.sequence = 1
+
+    s = c.sampling = ml_collections.ConfigDict()
+    s.steps = 50
+    s.cfg_scale = 1.5
+    s.shift = 1.0
+    s.clip_frames = 24
+    s.window_frames = 80
+    s.history_noise = 0.0
+    s.use_kv_cache = True
+    s.seed = 42
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Sizes derived from a config; the single place that does this arithmetic."""
+
+    tokens_per_frame: int  # S: patch tokens of one frame
+    block_len: int  # S + 2: a frame's block with its two marker tokens
+    num_frames: int  # N
+    seq_len: int  # our static training layout: N clean + N noisy blocks
+    official_max_seq_len: int  # (2N - 1) * (S + 2): the longest official sequence
+    patch_dim: int  # p * p * C
+    head_dim: int
+
+
+def sizes(config: ml_collections.ConfigDict) -> Sizes:
+    m, d = config.model, config.data
+    p = m.patch_size
+    s = (d.latent_height // p) * (d.latent_width // p)
+    n = d.num_frames
+    return Sizes(
+        tokens_per_frame=s,
+        block_len=s + 2,
+        num_frames=n,
+        seq_len=2 * n * (s + 2),
+        official_max_seq_len=(2 * n - 1) * (s + 2),
+        patch_dim=p * p * m.latent_channels,
+        head_dim=m.hidden_size // m.num_heads,
+    )
+
+
+def _require(ok: bool, field: str, value, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"config.{field} = {value!r} is not allowed: {allowed}")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks every field the library reads; returns the config so calls can be chained."""
+    m, d = config.model, config.data
+    for field in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "mlp_dim", "vocab_size"):
+        _require(getattr(m, field) > 0, f"model.{field}", getattr(m, field), "a positive integer")
+    _require(
+        m.hidden_size % m.num_heads == 0,
+        "model.hidden_size",
+        m.hidden_size,
+        f"a multiple of model.num_heads = {m.num_heads}",
+    )
+    _require(
+        m.num_heads % m.num_kv_heads == 0,
+        "model.num_kv_heads",
+        m.num_kv_heads,
+        f"a divisor of model.num_heads = {m.num_heads}",
+    )
+    head_dim = m.hidden_size // m.num_heads
+    _require(head_dim % 2 == 0, "model.hidden_size", m.hidden_size, "an even head dimension for RoPE")
+    _require(
+        m.rope.factors in ROPE_FACTOR_CHOICES,
+        "model.rope.factors",
+        m.rope.factors,
+        f"one of {ROPE_FACTOR_CHOICES}",
+    )
+    for name in ("long_factor", "short_factor"):
+        if m.rope.factors == name.split("_")[0]:
+            n = len(getattr(m.rope, name))
+            _require(
+                n == head_dim // 2,
+                f"model.rope.{name}",
+                f"<{n} values>",
+                f"head_dim / 2 = {head_dim // 2} values",
+            )
+    _require(
+        m.attention.backend in ATTENTION_BACKENDS,
+        "model.attention.backend",
+        m.attention.backend,
+        f"one of {ATTENTION_BACKENDS}",
+    )
+    _require(
+        m.attention.query_chunk > 0,
+        "model.attention.query_chunk",
+        m.attention.query_chunk,
+        "a positive integer",
+    )
+    _require(
+        m.remat_policy in REMAT_POLICIES, "model.remat_policy", m.remat_policy, f"one of {REMAT_POLICIES}"
+    )
+    _require(
+        m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype, "float32, bfloat16 or float16"
+    )
+    for tok in ("diffusion", "image_start", "image_end", "pad"):
+        tid = getattr(m.tokens, tok)
+        _require(0 <= tid < m.vocab_size, f"model.tokens.{tok}", tid, f"an id in [0, {m.vocab_size})")
+    for side in ("latent_height", "latent_width"):
+        v = getattr(d, side)
+        _require(
+            v > 0 and v % m.patch_size == 0,
+            f"data.{side}",
+            v,
+            f"a positive multiple of model.patch_size = {m.patch_size}",
+        )
+        _require(
+            v // m.patch_size <= m.pos_embed_max_size,
+            f"data.{side}",
+            v,
+            f"at most model.pos_embed_max_size * patch_size = {m.pos_embed_max_size * m.patch_size}",
+        )
+    _require(d.num_frames >= 2, "data.num_frames", d.num_frames, "at least 2 (one clean clip, one noisy)")
+    _require(d.per_device_batch_size >= 1, "data.per_device_batch_size", d.per_device_batch_size, ">= 1")
+    _require(
+        config.layout.partition in PARTITIONS,
+        "layout.partition",
+        config.layout.partition,
+        f"one of {PARTITIONS}",
+    )
+    _require(
+        0.0 <= config.layout.clean_noise_min <= 1.0,
+        "layout.clean_noise_min",
+        config.layout.clean_noise_min,
+        "a value in [0, 1]",
+    )
+    for ax in MESH_AXES:
+        v = getattr(config.mesh, ax)
+        _require(v == -1 or v >= 1, f"mesh.{ax}", v, "-1 (fill) or a positive integer")
+    _require(
+        sum(getattr(config.mesh, ax) == -1 for ax in MESH_AXES) <= 1,
+        "mesh",
+        config.mesh.to_dict(),
+        "at most one axis set to -1",
+    )
+    s = config.sampling
+    _require(s.steps >= 1, "sampling.steps", s.steps, ">= 1")
+    _require(s.shift > 0, "sampling.shift", s.shift, "> 0")
+    _require(
+        1 <= s.clip_frames < s.window_frames,
+        "sampling.clip_frames",
+        s.clip_frames,
+        f"in [1, sampling.window_frames = {s.window_frames})",
+    )
+    o = config.optim
+    _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, ">= 0")
+    _require(o.grad_clip_norm >= 0, "optim.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
+    return config
+
+
+def dtype_of(name: str):
+    import jax.numpy as jnp
+
+    return jnp.dtype(name)
+
+
+def rope_attention_scaling(config: ml_collections.ConfigDict) -> float:
+    """LongRoPE's cos/sin magnitude: sqrt(1 + ln(max/orig) / ln(orig)); 1 without scaling."""
+    r = config.model.rope
+    if r.factors == "none":
+        return 1.0
+    ratio = r.max_position_embeddings / r.original_max_position_embeddings
+    if ratio <= 1.0:
+        return 1.0
+    return math.sqrt(1.0 + math.log(ratio) / math.log(r.original_max_position_embeddings))

@@ -1,0 +1,360 @@
+"""Video-GPT: a Phi-3 decoder stack used as a diffusion transformer over packed clip sequences.
+
+The module works on latents in channels-last layout, (B, F, h, w, C). Its parameters map one to
+one onto the official ``LVM`` state dict (spec §3, "Parameter names"); converters use this table
+(``T`` = transpose, ``L`` = the stacked layer index of the scanned ``layers``):
+
+=====================================================  ==============================================
+ours (``params/...``)                                   official tensor -> ours
+=====================================================  ==============================================
+``embed_tokens/embedding`` (V, D)                        ``llm.embed_tokens.weight`` (V, D)
+``backbone/layers/input_norm/scale`` [L] (D,)            ``llm.layers.L.input_layernorm.weight``
+``backbone/layers/attention/qkv`` [L] (D, 3, H, Dh)      ``llm.layers.L.self_attn.qkv_proj.weight``
+                                                         (3·H·Dh, D): T, reshape (D, 3, H, Dh)
+``backbone/layers/attention/out`` [L] (H, Dh, D)         ``llm.layers.L.self_attn.o_proj.weight``
+                                                         (D, H·Dh): T, reshape (H, Dh, D)
+``backbone/layers/post_attention_norm/scale`` [L]        ``llm.layers.L.post_attention_layernorm.weight``
+``backbone/layers/mlp/gate_up`` [L] (D, 2, F)            ``llm.layers.L.mlp.gate_up_proj.weight`` (2F, D):
+                                                         T, reshape (D, 2, F) (gate first)
+``backbone/layers/mlp/down`` [L] (F, D)                  ``llm.layers.L.mlp.down_proj.weight`` (D, F): T
+``backbone/norm/scale`` (D,)                             ``llm.norm.weight``
+``x_embedder/kernel`` (p, p, C, D), ``bias`` (D,)        ``x_embedder.proj.weight`` (D, C, p, p):
+                                                         permute (2, 3, 1, 0); ``x_embedder.proj.bias``
+``input_x_embedder/...``                                 ``input_x_embedder.proj.{weight,bias}``, same
+``time_token/fc1/kernel`` (256, D), ``bias``             ``time_token.mlp.0.{weight: T, bias}``
+``time_token/fc2/kernel`` (D, D), ``bias``               ``time_token.mlp.2.{weight: T, bias}``
+``t_embedder/fc{1,2}/...``                               ``t_embedder.mlp.{0,2}.{weight: T, bias}``
+``final_layer/modulation/kernel`` (D, 2D), ``bias``      ``final_layer.adaLN_modulation.1.{weight: T, bias}``
+                                                         (output halves: shift, then scale)
+``final_layer/linear/kernel`` (D, p·p·C), ``bias``       ``final_layer.linear.{weight: T, bias}``
+(no parameter: recomputed)                               ``pos_embed`` (1, 192·192, D) buffer
+=====================================================  ==============================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vgpt_jax import config as config_lib
+from vgpt_jax.models import layout
+from vgpt_jax.nn.attention import KVPrefix, SelfAttention, TokenAttrs
+from vgpt_jax.nn.embeddings import (
+    PatchEmbed,
+    TimestepEmbedder,
+    cropped_pos_embed,
+    dense,
+    sincos_2d_table,
+    unpatchify,
+)
+from vgpt_jax.nn.initializers import phi3_normal, zeros
+from vgpt_jax.nn.mlp import GatedMLP
+from vgpt_jax.nn.norms import RMSNorm, layer_norm_no_affine
+from vgpt_jax.nn.rope import inverse_frequencies, rope_cos_sin
+
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The hashable model hyper-parameters (a Linen attribute), built from ``config.model``."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    final_norm_eps: float
+    latent_channels: int
+    patch_size: int
+    pos_embed_max_size: int
+    pos_embed_base_size: int
+    time_embed_dim: int
+    rope_theta: float
+    rope_factors: tuple[float, ...] | None
+    rope_scaling: float
+    attention_backend: str
+    query_chunk: int
+    remat_policy: str
+    scan_layers: bool
+    token_diffusion: int
+    token_image_start: int
+    token_image_end: int
+    dtype: Any
+    param_dtype: Any
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> ModelConfig:
+        m = config.model
+        if m.num_kv_heads != m.num_heads:
+            raise ValueError(
+                f"config.model.num_kv_heads = {m.num_kv_heads} differs from num_heads = {m.num_heads}: "
+                "grouped-query attention is not supported (the Video-GPT backbone has none)"
+            )
+        factors = {"long": tuple(m.rope.long_factor), "short": tuple(m.rope.short_factor), "none": None}
+        return cls(
+            hidden_size=m.hidden_size,
+            num_layers=m.num_layers,
+            num_heads=m.num_heads,
+            mlp_dim=m.mlp_dim,
+            vocab_size=m.vocab_size,
+            rms_norm_eps=m.rms_norm_eps,
+            final_norm_eps=m.final_norm_eps,
+            latent_channels=m.latent_channels,
+            patch_size=m.patch_size,
+            pos_embed_max_size=m.pos_embed_max_size,
+            pos_embed_base_size=m.pos_embed_base_size,
+            time_embed_dim=m.time_embed_dim,
+            rope_theta=m.rope.theta,
+            rope_factors=factors[m.rope.factors],
+            rope_scaling=config_lib.rope_attention_scaling(config),
+            attention_backend=m.attention.backend,
+            query_chunk=m.attention.query_chunk,
+            remat_policy=m.remat_policy,
+            scan_layers=m.scan_layers,
+            token_diffusion=m.tokens.diffusion,
+            token_image_start=m.tokens.image_start,
+            token_image_end=m.tokens.image_end,
+            dtype=jnp.dtype(m.dtype),
+            param_dtype=jnp.dtype(m.param_dtype),
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+class DecoderLayer(nn.Module):
+    """One Phi-3 layer: x + Attn(RMSNorm(x)); x + MLP(RMSNorm(x)). (B, T, D) -> (B, T, D).
+
+    Scanned over layers: the carry is x; ``prefix`` holds this layer's cached history keys/values
+    (scanned input) or is None; with ``return_kv`` the layer also emits its own keys/values.
+    """
+
+    cfg: ModelConfig
+    return_kv: bool = False
+
+    @nn.compact
+    def __call__(
+        self, x, cos, sin, attrs: TokenAttrs, prefix_attrs: TokenAttrs | None, prefix: KVPrefix | None
+    ):
+        c = self.cfg
+        x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+        h = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="input_norm")(x)
+        h, kv = SelfAttention(
+            c.num_heads, c.attention_backend, c.query_chunk, c.dtype, c.param_dtype, name="attention"
+        )(h, cos, sin, attrs, prefix, prefix_attrs)
+        x = x + h
+        h = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="post_attention_norm")(x)
+        x = x + GatedMLP(c.mlp_dim, c.dtype, c.param_dtype, name="mlp")(h)
+        x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+        return x, (kv if self.return_kv else None)
+
+
+class Backbone(nn.Module):
+    """The decoder stack plus the final RMSNorm. x (B, T, D) -> (B, T, D), per-layer K/V or None.
+
+    ``prefix`` is a KVPrefix whose arrays carry a leading layer axis (num_layers, B, Tp, H, Dh).
+    """
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        x,
+        positions,
+        attrs: TokenAttrs,
+        prefix: KVPrefix | None = None,
+        prefix_attrs: TokenAttrs | None = None,
+        return_kv: bool = False,
+    ):
+        c = self.cfg
+        inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_factors)
+        cos, sin = rope_cos_sin(positions, inv_freq, c.rope_scaling)
+        layer_cls = DecoderLayer
+        if c.remat_policy != "none":
+            layer_cls = nn.remat(
+                DecoderLayer, policy=REMAT_POLICIES[c.remat_policy], prevent_cse=not c.scan_layers
+            )
+        x = x.astype(c.dtype)
+        if c.scan_layers:
+            stack = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                length=c.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(c, return_kv, name="layers")
+            x, kvs = stack(x, cos, sin, attrs, prefix_attrs, prefix)
+        else:
+            per_layer = []
+            for i in range(c.num_layers):
+                layer_prefix = None if prefix is None else jax.tree.map(lambda a, i=i: a[i], prefix)
+                x, kv = layer_cls(c, return_kv, name=f"layers_{i}")(
+                    x, cos, sin, attrs, prefix_attrs, layer_prefix
+                )
+                per_layer.append(kv)
+            kvs = jax.tree.map(lambda *a: jnp.stack(a), *per_layer) if return_kv else None
+        x = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="norm")(x)
+        return x, kvs
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm (no affine, eps 1e-6) -> x·(1 + scale) + shift -> Linear to p·p·C.
+
+    x (B, F, S, D), c (B, F, D) -> (B, F, S, p·p·C) fp32. Zero-initialised, as the official init.
+    """
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        d = cfg.hidden_size
+        dt = (cfg.dtype, cfg.param_dtype)
+        mod = dense("modulation", nn.silu(c), 2 * d, ("embed", "mlp"), zeros, *dt)
+        shift, scale = mod[..., :d], mod[..., d:]
+        h = layer_norm_no_affine(x, cfg.final_norm_eps)
+        h = h * (1.0 + scale[..., None, :].astype(jnp.float32)) + shift[..., None, :].astype(jnp.float32)
+        patch_dim = cfg.patch_size**2 * cfg.latent_channels
+        out = dense("linear", h.astype(cfg.dtype), patch_dim, ("embed", "patch_out"), zeros, *dt)
+        return out.astype(jnp.float32)
+
+
+class VideoGPT(nn.Module):
+    """Embedders, backbone and head of Video-GPT.
+
+    ``__call__`` is the training pass over the packed ``[clean][noisy]`` sequence of
+    :mod:`vgpt_jax.models.layout`; ``prefill`` and ``denoise`` are the two halves of the
+    KV-cached sampler (clean history once, then noisy clips against its keys/values).
+    """
+
+    cfg: ModelConfig
+
+    def setup(self):
+        c = self.cfg
+        dt = dict(dtype=c.dtype, param_dtype=c.param_dtype)
+        self.embed_tokens = nn.Embed(
+            c.vocab_size,
+            c.hidden_size,
+            embedding_init=nn.with_logical_partitioning(phi3_normal, ("vocab", "embed")),
+            name="embed_tokens",
+            **dt,
+        )
+        self.x_embedder = PatchEmbed(c.hidden_size, c.patch_size, zero_init=True, **dt)
+        self.input_x_embedder = PatchEmbed(c.hidden_size, c.patch_size, **dt)
+        self.time_token = TimestepEmbedder(c.hidden_size, c.time_embed_dim, **dt)
+        self.t_embedder = TimestepEmbedder(c.hidden_size, c.time_embed_dim, **dt)
+        self.backbone = Backbone(c)
+        self.final_layer = FinalLayer(c)
+        self.pos_table = sincos_2d_table(c.hidden_size, c.pos_embed_max_size, c.pos_embed_base_size)
+
+    def _marker(self, token_id: int, batch_shape) -> jax.Array:
+        """Embedding of one special token, broadcast to (*batch_shape, 1, D)."""
+        e = self.embed_tokens(jnp.array(token_id, jnp.int32)).astype(self.cfg.dtype)
+        return jnp.broadcast_to(e, (*batch_shape, 1, self.cfg.hidden_size))
+
+    def _patches(self, embedder: PatchEmbed, latents: jax.Array) -> jax.Array:
+        """(B, F, h, w, C) -> (B, F, S, D): patch embedding + the centre-cropped 2-D table."""
+        p = self.cfg.patch_size
+        pe = cropped_pos_embed(self.pos_table, latents.shape[-3] // p, latents.shape[-2] // p)
+        return embedder(latents) + jnp.asarray(pe, self.cfg.dtype)
+
+    def embed_clean(self, latents: jax.Array) -> jax.Array:
+        """(B, F, h, w, C) -> (B, F·L, D): blocks ``[<img>, patches, </img>]``."""
+        c = self.cfg
+        patches = self._patches(self.input_x_embedder, latents)
+        lead = patches.shape[:2]
+        blocks = jnp.concatenate(
+            [self._marker(c.token_image_start, lead), patches, self._marker(c.token_image_end, lead)], axis=2
+        )
+        return blocks.reshape(lead[0], -1, c.hidden_size)
+
+    def embed_noisy(self, latents: jax.Array, t: jax.Array) -> jax.Array:
+        """(B, F, h, w, C), t (B, F) -> (B, F·L, D): blocks ``[<|diffusion|>, TIME(t), patches]``."""
+        c = self.cfg
+        patches = self._patches(self.x_embedder, latents)
+        lead = patches.shape[:2]
+        time = self.time_token(t).astype(c.dtype)[:, :, None, :]
+        blocks = jnp.concatenate([self._marker(c.token_diffusion, lead), time, patches], axis=2)
+        return blocks.reshape(lead[0], -1, c.hidden_size)
+
+    def head(self, hidden: jax.Array, t: jax.Array, height: int, width: int) -> jax.Array:
+        """Noisy-block outputs (B, F·L, D), t (B, F) -> x1 prediction (B, F, h, w, C) fp32."""
+        c = self.cfg
+        b, f = t.shape
+        patches = hidden.reshape(b, f, -1, c.hidden_size)[:, :, 2:]  # drop <|diffusion|> and TIME
+        out = self.final_layer(patches, self.t_embedder(t))
+        return unpatchify(out, c.patch_size, height, width)
+
+    def __call__(
+        self, noisy: jax.Array, clean: jax.Array, t: jax.Array, attrs: TokenAttrs, positions: jax.Array
+    ) -> jax.Array:
+        """Training pass. noisy x_t and clean inputs (B, N, h, w, C), t (B, N), layout of 2N·L tokens.
+
+        Returns the x1 prediction for every frame, (B, N, h, w, C) fp32.
+        """
+        x = jnp.concatenate([self.embed_clean(clean), self.embed_noisy(noisy, t)], axis=1)
+        hidden, _ = self.backbone(x, positions, attrs)
+        return self.head(hidden[:, x.shape[1] // 2 :], t, noisy.shape[-3], noisy.shape[-2])
+
+    def prefill(self, clean: jax.Array, attrs: TokenAttrs, positions: jax.Array) -> KVPrefix:
+        """Clean history (B, n, h, w, C) -> per-layer keys/values (num_layers, B, n·L, H, Dh).
+
+        Exact for any later query, because clean tokens never attend to noisy ones.
+        """
+        _, kv = self.backbone(self.embed_clean(clean), positions, attrs, return_kv=True)
+        return kv
+
+    def denoise(
+        self,
+        noisy: jax.Array,
+        t: jax.Array,
+        attrs: TokenAttrs,
+        positions: jax.Array,
+        prefix: KVPrefix | None,
+        prefix_attrs: TokenAttrs | None,
+    ) -> jax.Array:
+        """Noisy clip (B, g, h, w, C) at times t (B, g) against a cached history -> x1 (B, g, h, w, C)."""
+        hidden, _ = self.backbone(self.embed_noisy(noisy, t), positions, attrs, prefix, prefix_attrs)
+        return self.head(hidden, t, noisy.shape[-3], noisy.shape[-2])
+
+    def sequence(
+        self, clean: jax.Array, noisy: jax.Array, t: jax.Array, attrs: TokenAttrs, positions: jax.Array
+    ) -> jax.Array:
+        """Uncached reference: history and clip in one sequence, as the official sampler runs.
+
+        clean (B, n, h, w, C), noisy (B, g, h, w, C), t (B, g) -> x1 of the clip (B, g, h, w, C).
+        """
+        history = self.embed_clean(clean)
+        x = jnp.concatenate([history, self.embed_noisy(noisy, t)], axis=1)
+        hidden, _ = self.backbone(x, positions, attrs)
+        return self.head(hidden[:, history.shape[1] :], t, noisy.shape[-3], noisy.shape[-2])
+
+
+def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, num_frames: int | None = None):
+    """Zero inputs of the training pass (for init and shape inference): noisy, clean, t, attrs, positions."""
+    n = config.data.num_frames if num_frames is None else num_frames
+    d = config.data
+    lat = jnp.zeros((batch, n, d.latent_height, d.latent_width, config.model.latent_channels))
+    clip_ids = jnp.broadcast_to(layout.per_frame_clip_ids(n), (batch, n))
+    attrs, positions = layout.training_layout(clip_ids, config_lib.sizes(config).tokens_per_frame)
+    return lat, lat, jnp.zeros((batch, n)), attrs, positions
+
+
+def num_params(params) -> int:
+    """Total number of parameter entries of a (possibly abstract) parameter tree."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

@@ -1,0 +1,1 @@
+"""Neural-network building blocks: attention (mask rule + backends), RoPE, norms, embeddings, MLP."""

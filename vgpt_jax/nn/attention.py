@@ -1,0 +1,187 @@
+"""Attention with Video-GPT's block-causal visibility rule evaluated from token attributes.
+
+The mask is data, never a stored (L, L) matrix: every token carries ``TokenAttrs`` and
+:func:`visible` decides, for any (query, key) pair, whether the query may look at the key (spec
+§5.1). Backends evaluate that rule inside the attention computation; ``xla`` is the reference
+that every other backend is tested against.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vgpt_jax.nn.initializers import phi3_normal
+from vgpt_jax.nn.rope import apply_rope
+
+CLEAN, NOISY = 0, 1
+# Within-block order o: noisy block [<|diffusion|>=0, TIME=1, patches=2]; clean block
+# [<img>=0, patches=1, </img>=2].
+ORDER_MARKER, ORDER_SECOND, ORDER_THIRD = 0, 1, 2
+
+
+class TokenAttrs(NamedTuple):
+    """Per-token attributes; each field (..., T) int32 (``is_pad`` bool)."""
+
+    kind: jax.Array  # CLEAN or NOISY
+    frame: jax.Array  # global frame index
+    clip: jax.Array  # clip index (frames of one clip share it; clips are ordered in time)
+    order: jax.Array  # within-block order o (see ORDER_*)
+    is_pad: jax.Array  # pad tokens: invisible to real queries; pad queries see everything
+
+
+def concat_attrs(first: TokenAttrs, second: TokenAttrs) -> TokenAttrs:
+    """Joins two attribute sequences along the token axis."""
+    return TokenAttrs(*(jnp.concatenate([a, b], axis=-1) for a, b in zip(first, second, strict=True)))
+
+
+def visible(q: TokenAttrs, k: TokenAttrs) -> jax.Array:
+    """Spec §5.1: may query q attend key k? q fields (..., Tq), k fields (..., Tk) -> (..., Tq, Tk).
+
+    - k clean: q clean sees earlier clean frames and, in its own frame, keys of order <= its own;
+      q noisy sees clean frames of strictly earlier clips.
+    - k noisy: only noisy queries of the same clip, with key order <= query order.
+    - pad keys are seen by pad queries only; pad queries see every key.
+    """
+
+    def col(x):
+        return x[..., :, None]
+
+    def row(x):
+        return x[..., None, :]
+
+    q_noisy, k_noisy = col(q.kind) == NOISY, row(k.kind) == NOISY
+    order_ok = row(k.order) <= col(q.order)
+    clean_clean = (row(k.frame) < col(q.frame)) | ((row(k.frame) == col(q.frame)) & order_ok)
+    noisy_clean = row(k.clip) < col(q.clip)
+    noisy_noisy = (row(k.clip) == col(q.clip)) & order_ok
+    rule = jnp.where(k_noisy, q_noisy & noisy_noisy, jnp.where(q_noisy, noisy_clean, clean_clean))
+    return col(q.is_pad) | (~row(k.is_pad) & rule)
+
+
+def _masked_softmax_attention(q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.Array:
+    """Dense attention of a query chunk. q (B, Tq, H, Dh), k/v (B, Tk, H, Dh) -> (B, Tq, H, Dh)."""
+    scale = q.shape[-1] ** -0.5
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    mask = visible(q_attrs, k_attrs)[:, None]
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+def xla_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, q_attrs: TokenAttrs, k_attrs: TokenAttrs, query_chunk: int
+) -> jax.Array:
+    """Reference backend: exact softmax attention under the rule, ``query_chunk`` queries at a time.
+
+    Chunking bounds the score memory to (B, H, query_chunk, Tk); each chunk is rematerialised in
+    the backward pass, so long sequences fit without a dense (L, L) mask.
+    q (B, Tq, H, Dh), k/v (B, Tk, H, Dh) -> (B, Tq, H, Dh).
+    """
+    tq = q.shape[1]
+    if tq <= query_chunk:
+        return _masked_softmax_attention(q, k, v, q_attrs, k_attrs)
+    n_chunks = -(-tq // query_chunk)
+    pad = n_chunks * query_chunk - tq
+
+    def split(x, fill):  # (B, Tq, ...) -> (n_chunks, B, chunk, ...), padded with ``fill``
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
+        x = x.reshape(x.shape[0], n_chunks, query_chunk, *x.shape[2:])
+        return jnp.moveaxis(x, 1, 0)
+
+    # Padded queries are pad tokens, so their rows stay finite; they are dropped below.
+    chunked_attrs = TokenAttrs(*(split(a, a.dtype == jnp.bool_) for a in q_attrs))
+    chunk_fn = jax.checkpoint(lambda args: _masked_softmax_attention(args[0], k, v, args[1], k_attrs))
+    out = jax.lax.map(chunk_fn, (split(q, 0), chunked_attrs))
+    out = jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n_chunks * query_chunk, *q.shape[2:])
+    return out[:, :tq]
+
+
+def attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_attrs: TokenAttrs,
+    k_attrs: TokenAttrs,
+    *,
+    backend: str,
+    query_chunk: int,
+) -> jax.Array:
+    """Attention under the visibility rule, by backend. Shapes as :func:`xla_attention`."""
+    if backend == "xla":
+        return xla_attention(q, k, v, q_attrs, k_attrs, query_chunk)
+    raise ValueError(f"unknown attention backend {backend!r}; available: 'xla'")
+
+
+class KVPrefix(NamedTuple):
+    """Keys/values of tokens computed earlier (the clean history), for one layer.
+
+    k, v: (B, Tp, H, Dh) after RoPE. A prefix of batch B serves queries of any multiple of B
+    (the CFG rows reuse one history).
+    """
+
+    k: jax.Array
+    v: jax.Array
+
+
+class SelfAttention(nn.Module):
+    """Phi-3 attention: fused QKV, RoPE on explicit positions, rule-masked softmax, output proj.
+
+    x (B, T, D) -> (B, T, D), plus this call's keys/values (B, T, H, Dh) after RoPE.
+    Parameters: ``qkv`` (D, 3, H, Dh) = Phi-3 ``qkv_proj.weight`` (3·H·Dh, D) transposed and
+    reshaped in Q|K|V order; ``out`` (H, Dh, D) = ``o_proj.weight`` transposed and reshaped.
+    """
+
+    num_heads: int
+    backend: str = "xla"
+    query_chunk: int = 2048
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        cos: jax.Array,
+        sin: jax.Array,
+        attrs: TokenAttrs,
+        prefix: KVPrefix | None = None,
+        prefix_attrs: TokenAttrs | None = None,
+    ) -> tuple[jax.Array, KVPrefix]:
+        d = x.shape[-1]
+        head_dim = d // self.num_heads
+        qkv_kernel = self.param(
+            "qkv",
+            nn.with_logical_partitioning(phi3_normal, ("embed", "qkv", "heads", "head_dim")),
+            (d, 3, self.num_heads, head_dim),
+            self.param_dtype,
+        )
+        out_kernel = self.param(
+            "out",
+            nn.with_logical_partitioning(phi3_normal, ("heads", "head_dim", "embed")),
+            (self.num_heads, head_dim, d),
+            self.param_dtype,
+        )
+        qkv = jnp.einsum("btd,dshk->sbthk", x.astype(self.dtype), jnp.asarray(qkv_kernel, self.dtype))
+        qkv = nn.with_logical_constraint(
+            qkv, (None, "activation_batch", "activation_length", "activation_heads", None)
+        )
+        q = apply_rope(qkv[0], cos, sin)
+        k = apply_rope(qkv[1], cos, sin)
+        v = qkv[2]
+        this_kv = KVPrefix(k, v)
+        keys, values, k_attrs = k, v, attrs
+        if prefix is not None:
+            reps = q.shape[0] // prefix.k.shape[0]
+            keys = jnp.concatenate([jnp.tile(prefix.k, (reps, 1, 1, 1)), k], axis=1)
+            values = jnp.concatenate([jnp.tile(prefix.v, (reps, 1, 1, 1)), v], axis=1)
+            k_attrs = concat_attrs(prefix_attrs, attrs)
+        out = attend(q, keys, values, attrs, k_attrs, backend=self.backend, query_chunk=self.query_chunk)
+        out = nn.with_logical_constraint(
+            out, ("activation_batch", "activation_length", "activation_heads", None)
+        )
+        y = jnp.einsum("bthk,hkd->btd", out, jnp.asarray(out_kernel, self.dtype))
+        return y, this_kv

@@ -1,0 +1,186 @@
+"""Autoregressive clip-by-clip sampling with a KV-cached clean history (spec §9).
+
+A round: the clean history (the last ``window − g`` frames) is run through the backbone once and
+its per-layer keys/values are kept (exact: clean tokens never attend to noisy ones); then the
+whole Euler loop over the linear grid runs inside one ``lax.fori_loop``. Each step evaluates the
+conditional row (history + clip at frames n…n+g−1) and the history-free CFG row (the clip at
+frames 0…g−1) in one batched call, converts x1 to a velocity, guides and steps.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from tqdm.auto import tqdm
+
+from vgpt_jax import config as config_lib
+from vgpt_jax.diffusion import flow
+from vgpt_jax.models import layout
+from vgpt_jax.models.video_gpt import VideoGPT
+from vgpt_jax.nn.attention import TokenAttrs
+
+
+def _rows(x: jax.Array, batch: int) -> jax.Array:
+    return jnp.broadcast_to(x, (batch, *x.shape))
+
+
+def _stack_rows(first: TokenAttrs, second: TokenAttrs) -> TokenAttrs:
+    return TokenAttrs(*(jnp.concatenate([a, b], axis=0) for a, b in zip(first, second, strict=True)))
+
+
+def sample_clip(
+    model: VideoGPT,
+    params,
+    history: jax.Array,
+    noise: jax.Array,
+    *,
+    steps: int,
+    cfg_scale: float,
+    shift: float,
+    use_kv_cache: bool,
+) -> jax.Array:
+    """Generates one clip after ``history``.
+
+    history (B, n, h, w, C) clean latents (n >= 0); noise (B, g, h, w, C) the initial z at t = 0.
+    Returns the final z (B, g, h, w, C): the guided x1 of the last step.
+    """
+    b, n = history.shape[:2]
+    g = noise.shape[1]
+    s = (history.shape[-3] // model.cfg.patch_size) * (history.shape[-2] // model.cfg.patch_size)
+    guided = cfg_scale != 1.0
+    sigmas = flow.time_grid(steps, shift)
+    variables = {"params": params}
+
+    hist_attrs, hist_pos = layout.history_layout(n, s)
+    cond_attrs, cond_pos = layout.generation_layout(n, g, s)
+    free_attrs, free_pos = layout.generation_layout(0, g, s)
+    rows = 2 * b if guided else b
+    q_attrs = TokenAttrs(*(_rows(a, b) for a in cond_attrs))
+    q_pos = _rows(cond_pos, b)
+    if guided:
+        q_attrs = _stack_rows(q_attrs, TokenAttrs(*(_rows(a, b) for a in free_attrs)))
+        q_pos = jnp.concatenate([q_pos, _rows(free_pos, b)], axis=0)
+
+    if use_kv_cache:
+        prefix = model.apply(
+            variables,
+            history,
+            TokenAttrs(*(_rows(a, b) for a in hist_attrs)),
+            _rows(hist_pos, b),
+            method=VideoGPT.prefill,
+        )
+        prefix_attrs = TokenAttrs(*(_rows(a, b) for a in hist_attrs))
+        if guided:  # the CFG rows reuse the same keys, all hidden from them as padding
+            prefix_attrs = _stack_rows(
+                prefix_attrs, prefix_attrs._replace(is_pad=jnp.ones_like(prefix_attrs.is_pad))
+            )
+
+        def predict(z, t):
+            zz = jnp.concatenate([z, z], axis=0) if guided else z
+            x1 = model.apply(
+                variables,
+                zz,
+                jnp.full((rows, g), t),
+                q_attrs,
+                q_pos,
+                prefix,
+                prefix_attrs,
+                method=VideoGPT.denoise,
+            )
+            return (x1[:b], x1[b:]) if guided else (x1, None)
+    else:
+        seq_attrs = TokenAttrs(
+            *(_rows(jnp.concatenate([h, c]), b) for h, c in zip(hist_attrs, cond_attrs, strict=True))
+        )
+        seq_pos = _rows(jnp.concatenate([hist_pos, cond_pos]), b)
+
+        def predict(z, t):
+            tt = jnp.full((b, g), t)
+            cond = model.apply(variables, history, z, tt, seq_attrs, seq_pos, method=VideoGPT.sequence)
+            if not guided:
+                return cond, None
+            free = model.apply(
+                variables,
+                z,
+                tt,
+                TokenAttrs(*(_rows(a, b) for a in free_attrs)),
+                _rows(free_pos, b),
+                None,
+                None,
+                method=VideoGPT.denoise,
+            )
+            return cond, free
+
+    def euler_step(i, z):
+        t = sigmas[i]
+        cond, free = predict(z, t)
+        x1 = flow.guide(cond, free, cfg_scale) if guided else cond
+        return z + (sigmas[i + 1] - t) * flow.velocity(x1, z, t)
+
+    return jax.lax.fori_loop(0, steps, euler_step, noise.astype(jnp.float32))
+
+
+class Sampler:
+    """Video prediction from conditioning latents with the settings of ``config.sampling``."""
+
+    def __init__(self, config: ml_collections.ConfigDict, model: VideoGPT):
+        self.config = config_lib.validate(config)
+        self.model = model
+        s = config.sampling
+        self._sample_clip = jax.jit(
+            functools.partial(
+                sample_clip,
+                model,
+                steps=s.steps,
+                cfg_scale=s.cfg_scale,
+                shift=s.shift,
+                use_kv_cache=s.use_kv_cache,
+            )
+        )
+
+    def sample_clip(self, params, history: jax.Array, noise: jax.Array) -> jax.Array:
+        """One clip; see :func:`sample_clip`."""
+        return self._sample_clip(params, history, noise)
+
+    def rollout(
+        self,
+        params,
+        context: jax.Array,
+        num_frames: int,
+        key: jax.Array | None = None,
+        reencode: Callable[[jax.Array], jax.Array] | None = None,
+        progress: bool = False,
+    ) -> jax.Array:
+        """Predicts ``num_frames`` frames after ``context`` (B, n0, h, w, C), clip by clip.
+
+        Each round keeps the last ``window_frames − g`` frames as history. ``reencode`` maps a
+        generated clip's latents to the history latents (the official sampler decodes to uint8
+        and re-encodes with the tokenizer); without it the latents are reused as they are.
+        Returns (B, num_frames, h, w, C).
+        """
+        s = self.config.sampling
+        key = jax.random.key(s.seed) if key is None else key
+        frames, made, round_index = context, [], 0
+        total = 0
+        with tqdm(total=num_frames, desc="sampling", unit="frame", disable=not progress) as bar:
+            while total < num_frames:
+                g = min(s.clip_frames, num_frames - total)
+                history = frames[:, max(0, frames.shape[1] - (s.window_frames - g)) :]
+                round_key = jax.random.fold_in(key, round_index)
+                if s.history_noise > 0 and round_index > 0:
+                    a = s.history_noise
+                    eps = jax.random.normal(jax.random.fold_in(round_key, 1), history.shape, history.dtype)
+                    history = (1 - a) * history + a * eps
+                noise = jax.random.normal(round_key, (context.shape[0], g, *context.shape[2:]), jnp.float32)
+                clip = self.sample_clip(params, history, noise)
+                clip = reencode(clip) if reencode is not None else clip
+                made.append(clip)
+                frames = jnp.concatenate([frames, clip.astype(frames.dtype)], axis=1)
+                total += g
+                round_index += 1
+                bar.update(g)
+        return jnp.concatenate(made, axis=1)
