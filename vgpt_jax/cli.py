@@ -1,7 +1,8 @@
 """The ``vgpt`` command: ``vgpt <command> --config experiments/X.py [--config.a.b=v ...]``.
 
 Commands:
-  info   print one JSON object describing a config: exact parameter count, sizes, mesh, backend.
+  info         print one JSON object describing a config: exact parameter count, sizes, mesh, backend.
+  physics-iq   Physics-IQ evaluation (``vgpt physics-iq --help``); takes its own flags, not a config.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from absl import app
 from ml_collections import config_flags
 
-COMMANDS = ("info",)
+COMMANDS = ("info", "physics-iq")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "An experiments/*.py file.", lock_config=True)
 
@@ -66,6 +67,10 @@ def run() -> None:
         )
         sys.exit(2)
     command = sys.argv[1]
+    if command == "physics-iq":
+        from vgpt_jax.evaluation import physics_iq
+
+        sys.exit(physics_iq.main(sys.argv[2:]))
     app.run(lambda argv: _main(argv, command), argv=[f"vgpt {command}", *sys.argv[2:]])
 
 

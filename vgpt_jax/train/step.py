@@ -129,10 +129,13 @@ class Trainer:
         return jax.random.fold_in(jax.random.key(self.config.seed), step)
 
     def clip_ids(self, key: jax.Array, batch: int) -> jax.Array:
-        """(B, N) clip ids: the official random partition, or one clip per frame (stage 1)."""
+        """(B, N) clip ids: the official random partition, one clip per frame, or a fixed partition."""
         n = self.sizes.num_frames
         if self.config.layout.partition == "per_frame":
             return jnp.broadcast_to(layout.per_frame_clip_ids(n), (batch, n))
+        if self.config.layout.partition == "fixed":
+            ids = layout.clip_ids_from_partition(self.config.layout.fixed_partition)
+            return jnp.broadcast_to(jnp.asarray(ids), (batch, n))
         return jax.vmap(layout.random_clip_ids, in_axes=(0, None))(jax.random.split(key, batch), n)
 
     def loss(self, params, batch: dict[str, jax.Array], key: jax.Array) -> jax.Array:

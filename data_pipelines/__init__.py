@@ -1,0 +1,1 @@
+"""Grain data pipelines and sources, and offline data jobs."""

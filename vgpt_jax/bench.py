@@ -1,0 +1,243 @@
+"""``make bench``: time the train step and the sampler on the current device; print one table.
+
+For each train config: step time, tokens/s, model TFLOP/s and MFU, peak device memory. MFU uses
+the comparator's definition (``shared/bench/official_torch_step.py``): model FLOPs without
+recompute, 3 × forward, dense matmuls 2·P·T with P the parameters outside the token table, and
+attention 4·layers·D·T² counted on the visible fraction of the official mask, against a bf16
+matmul peak measured in the same run. T is the official sequence length of the comparator's
+clip partition (its seeded draw); our step also computes the clean copies of the last clip, which
+count as overhead, not as tokens.
+
+  python -m vgpt_jax.bench --train experiments/videogpt_1b.py --sample experiments/videogpt_1b.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vgpt_jax import config as config_lib
+from vgpt_jax.models import layout
+from vgpt_jax.models.video_gpt import VideoGPT, num_params
+from vgpt_jax.nn.attention import visible
+from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.sample.sampler import Sampler
+from vgpt_jax.train.step import Trainer
+
+
+def load_config(path: str):
+    spec = importlib.util.spec_from_file_location("experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def official_partition(frames: int, seed: int) -> list[int]:
+    """The comparator's (and the official data code's) draw: K ~ U{2..N}, K−1 sorted cut points."""
+    rng = random.Random(seed)
+    k = rng.randint(2, frames)
+    cuts = sorted(rng.sample(range(1, frames), k - 1))
+    return [b - a for a, b in zip([0, *cuts], [*cuts, frames], strict=True)]
+
+
+def matmul_peak(n: int = 8192, reps: int = 10, dtype=jnp.bfloat16) -> float:
+    """Measured matmul TFLOP/s (n × n × n, random data)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    matmul = jax.jit(lambda x: x @ x)
+    for _ in range(3):
+        matmul(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        out = matmul(a)
+    out.block_until_ready()
+    return reps * 2 * n**3 / (time.perf_counter() - t0) / 1e12
+
+
+def visible_fraction(partition: list[int], tokens_per_frame: int, chunk: int = 2048) -> float:
+    """Visible share of the official mask for this partition, counted on the device in chunks."""
+    attrs, _ = layout.training_layout(
+        jnp.asarray(layout.clip_ids_from_partition(partition)), tokens_per_frame
+    )
+    total = int((~attrs.is_pad).sum())
+    length = attrs.kind.shape[0]
+    padded = -(-length // chunk) * chunk
+    # extra tokens are pad, and pad tokens are left out of the count on both sides
+    attrs = jax.tree.map(
+        lambda a: jnp.pad(a, (0, padded - length), constant_values=a.dtype == jnp.bool_), attrs
+    )
+
+    @jax.jit
+    def count(keys, start):
+        q = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk), keys)
+        v = visible(q, keys) & ~q.is_pad[:, None] & ~keys.is_pad[None, :]
+        return v.sum(dtype=jnp.int32)
+
+    seen = sum(int(count(attrs, s)) for s in range(0, padded, chunk))
+    return seen / total**2
+
+
+def peak_memory_gib() -> float | None:
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**30
+
+
+def bench_train(path: str, steps: int, seed: int, peak: float) -> dict:
+    config = load_config(path)
+    n = config.data.num_frames
+    partition = official_partition(n, seed)
+    config.layout.partition = "fixed"
+    config.layout.fixed_partition = tuple(partition)
+    config.mesh.update(data=1, fsdp=-1, tensor=1, sequence=1)
+    trainer = Trainer(config, make_mesh(config.mesh))
+    sizes = trainer.sizes
+    state = trainer.init()
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=trainer.batch_shape).astype(np.float32)
+    batch = trainer.shard_batch({"target": latents, "clean": latents})
+    t0 = time.perf_counter()
+    state, metrics = trainer.step(state, batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    state, metrics = trainer.step(state, batch)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = trainer.step(state, batch)
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - t0) / steps
+
+    p_total = num_params(state.params)
+    p_dense = p_total - config.model.vocab_size * config.model.hidden_size
+    tokens = (2 * n - partition[-1]) * sizes.block_len * trainer.global_batch
+    vis = visible_fraction(partition, sizes.tokens_per_frame)
+    seq = tokens // trainer.global_batch
+    fwd = trainer.global_batch * (
+        2 * p_dense * seq + 4 * config.model.num_layers * config.model.hidden_size * seq * seq * vis
+    )
+    tflops = 3 * fwd / step_s / 1e12
+    return {
+        "row": f"train {path.rsplit('/', 1)[-1][:-3]} {n} frames",
+        "params": p_total,
+        "partition_clips": len(partition),
+        "seq_len": seq,
+        "our_seq_len": sizes.seq_len,
+        "visible_fraction": round(vis, 4),
+        "loss": float(metrics["loss"]),
+        "compile_s": round(compile_s, 1),
+        "step_s": round(step_s, 4),
+        "tokens_per_s": round(tokens / step_s, 1),
+        "model_tflops_per_s": round(tflops, 1),
+        "mfu": round(tflops / peak, 4),
+        "peak_mem_gib": peak_memory_gib(),
+    }
+
+
+def bench_sample(path: str, history: int, generate: int, steps: int, cfg_scale: float) -> dict:
+    config = load_config(path)
+    config.sampling.update(
+        steps=steps,
+        cfg_scale=cfg_scale,
+        clip_frames=generate,
+        window_frames=history + generate,
+        use_kv_cache=True,
+    )
+    config_lib.validate(config)
+    from vgpt_jax.models.video_gpt import ModelConfig, example_inputs
+
+    model = VideoGPT(ModelConfig.from_config(config))
+    params = jax.jit(lambda k: model.init(k, *example_inputs(config, num_frames=2))["params"])(
+        jax.random.key(0)
+    )
+    params = jax.tree.map(lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), params)
+    sampler = Sampler(config, model)
+    d = config.data
+    shape = (1, history, d.latent_height, d.latent_width, config.model.latent_channels)
+    hist = jax.random.normal(jax.random.key(2), shape, jnp.float32)
+    noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
+    t0 = time.perf_counter()
+    sampler.sample_clip(params, hist, noise).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = sampler.sample_clip(params, hist, noise)
+    out.block_until_ready()
+    clip_s = time.perf_counter() - t0
+    return {
+        "row": f"sample {path.rsplit('/', 1)[-1][:-3]} {history}+{generate} frames, {steps} steps, "
+        f"CFG {cfg_scale}",
+        "params": num_params(params),
+        "compile_s": round(compile_s, 1),
+        "clip_s": round(clip_s, 2),
+        "frames_per_s": round(generate / clip_s, 3),
+        "finite": bool(jnp.isfinite(out).all()),
+        "peak_mem_gib": peak_memory_gib(),
+    }
+
+
+def print_table(rows: list[dict], peak: float) -> None:
+    print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}  matmul peak {peak:.3g} TFLOP/s")
+    cols = ["row", "step_s", "clip_s", "tokens_per_s", "model_tflops_per_s", "mfu", "peak_mem_gib", "error"]
+    print(" | ".join(cols))
+    for r in rows:
+        print(
+            " | ".join(str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.4g}" for c in cols)
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", nargs="*", default=None, help="configs to time a step of (default: 1 B)")
+    p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
+    p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
+    p.add_argument("--seed", type=int, default=0, help="clip-partition seed (the comparator's --seed)")
+    p.add_argument("--history", type=int, default=56)
+    p.add_argument("--generate", type=int, default=24)
+    p.add_argument("--denoise-steps", type=int, default=50)
+    p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument(
+        "--peak-tflops", type=float, default=0.0, help="0 = measure a matmul (bf16; fp32 on a CPU)"
+    )
+    p.add_argument("--json", default="", help="also write the rows here")
+    a = p.parse_args()
+    default = "experiments/videogpt_1b.py"
+    if jax.default_backend() == "cpu" and a.train is None and a.sample is None:
+        # The GPU-sized defaults would take hours on a CPU: time the tiny config instead.
+        print("no accelerator: timing experiments/tiny_cpu.py (pass --train/--sample to override)")
+        default = "experiments/tiny_cpu.py"
+        a.history, a.generate, a.denoise_steps = 4, 4, 10
+    a.train = [default] if a.train is None else a.train
+    a.sample = [default] if a.sample is None else a.sample
+    on_cpu = jax.default_backend() == "cpu"  # CPUs emulate bf16: take their fp32 peak instead
+    peak = a.peak_tflops or (matmul_peak(1024, dtype=jnp.float32) if on_cpu else matmul_peak())
+    jobs = [(f"train {path}", lambda path=path: bench_train(path, a.steps, a.seed, peak)) for path in a.train]
+    jobs += [
+        (
+            f"sample {path}",
+            lambda path=path: bench_sample(path, a.history, a.generate, a.denoise_steps, a.cfg),
+        )
+        for path in a.sample
+    ]
+    rows = []
+    for name, job in jobs:
+        try:
+            rows.append(job())
+        except Exception as e:  # noqa: BLE001 - a row that does not fit (e.g. out of memory) is reported, not fatal
+            rows.append({"row": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+        print(json.dumps(rows[-1]), flush=True)
+    print_table(rows, peak)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(
+                {"device": jax.devices()[0].device_kind, "peak_tflops": peak, "rows": rows}, f, indent=1
+            )
+
+
+if __name__ == "__main__":
+    main()

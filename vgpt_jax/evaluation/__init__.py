@@ -1,0 +1,1 @@
+"""Evaluation: Physics-IQ (masks, the four metrics, the score) and video metrics."""
