@@ -1,0 +1,1 @@
+"""Checkpoints: one wrapper over Orbax's CheckpointManager."""
