@@ -181,10 +181,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"a multiple of model.num_heads = {m.num_heads}",
     )
     _require(
-        m.num_heads % m.num_kv_heads == 0,
+        m.num_kv_heads == m.num_heads,
         "model.num_kv_heads",
         m.num_kv_heads,
-        f"a divisor of model.num_heads = {m.num_heads}",
+        f"model.num_heads = {m.num_heads}: grouped-query attention is not supported (the release has none)",
     )
     head_dim = m.hidden_size // m.num_heads
     _require(head_dim % 2 == 0, "model.hidden_size", m.hidden_size, "an even head dimension for RoPE")
@@ -274,12 +274,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, ">= 0")
     _require(o.grad_clip_norm >= 0, "optim.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
     return config
-
-
-def dtype_of(name: str):
-    import jax.numpy as jnp
-
-    return jnp.dtype(name)
 
 
 def rope_attention_scaling(config: ml_collections.ConfigDict) -> float:

@@ -96,12 +96,7 @@ class ModelConfig:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> ModelConfig:
-        m = config.model
-        if m.num_kv_heads != m.num_heads:
-            raise ValueError(
-                f"config.model.num_kv_heads = {m.num_kv_heads} differs from num_heads = {m.num_heads}: "
-                "grouped-query attention is not supported (the Video-GPT backbone has none)"
-            )
+        m = config_lib.validate(config).model
         factors = {"long": tuple(m.rope.long_factor), "short": tuple(m.rope.short_factor), "none": None}
         return cls(
             hidden_size=m.hidden_size,
