@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import random
 import time
 
 import jax
@@ -24,11 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgpt_jax import config as config_lib
-from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import VideoGPT, num_params
-from vgpt_jax.nn.attention import visible
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.sample.sampler import Sampler
+from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
 from vgpt_jax.train.step import Trainer
 
 
@@ -37,50 +35,6 @@ def load_config(path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
-
-
-def official_partition(frames: int, seed: int) -> list[int]:
-    """The comparator's (and the official data code's) draw: K ~ U{2..N}, K−1 sorted cut points."""
-    rng = random.Random(seed)
-    k = rng.randint(2, frames)
-    cuts = sorted(rng.sample(range(1, frames), k - 1))
-    return [b - a for a, b in zip([0, *cuts], [*cuts, frames], strict=True)]
-
-
-def matmul_peak(n: int = 8192, reps: int = 10, dtype=jnp.bfloat16) -> float:
-    """Measured matmul TFLOP/s (n × n × n, random data)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    matmul = jax.jit(lambda x: x @ x)
-    for _ in range(3):
-        matmul(a).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        out = matmul(a)
-    out.block_until_ready()
-    return reps * 2 * n**3 / (time.perf_counter() - t0) / 1e12
-
-
-def visible_fraction(partition: list[int], tokens_per_frame: int, chunk: int = 2048) -> float:
-    """Visible share of the official mask for this partition, counted on the device in chunks."""
-    attrs, _ = layout.training_layout(
-        jnp.asarray(layout.clip_ids_from_partition(partition)), tokens_per_frame
-    )
-    total = int((~attrs.is_pad).sum())
-    length = attrs.kind.shape[0]
-    padded = -(-length // chunk) * chunk
-    # extra tokens are pad, and pad tokens are left out of the count on both sides
-    attrs = jax.tree.map(
-        lambda a: jnp.pad(a, (0, padded - length), constant_values=a.dtype == jnp.bool_), attrs
-    )
-
-    @jax.jit
-    def count(keys, start):
-        q = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk), keys)
-        v = visible(q, keys) & ~q.is_pad[:, None] & ~keys.is_pad[None, :]
-        return v.sum(dtype=jnp.int32)
-
-    seen = sum(int(count(attrs, s)) for s in range(0, padded, chunk))
-    return seen / total**2
 
 
 def peak_memory_gib() -> float | None:
@@ -115,14 +69,10 @@ def bench_train(path: str, steps: int, seed: int, peak: float) -> dict:
     step_s = (time.perf_counter() - t0) / steps
 
     p_total = num_params(state.params)
-    p_dense = p_total - config.model.vocab_size * config.model.hidden_size
-    tokens = (2 * n - partition[-1]) * sizes.block_len * trainer.global_batch
+    seq = (2 * n - partition[-1]) * sizes.block_len
+    tokens = seq * trainer.global_batch
     vis = visible_fraction(partition, sizes.tokens_per_frame)
-    seq = tokens // trainer.global_batch
-    fwd = trainer.global_batch * (
-        2 * p_dense * seq + 4 * config.model.num_layers * config.model.hidden_size * seq * seq * vis
-    )
-    tflops = 3 * fwd / step_s / 1e12
+    tflops = trainer.global_batch * train_step_flops(config, partition, p_total) / step_s / 1e12
     return {
         "row": f"train {path.rsplit('/', 1)[-1][:-3]} {n} frames",
         "params": p_total,

@@ -116,6 +116,10 @@ def base_config() -> ml_collections.ConfigDict:
     t = c.train = ml_collections.ConfigDict()
     t.steps = 1000
     t.log_every = 10
+    t.checkpoint_every = 1000
+    t.keep_checkpoints = 3
+    t.data_timeout_s = 600.0  # a data pipeline silent this long stops the run
+    t.peak_tflops = 0.0  # per-device peak for MFU; 0 = measure a matmul at start
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
@@ -270,6 +274,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         s.clip_frames,
         f"in [1, sampling.window_frames = {s.window_frames})",
     )
+    t = config.train
+    for field in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+        _require(getattr(t, field) >= 1, f"train.{field}", getattr(t, field), ">= 1")
+    _require(t.data_timeout_s > 0, "train.data_timeout_s", t.data_timeout_s, "> 0 seconds")
     o = config.optim
     _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, ">= 0")
     _require(o.grad_clip_norm >= 0, "optim.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")

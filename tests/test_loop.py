@@ -1,0 +1,89 @@
+"""The training loop: log lines and TensorBoard, checkpoints and resume, NaN and stall stops, SIGTERM."""
+
+import glob
+import os
+import signal
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import load_experiment
+
+from vgpt_jax.checkpoint.manager import Checkpointer
+from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.train.loop import train
+
+
+def _config(steps, log_every=2, checkpoint_every=3):
+    c = load_experiment("tiny_cpu")
+    c.mesh.update(data=1, fsdp=1, tensor=1, sequence=1)
+    c.data.per_device_batch_size = 2
+    c.train.update(steps=steps, log_every=log_every, checkpoint_every=checkpoint_every, peak_tflops=1.0)
+    return c
+
+
+def _batches(nan_at=None, stall_at=None, stall_s=0.0):
+    rng = np.random.default_rng(0)
+    i = 0
+    while True:
+        i += 1
+        x = rng.normal(size=(2, 8, 8, 8, 4)).astype(np.float32)
+        if i == nan_at:
+            x[0, 0, 0, 0, 0] = np.nan
+        if i == stall_at:
+            time.sleep(stall_s)
+        yield {"target": x, "clean": x}
+
+
+def _mesh(c):
+    return make_mesh(c.mesh, jax.devices()[:1])
+
+
+def test_logs_checkpoints_and_resumes(tmp_path):
+    lines = []
+    c = _config(6)
+    state = train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lines.append)
+    assert int(state.step) == 6
+    logged = [line for line in lines if line.startswith("step ")]
+    assert [int(line.split()[1]) for line in logged] == [2, 3, 4, 6]  # log steps and checkpoint steps
+    for field in ("loss", "grad_norm", "learning_rate", "tokens_per_s", "mfu", "data_wait_pct", "memory_gib"):
+        assert f"| {field} " in logged[0]
+    assert glob.glob(os.path.join(tmp_path, "events.out.tfevents.*"))
+    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [3, 6]
+
+    c.train.steps = 8
+    state = train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lines.append)
+    assert "resumed from" in " ".join(lines) and int(state.step) == 8
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
+    c = _config(10, log_every=5)
+    with pytest.raises(FloatingPointError, match="not finite at step 4.*step 3"):
+        train(c, str(tmp_path), _batches(nan_at=4), mesh=_mesh(c), log=lambda s: None)
+    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [3]
+
+
+def test_stalled_data_stops_naming_the_step(tmp_path):
+    c = _config(10)
+    c.train.data_timeout_s = 1.0
+    with pytest.raises(TimeoutError, match="no batch for 1.0 s at step 2"):
+        train(c, str(tmp_path), _batches(stall_at=2, stall_s=3.0), mesh=_mesh(c), log=lambda s: None)
+
+
+def test_sigterm_finishes_the_step_saves_and_returns(tmp_path):
+    c = _config(1000, log_every=1000, checkpoint_every=1000)
+    lines = []
+
+    def batches():
+        for i, b in enumerate(_batches()):
+            if i == 2:  # the loop is past compilation: ask it to stop
+                threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            yield b
+
+    state = train(c, str(tmp_path), batches(), mesh=_mesh(c), log=lines.append)
+    step = int(state.step)
+    assert 3 <= step < 1000
+    assert any(line.startswith("preempted") for line in lines)
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == step

@@ -1,0 +1,187 @@
+"""The training loop: data -> jit step -> metrics, with checkpoints, preemption and failure stops.
+
+No host sync happens between log steps: the loss's finiteness is tracked on the device and read
+at log and checkpoint steps, so a NaN stops the run naming the first bad step, and a checkpoint
+is never written from a state that has seen one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vgpt_jax import config as config_lib
+from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
+from vgpt_jax.models.video_gpt import num_params
+from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops
+from vgpt_jax.train.step import Trainer, TrainState
+
+
+@jax.jit
+def _track_first_bad_step(first_bad: jax.Array, loss: jax.Array, step: jax.Array) -> jax.Array:
+    """-1 while every loss so far is finite, else the first step whose loss was not."""
+    return jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step, first_bad)
+
+
+class Preemption:
+    """SIGTERM -> finish the current step, save, exit 0. Multi-host runs agree on the step
+    through JAX's preemption sync point; a single process uses its own signal handler."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if jax.process_count() == 1:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class MetricsWriter:
+    """One log line per log step, plus TensorBoard scalars in the workdir (process 0 only)."""
+
+    def __init__(self, workdir: str, log: Callable[[str], None] = print):
+        self.log = log
+        self.tb = None
+        if jax.process_index() == 0:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(workdir)
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        parts = [f"step {step}"] + [f"{k} {_fmt(v)}" for k, v in scalars.items()]
+        if jax.process_index() == 0:
+            self.log(" | ".join(parts))
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f"train/{k}", v, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _device_memory_gib() -> float:
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("bytes_in_use", 0) / 2**30
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    batches: Iterator[dict[str, Any]],
+    *,
+    data_iterator=None,
+    mesh=None,
+    log: Callable[[str], None] = print,
+) -> TrainState:
+    """Trains ``config.train.steps`` steps, resuming from ``workdir/checkpoints`` if present.
+
+    ``batches`` yields host batches (``target``/``clean`` latents, global shape); if it is a
+    checkpointable Grain iterator pass it again as ``data_iterator`` so its position is saved
+    and restored with the state. Returns the final state.
+    """
+    config_lib.validate(config)
+    t = config.train
+    os.makedirs(workdir, exist_ok=True)
+    trainer = Trainer(config, make_mesh(config.mesh) if mesh is None else mesh)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.keep_checkpoints)
+    if ckpt.latest_step() is not None:
+        target = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+        state = ckpt.restore(target, data_iterator=data_iterator)
+        log(f"resumed from {ckpt.directory} at step {int(state.step)}")
+    else:
+        state = trainer.init()
+    writer = MetricsWriter(workdir, log)
+
+    partition = official_partition(config.data.num_frames, config.seed)
+    step_flops = trainer.global_batch * train_step_flops(config, partition, num_params(state.params))
+    tokens_per_step = trainer.global_batch * trainer.sizes.seq_len
+    on_cpu = jax.default_backend() == "cpu"
+    peak = t.peak_tflops or (matmul_peak(1024, dtype=jnp.float32) if on_cpu else matmul_peak())
+    peak_total = peak * jax.device_count()
+
+    step = int(state.step)
+    first_bad = jnp.array(-1, jnp.int32)
+    window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
+    fetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        with Preemption() as preemption:
+            while step < t.steps:
+                t_data = time.perf_counter()
+                try:
+                    batch = fetch.submit(next, batches).result(timeout=t.data_timeout_s)
+                except concurrent.futures.TimeoutError:
+                    raise TimeoutError(
+                        f"the data pipeline produced no batch for {t.data_timeout_s} s at step {step + 1}; "
+                        f"the last good checkpoint ({ckpt.latest_step()}) is kept"
+                    ) from None
+                data_wait += time.perf_counter() - t_data
+                state, metrics = trainer.step(state, trainer.shard_batch(batch))
+                step += 1
+                window_steps += 1
+                first_bad = _track_first_bad_step(first_bad, metrics["loss"], step)
+                must_save = step % t.checkpoint_every == 0 or step == t.steps
+                if step % t.log_every == 0 or must_save:
+                    bad = int(first_bad)
+                    if bad >= 0:
+                        raise FloatingPointError(
+                            f"the loss is not finite at step {bad}; stopping. The last good checkpoint "
+                            f"(step {ckpt.latest_step()}) is kept in {ckpt.directory}"
+                        )
+                    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    elapsed = time.perf_counter() - window_start
+                    step_s = elapsed / window_steps
+                    writer.write(
+                        step,
+                        {
+                            **m,
+                            "step_s": step_s,
+                            "tokens_per_s": tokens_per_step / step_s,
+                            "mfu": step_flops / step_s / 1e12 / peak_total,
+                            "data_wait_pct": 100 * data_wait / elapsed,
+                            "memory_gib": _device_memory_gib(),
+                        },
+                    )
+                    window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
+                if must_save:
+                    ckpt.save(step, state, config, data_iterator)
+                if preemption.reached(step):
+                    if int(first_bad) < 0:
+                        ckpt.save(step, state, config, data_iterator)
+                    log(f"preempted: saved step {step} to {ckpt.directory}")
+                    break
+    finally:
+        fetch.shutdown(wait=False, cancel_futures=True)
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    return state
