@@ -16,6 +16,9 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1.0",
     "numpy>=1.26",
     "tqdm>=4.66",
+    "tensorboardX>=2.6.5",
+    "opencv-python-headless>=4.11.0.86",
+    "matplotlib>=3.11.2",
 ]
 
 setup(
