@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6.5",
     "opencv-python-headless>=4.11.0.86",
     "matplotlib>=3.11.2",
+    "av>=18.1.0",
+    "pillow>=13.0.0",
 ]
 
 setup(
