@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,torch]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.11.2",
     "av>=18.1.0",
     "pillow>=13.0.0",
+    "safetensors>=0.8.0",
 ]
 
 setup(
@@ -33,7 +34,9 @@ setup(
     extras_require={
         "gpu": ["jax[cuda13]>=0.10.2"],
         "tpu": ["jax[tpu]>=0.10.2"],
-        "torch": ["torch>=2.13.0", "safetensors>=0.4"],
+        # Parity tests against the PyTorch reference implementations (CPU build is enough); the
+        # upper bound keeps pip on the CPU wheel rather than a multi-GB CUDA build.
+        "torch": ["torch>=2.13.0,<2.14", "diffusers>=0.42.1"],
         "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["vgpt = vgpt_jax.cli:run"]},
