@@ -124,7 +124,8 @@ def train(
 
     partition = official_partition(config.data.num_frames, config.seed)
     step_flops = trainer.global_batch * train_step_flops(config, partition, num_params(state.params))
-    tokens_per_step = trainer.global_batch * trainer.sizes.seq_len
+    # tokens as the comparator counts them: the official sequence of a representative partition
+    tokens_per_step = trainer.global_batch * (2 * sum(partition) - partition[-1]) * trainer.sizes.block_len
     on_cpu = jax.default_backend() == "cpu"
     peak = t.peak_tflops or (matmul_peak(1024, dtype=jnp.float32) if on_cpu else matmul_peak())
     peak_total = peak * jax.device_count()
