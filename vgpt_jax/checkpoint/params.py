@@ -1,0 +1,79 @@
+"""Params-only checkpoints for inference: a pytree of arrays plus the config that built it.
+
+On disk::
+
+    DIR/params/      an Orbax StandardCheckpointer tree (any nesting, e.g. {"model": ..., "tokenizer": ...})
+    DIR/config.json  the ml_collections config as JSON
+
+Written by ``vgpt export`` (Video-GPT + its tokenizer) and by tokenizer training. Restores go
+onto the given shardings, or onto the default device when none are given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+PARAMS_DIR = "params"
+CONFIG_FILE = "config.json"
+
+
+def is_params_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a params-only checkpoint."""
+    return os.path.isfile(os.path.join(directory, CONFIG_FILE)) and os.path.isdir(
+        os.path.join(directory, PARAMS_DIR)
+    )
+
+
+def save_params(directory: str | os.PathLike, params: Any, config: ml_collections.ConfigDict) -> str:
+    """Writes ``params`` and ``config`` under ``directory`` (which must not hold a checkpoint yet).
+
+    Blocks until the arrays are on disk. Returns the absolute directory.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(os.path.join(directory, PARAMS_DIR)):
+        raise FileExistsError(f"{directory} already holds a params checkpoint: choose a new output folder")
+    os.makedirs(directory, exist_ok=True)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(os.path.join(directory, PARAMS_DIR), params)
+        checkpointer.wait_until_finished()
+    if jax.process_index() == 0:
+        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+            f.write(config.to_json(indent=2))
+    return directory
+
+
+def load_config(directory: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The config saved beside the params."""
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: {directory} is not a params checkpoint (write one with `vgpt export`)"
+        )
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_params(directory: str | os.PathLike, abstract: Any = None) -> Any:
+    """The params under ``directory``.
+
+    ``abstract``: ShapeDtypeStructs carrying target shardings (restores onto another mesh); without
+    it every array lands on the default device.
+    """
+    path = os.path.join(os.path.abspath(os.fspath(directory)), PARAMS_DIR)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"{path} not found: {directory} is not a params checkpoint (write one with `vgpt export`)"
+        )
+    with ocp.StandardCheckpointer() as checkpointer:
+        if abstract is None:
+            metadata = checkpointer.metadata(path)
+            tree = getattr(metadata, "item_metadata", metadata)
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+        return checkpointer.restore(path, abstract)
