@@ -87,3 +87,19 @@ def test_sigterm_finishes_the_step_saves_and_returns(tmp_path):
     assert 3 <= step < 1000
     assert any(line.startswith("preempted") for line in lines)
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == step
+
+
+def test_init_from_a_params_checkpoint(tmp_path):
+    from vgpt_jax.checkpoint.params import save_params
+    from vgpt_jax.train.step import Trainer
+
+    c = _config(1)
+    source = Trainer(c, _mesh(c)).init(jax.random.key(7)).params  # differs from the run's seed-0 init
+    save_params(tmp_path / "init", {"model": source}, c)
+    c.train.init_from = str(tmp_path / "init")
+    c.optim.learning_rate = 0.0  # the one step leaves the parameters as loaded
+    lines = []
+    state = train(c, str(tmp_path / "run"), _batches(), mesh=_mesh(c), log=lines.append)
+    assert any("initialised the parameters from" in line for line in lines)
+    for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(source), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -96,6 +96,12 @@ def base_config() -> ml_collections.ConfigDict:
     d.flexible_interval = False
     d.max_interval = 12
     d.max_image_size = 320
+    # where the training clips come from (see vgpt_jax/train/launch.py); split for TFDS datasets
+    d.source_path = ""
+    d.split = "train"
+    d.min_side = 128  # videos with a shorter side are rejected (the official filter)
+    d.worker_count = 0  # Grain decode processes per host; 0 decodes in the main process
+    d.worker_buffer_size = 2
 
     lay = c.layout = ml_collections.ConfigDict()
     # random: the official K ~ U{2..N} partition per sample; per_frame: one clip per frame (stage 1);
@@ -120,6 +126,10 @@ def base_config() -> ml_collections.ConfigDict:
     t.keep_checkpoints = 3
     t.data_timeout_s = 600.0  # a data pipeline silent this long stops the run
     t.peak_tflops = 0.0  # per-device peak for MFU; 0 = measure a matmul at start
+    t.sample_every = 0  # steps between sample videos in workdir/samples (0: none)
+    t.sample_fps = 8
+    # a params checkpoint (`vgpt convert` / `vgpt export`) whose "model" params start a new run
+    t.init_from = ""
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1

@@ -59,11 +59,11 @@ def load_config(directory: str | os.PathLike) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def load_params(directory: str | os.PathLike, abstract: Any = None) -> Any:
+def load_params(directory: str | os.PathLike, abstract: dict[str, Any] | None = None) -> Any:
     """The params under ``directory``.
 
-    ``abstract``: ShapeDtypeStructs carrying target shardings (restores onto another mesh); without
-    it every array lands on the default device.
+    ``abstract``: for some top-level entries (e.g. ``{"model": ...}``), ShapeDtypeStructs carrying
+    target shardings, so those land on a mesh; every other array lands on the default device.
     """
     path = os.path.join(os.path.abspath(os.fspath(directory)), PARAMS_DIR)
     if not os.path.isdir(path):
@@ -71,9 +71,12 @@ def load_params(directory: str | os.PathLike, abstract: Any = None) -> Any:
             f"{path} not found: {directory} is not a params checkpoint (write one with `vgpt export`)"
         )
     with ocp.StandardCheckpointer() as checkpointer:
-        if abstract is None:
-            metadata = checkpointer.metadata(path)
-            tree = getattr(metadata, "item_metadata", metadata)
-            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-            abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-        return checkpointer.restore(path, abstract)
+        metadata = checkpointer.metadata(path)
+        tree = getattr(metadata, "item_metadata", metadata)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), dict(tree))
+        for name, sub in (abstract or {}).items():
+            if name not in target:
+                raise ValueError(f"{directory} holds {sorted(target)}, not {name!r}")
+            target[name] = sub
+        return checkpointer.restore(path, target)

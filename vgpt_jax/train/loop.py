@@ -8,6 +8,7 @@ is never written from a state that has seen one.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ import ml_collections
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
+from vgpt_jax.checkpoint.params import load_params
 from vgpt_jax.models.video_gpt import num_params
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops
@@ -60,29 +62,43 @@ class Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
 class MetricsWriter:
-    """One log line per log step, plus TensorBoard scalars in the workdir (process 0 only)."""
+    """One log line per log step, TensorBoard scalars, and exact values as JSON lines in
+    ``workdir/metrics.jsonl`` (process 0 only). A resumed run appends: the last line of a step wins."""
 
     def __init__(self, workdir: str, log: Callable[[str], None] = print):
         self.log = log
-        self.tb = None
+        self.tb = self.jsonl = None
         if jax.process_index() == 0:
             from tensorboardX import SummaryWriter
 
             self.tb = SummaryWriter(workdir)
+            self.jsonl = open(os.path.join(workdir, METRICS_FILE), "a")  # noqa: SIM115 (closed in close())
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
-        parts = [f"step {step}"] + [f"{k} {_fmt(v)}" for k, v in scalars.items()]
-        if jax.process_index() == 0:
-            self.log(" | ".join(parts))
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(f"train/{k}", v, step)
-            self.tb.flush()
+        if self.tb is None:
+            return
+        self.log(" | ".join([f"step {step}"] + [f"{k} {_fmt(v)}" for k, v in scalars.items()]))
+        for k, v in scalars.items():
+            self.tb.add_scalar(f"train/{k}", v, step)
+        self.tb.flush()
+        self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.jsonl.flush()
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+            self.jsonl.close()
+
+
+def read_metrics(workdir: str) -> dict[int, dict[str, float]]:
+    """``workdir/metrics.jsonl`` as {step: scalars}, the last record of each step."""
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return {r.pop("step"): r for r in records}
 
 
 def _fmt(v: float) -> str:
@@ -102,12 +118,16 @@ def train(
     data_iterator=None,
     mesh=None,
     log: Callable[[str], None] = print,
+    prepare: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
+    on_step: Callable[[int, TrainState], None] | None = None,
 ) -> TrainState:
     """Trains ``config.train.steps`` steps, resuming from ``workdir/checkpoints`` if present.
 
     ``batches`` yields host batches (``target``/``clean`` latents, global shape); if it is a
     checkpointable Grain iterator pass it again as ``data_iterator`` so its position is saved
-    and restored with the state. Returns the final state.
+    and restored with the state. ``prepare(batch, step)`` maps a pipeline batch to the step's
+    inputs (e.g. pixels -> posterior samples, keyed by the step), ``on_step(step, state)`` runs
+    after every step (e.g. writing sample videos). Returns the final state.
     """
     config_lib.validate(config)
     t = config.train
@@ -120,6 +140,10 @@ def train(
         log(f"resumed from {ckpt.directory} at step {int(state.step)}")
     else:
         state = trainer.init()
+        if t.init_from:
+            target = abstract_with_shardings(trainer.abstract_state.params, trainer.state_shardings.params)
+            state = state.replace(params=load_params(t.init_from, {"model": target})["model"])
+            log(f"initialised the parameters from {t.init_from}")
     writer = MetricsWriter(workdir, log)
 
     partition = official_partition(config.data.num_frames, config.seed)
@@ -146,6 +170,8 @@ def train(
                         f"the last good checkpoint ({ckpt.latest_step()}) is kept"
                     ) from None
                 data_wait += time.perf_counter() - t_data
+                if prepare is not None:
+                    batch = prepare(batch, step)
                 state, metrics = trainer.step(state, trainer.shard_batch(batch))
                 step += 1
                 window_steps += 1
@@ -175,6 +201,10 @@ def train(
                     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
                 if must_save:
                     ckpt.save(step, state, config, data_iterator)
+                if on_step is not None:
+                    hook_start = time.perf_counter()
+                    on_step(step, state)
+                    window_start += time.perf_counter() - hook_start  # not part of the step time
                 if preemption.reached(step):
                     if int(first_bad) < 0:
                         ckpt.save(step, state, config, data_iterator)
