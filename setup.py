@@ -36,7 +36,7 @@ setup(
         "tpu": ["jax[tpu]>=0.10.2"],
         # Parity tests against the PyTorch reference implementations (CPU build is enough); the
         # upper bound keeps pip on the CPU wheel rather than a multi-GB CUDA build.
-        "torch": ["torch>=2.13.0,<2.14", "diffusers>=0.42.1"],
+        "torch": ["torch>=2.13.0,<2.14", "diffusers>=0.42.1", "transformers>=5.24.0"],
         "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["vgpt = vgpt_jax.cli:run"]},

@@ -1,0 +1,1 @@
+"""Converters between released PyTorch weights (safetensors, diffusers/OmniGen names) and our parameters."""
