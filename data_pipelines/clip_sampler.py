@@ -61,6 +61,13 @@ class ClipSpec:
             **overrides,
         )
 
+    def to_bucket(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) uint8 -> crop_arr'd frames, brought to the bucket when one is set."""
+        frames = np.stack([transforms.crop_arr(f, self.max_image_size) for f in frames])
+        if self.height is None:
+            return frames
+        return transforms.fit_to_bucket(frames, self.height, self.width)
+
 
 class _RejectedError(Exception):
     pass
@@ -115,12 +122,12 @@ class SampleClip(grain.transforms.RandomMap):
         info = video_io.probe(ref.path)
         self._check_size(info.width, info.height, ref.path)
         indices = self._indices(ref.num_frames or info.num_frames, rng, what=ref.path)
-        return self._resize(video_io.read_frames(ref.path, indices.tolist()))
+        return self.spec.to_bucket(video_io.read_frames(ref.path, indices.tolist()))
 
     def _stored_pixels(self, clip: StoredClip, rng: np.random.Generator) -> np.ndarray:
         video = clip.arrays["video"]
         self._check_size(video.shape[2], video.shape[1], "stored clip")
-        return self._resize(video[self._indices(len(video), rng, what="stored clip")])
+        return self.spec.to_bucket(video[self._indices(len(video), rng, what="stored clip")])
 
     def _check_size(self, width: int, height: int, what: str) -> None:
         reason = transforms.size_rejection(width, height, self.spec.min_side, self.spec.max_aspect)
@@ -137,9 +144,3 @@ class SampleClip(grain.transforms.RandomMap):
                 f"{what}: {num_source_frames} frames are too short for {s.num_frames} frames"
             )
         return indices
-
-    def _resize(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.stack([transforms.crop_arr(f, self.spec.max_image_size) for f in frames])
-        if self.spec.height is None:
-            return frames
-        return transforms.fit_to_bucket(frames, self.spec.height, self.spec.width)

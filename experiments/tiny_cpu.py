@@ -40,4 +40,11 @@ def get_config():
     c.sampling.steps = 10
     c.sampling.clip_frames = 4
     c.sampling.window_frames = 8
+
+    # 8x downsampling to the 8x8x4 latent of 64x64 frames; trained by experiments/tokenizer_tiny.py
+    t = c.tokenizer
+    t.block_out_channels = (8, 16, 32, 64)
+    t.layers_per_block = 1
+    t.norm_num_groups = 2
+    t.chunk_frames = 32
     return c

@@ -9,6 +9,9 @@ clip partition (its seeded draw); our step also computes the clean copies of the
 count as overhead, not as tokens.
 
   python -m vgpt_jax.bench --train experiments/videogpt_1b.py --sample experiments/videogpt_1b.py
+
+The tokenizer row times encode and decode frames/s of the SDXL-size VAE (random weights, fp32) at
+320x176 (``--tokenizer CONFIG ...``; on a CPU the tiny tokenizer at 64x64; ``--tokenizer`` alone skips).
 """
 
 from __future__ import annotations
@@ -148,6 +151,41 @@ def bench_data(workers: list[int]) -> list[dict]:
         ]
 
 
+def bench_tokenizer(path: str, frames: int, height: int, width: int, repeats: int = 3) -> dict:
+    """Encode (posterior sample) and decode frames/s of a tokenizer config with random weights, fp32,
+    over every device, in the config's chunks of frames."""
+    from vgpt_jax.models.clip_tokenizer import ClipTokenizer
+
+    config = load_config(path)
+    config.tokenizer.dtype = "float32"
+    tok = ClipTokenizer.from_config(config, make_mesh(config.mesh))
+    x = jax.device_put(
+        jax.random.uniform(jax.random.key(0), (frames, height, width, 3), jnp.float32, -1.0, 1.0),
+        tok.frames_sharding,
+    )
+    key = jax.random.key(1)
+
+    def timed(fn, *args) -> tuple[float, jax.Array]:
+        out = fn(*args).block_until_ready()  # compiles
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            out = fn(*args)
+        out.block_until_ready()
+        return (time.perf_counter() - t0) / repeats, out
+
+    encode_s, latents = timed(tok.encode, x, key)
+    decode_s, pixels = timed(tok.decode, latents)
+    return {
+        "row": f"tokenizer {path.rsplit('/', 1)[-1][:-3]} {frames} frames {width}x{height}",
+        "params": sum(p.size for p in jax.tree.leaves(tok.params)),
+        "chunk_frames": tok.cfg.chunk_frames,
+        "encode_frames_per_s": round(frames / encode_s, 1),
+        "decode_frames_per_s": round(frames / decode_s, 1),
+        "finite": bool(jnp.isfinite(pixels).all()),
+        "peak_mem_gib": peak_memory_gib(),
+    }
+
+
 def print_table(rows: list[dict], peak: float) -> None:
     print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}  matmul peak {peak:.3g} TFLOP/s")
     cols = [
@@ -158,6 +196,8 @@ def print_table(rows: list[dict], peak: float) -> None:
         "model_tflops_per_s",
         "mfu",
         "clips_per_s",
+        "encode_frames_per_s",
+        "decode_frames_per_s",
         "peak_mem_gib",
         "error",
     ]
@@ -182,6 +222,13 @@ def main() -> None:
         "--peak-tflops", type=float, default=0.0, help="0 = measure a matmul (bf16; fp32 on a CPU)"
     )
     p.add_argument("--data-workers", type=int, nargs="*", default=[1, 4], help="decode rows (none: skip)")
+    p.add_argument(
+        "--tokenizer",
+        nargs="*",
+        default=None,
+        help="tokenizer configs to time encode/decode of (default: the SDXL VAE at 320x176; none: skip)",
+    )
+    p.add_argument("--tokenizer-frames", type=int, default=32, help="frames per encode/decode call")
     p.add_argument("--json", default="", help="also write the rows here")
     a = p.parse_args()
     default = "experiments/videogpt_1b.py"
@@ -190,6 +237,11 @@ def main() -> None:
         print("no accelerator: timing experiments/tiny_cpu.py (pass --train/--sample to override)")
         default = "experiments/tiny_cpu.py"
         a.history, a.generate, a.denoise_steps = 4, 4, 10
+    tokenizer_size = (176, 320)
+    if jax.default_backend() == "cpu" and a.tokenizer is None:
+        print("no accelerator: timing the tokenizer of experiments/tiny_cpu.py at 64x64")
+        a.tokenizer, tokenizer_size = ["experiments/tiny_cpu.py"], (64, 64)
+    a.tokenizer = ["experiments/tokenizer_sdxl.py"] if a.tokenizer is None else a.tokenizer
     a.train = [default] if a.train is None else a.train
     a.sample = [default] if a.sample is None else a.sample
     on_cpu = jax.default_backend() == "cpu"  # CPUs emulate bf16: take their fp32 peak instead
@@ -201,6 +253,13 @@ def main() -> None:
             lambda path=path: bench_sample(path, a.history, a.generate, a.denoise_steps, a.cfg),
         )
         for path in a.sample
+    ]
+    jobs += [
+        (
+            f"tokenizer {path}",
+            lambda path=path: bench_tokenizer(path, a.tokenizer_frames, *tokenizer_size),
+        )
+        for path in a.tokenizer
     ]
     if a.data_workers:
         jobs.append(("data", lambda: bench_data(a.data_workers)))

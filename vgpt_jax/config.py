@@ -146,6 +146,41 @@ def base_config() -> ml_collections.ConfigDict:
     s.history_noise = 0.0
     s.use_kv_cache = True
     s.seed = 42
+
+    # The clip tokenizer (spec §2): the SDXL VAE's sizes, applied per frame.
+    tk = c.tokenizer = ml_collections.ConfigDict()
+    # '' = random init from config.seed; else a params checkpoint written by tokenizer training or a
+    # diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors)
+    tk.weights = ""
+    tk.in_channels = 3
+    tk.block_out_channels = (128, 256, 512, 512)
+    tk.layers_per_block = 2
+    tk.latent_channels = 4
+    tk.norm_num_groups = 32
+    tk.norm_eps = 1e-6
+    tk.scaling_factor = 0.13025
+    tk.dtype = "float32"  # the release runs the VAE in fp32
+    # XLA's dot/conv precision; "default" on a GPU is TF32, as PyTorch's cuDNN convolutions are.
+    tk.precision = "default"
+    tk.chunk_frames = 8  # frames per device per encode/decode step: bounds activation memory
+    to = tk.optim = ml_collections.ConfigDict()  # read by train.step.make_optimizer
+    to.learning_rate = 1e-4
+    to.warmup_steps = 1000
+    to.b1 = 0.9
+    to.b2 = 0.999
+    to.eps = 1e-8
+    to.weight_decay = 0.01
+    to.grad_clip_norm = 1.0
+    tt = tk.train = ml_collections.ConfigDict()
+    tt.steps = 100_000
+    tt.batch_size = 32  # global frames per step
+    tt.l1_weight = 1.0
+    tt.l2_weight = 1.0
+    tt.kl_weight = 1e-6  # on the KL per latent element, averaged over frames
+    tt.log_every = 100
+    tt.frame_size = 256  # training frames are brought to this square bucket
+    tt.frames_per_video = 16  # evenly spaced frames read from each video
+    tt.eval_videos = 8  # the last videos of the dataset are held out for the PSNR
     return c
 
 

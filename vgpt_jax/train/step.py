@@ -32,6 +32,18 @@ class TrainState:
     opt_state: Any
 
 
+def init_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    """Step 0 with ``params`` and a fresh optimiser state (boxed parameters give boxed moments)."""
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    """One optimiser update of ``state`` with ``grads``; the step count advances by one."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+
+
 def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
     """``constant_with_warmup``: linear 0 -> lr over warmup_steps, then constant."""
     if optim.warmup_steps == 0:
@@ -111,9 +123,7 @@ class Trainer:
         return self.model.init(key, *example_inputs(self.config))["params"]
 
     def _init_annotated(self, key: jax.Array) -> TrainState:
-        params = self.init_params(key)
-        opt_state = self.optimizer.init(params)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+        return init_state(self.init_params(key), self.optimizer)
 
     def _init_unboxed(self, key: jax.Array) -> TrainState:
         return nn.unbox(self._init_annotated(key))
@@ -154,14 +164,12 @@ class Trainer:
 
     def _train_step(self, state: TrainState, batch: dict[str, jax.Array]):
         loss, grads = jax.value_and_grad(self.loss)(state.params, batch, self.step_key(state.step))
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": loss,
             "grad_norm": optax.tree.norm(grads),
             "learning_rate": learning_rate_schedule(self.config.optim)(state.step),
         }
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return apply_gradients(state, grads, self.optimizer), metrics
 
     def step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         """One optimiser step; ``state`` is donated."""
