@@ -150,6 +150,10 @@ class GlobalBatchIterator:
         self._iterator.set_state(saved["grain"].encode())
         self.counts = dict(saved["counts"])
 
+    def start_prefetch(self) -> None:
+        """Starts decoding in the background (Grain's checkpoint handler calls it after a restore)."""
+        self._iterator.start_prefetch()
+
 
 def make_pipeline(
     config: ml_collections.ConfigDict,

@@ -75,6 +75,25 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
 
+    def restore_params(self, abstract_params, step: int | None = None):
+        """Only ``state.params`` at ``step`` (default: latest), laid out as ``abstract_params`` says.
+
+        For inference: the optimiser state (twice the parameters' size) is never read.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        target = {"params": abstract_params}
+        restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+        # The manager only restores whole items with the handler they were saved with, so the
+        # partial read goes through a PyTree checkpointer on the item's folder.
+        with ocp.PyTreeCheckpointer() as checkpointer:
+            restored = checkpointer.restore(
+                os.path.join(self.directory, str(step), "state"),
+                args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True),
+            )
+        return restored["params"]
+
     def restore_config(self, step: int | None = None) -> ml_collections.ConfigDict:
         """The config saved with ``step`` (default: latest)."""
         step = self.latest_step() if step is None else step

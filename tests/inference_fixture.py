@@ -1,0 +1,89 @@
+"""A tiny training workdir for the inference tests: tiny_cpu with a tiny tokenizer, random weights.
+
+Weights are drawn on the host with NumPy: a compiled random init of the two models costs far more
+time on a CPU than the tests themselves, and any weights do for loading and shape checks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+from conftest import load_experiment
+
+from vgpt_jax.checkpoint.inference import export
+from vgpt_jax.checkpoint.manager import Checkpointer
+from vgpt_jax.models import clip_tokenizer
+from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig
+from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.train.step import Trainer, TrainState
+
+STEP = 7
+
+
+def tiny_config():
+    """tiny_cpu (64x64-pixel frames: 8x8 latents) with the tiny tokenizer."""
+    config = load_experiment("tiny_cpu")
+    config.tokenizer = load_experiment("tokenizer_tiny").tokenizer
+    config.tokenizer.weights = ""
+    return config
+
+
+def _random_like(abstract, seed: int, scale: float):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: (scale * rng.standard_normal(a.shape)).astype(a.dtype), abstract)
+
+
+def make_workdir(workdir: Path):
+    """Writes a trained tokenizer's checkpoint (W/tokenizer) and W/checkpoints/STEP as training does.
+
+    Returns (config, the Video-GPT params written, as NumPy).
+    """
+    config = tiny_config()
+    mesh = make_mesh(config.mesh)
+    cfg = TokenizerConfig.from_config(config)
+    init = functools.partial(clip_tokenizer.init_params, clip_tokenizer.AutoencoderKL(cfg))
+    tokenizer_params = _random_like(jax.eval_shape(init, jax.random.key(0)), seed=1, scale=0.1)
+    # on one device: Orbax saves arrays replicated over many devices far more slowly
+    ClipTokenizer(cfg, tokenizer_params).save(workdir / "tokenizer", config)
+    config.tokenizer.weights = str(workdir / "tokenizer")
+
+    trainer = Trainer(config, mesh)
+    params = _random_like(trainer.abstract_state.params, seed=2, scale=0.1)
+    state = TrainState(step=np.int32(STEP), params=params, opt_state=trainer.optimizer.init(params))
+    checkpoints = Checkpointer(workdir / "checkpoints", async_save=False)
+    checkpoints.save(STEP, jax.device_put(state, trainer.state_shardings), config)
+    checkpoints.wait()
+    checkpoints.close()
+    return config, flat(params)
+
+
+@functools.cache
+def shared_checkpoints() -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """(workdir, its export, the Video-GPT params written), made once per test process for every
+    test file (exporting costs many small compiles on 8 fake devices)."""
+    root = Path(tempfile.mkdtemp(prefix="vgpt_inference_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    _, saved = make_workdir(root / "workdir")
+    return root / "workdir", Path(export(root / "workdir", root / "export")), saved
+
+
+def flat(tree) -> dict[str, np.ndarray]:
+    """Every leaf of a pytree as a NumPy array, keyed by its path."""
+    return {
+        jax.tree_util.keystr(path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def moving_square(num_frames: int, height: int, width: int) -> np.ndarray:
+    """(T, H, W, 3) uint8: a white square moving right one pixel a frame on a grey background."""
+    frames = np.full((num_frames, height, width, 3), 96, np.uint8)
+    for t in range(num_frames):
+        frames[t, height // 3 : height // 3 + 8, 2 + t : 10 + t] = 255
+    return frames

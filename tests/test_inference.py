@@ -1,0 +1,103 @@
+"""Loading for inference, `vgpt export` and `vgpt sample`: tiny_cpu with a tiny random tokenizer."""
+
+import av
+import jax
+import numpy as np
+import pytest
+from inference_fixture import flat, moving_square, shared_checkpoints, tiny_config
+
+from data_pipelines import video_io
+from vgpt_jax import cli
+from vgpt_jax.checkpoint.inference import export, load_for_inference
+from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.sample.predict import Predictor, with_sampling
+
+FAST = {"steps": 2, "clip_frames": 3, "window_frames": 7}  # 2 rounds of 3 frames for 6 frames
+
+
+@pytest.fixture(scope="module")
+def checkpoints():
+    """(workdir, export of it, the parameters written to the workdir)."""
+    return shared_checkpoints()
+
+
+@pytest.fixture(scope="module")
+def from_workdir(checkpoints):
+    return load_for_inference(checkpoints[0])
+
+
+def test_workdir_loads_the_saved_params_onto_the_mesh(checkpoints, from_workdir):
+    config, params, _ = from_workdir
+    assert flat(params).keys() == checkpoints[2].keys()
+    for name, value in flat(params).items():
+        np.testing.assert_array_equal(value, checkpoints[2][name], err_msg=name)
+    # tiny_cpu's mesh puts all 8 devices on `data`: parameters are replicated over them
+    assert all(len(leaf.sharding.device_set) == 8 for leaf in jax.tree.leaves(params))
+    assert config.sampling.clip_frames == 4  # the saved config, not a default
+
+
+def test_load_onto_another_mesh(checkpoints):
+    """Written on 8 devices, restored onto 4."""
+    mesh = make_mesh(tiny_config().mesh, jax.devices()[:4])
+    _, params, tokenizer = load_for_inference(checkpoints[0], mesh=mesh)
+    assert {len(leaf.sharding.device_set) for leaf in jax.tree.leaves(params)} == {4}
+    assert tokenizer.mesh.size == 4
+
+
+def test_export_round_trip_gives_the_same_params_and_frames(checkpoints, from_workdir):
+    workdir_config, workdir_params, workdir_tokenizer = from_workdir
+    config, params, tokenizer = load_for_inference(checkpoints[1])
+    assert config.to_dict() == workdir_config.to_dict()
+    for name, value in flat(params).items():
+        np.testing.assert_array_equal(value, checkpoints[2][name], err_msg=name)
+    for name, value in flat(tokenizer.params).items():  # the bundled tokenizer, not a new random init
+        np.testing.assert_array_equal(value, flat(workdir_tokenizer.params)[name], err_msg=name)
+
+    video = moving_square(4, 40, 56)
+    config = with_sampling(config, **FAST)
+    exported = Predictor(config, params, tokenizer).predict([video], 6)[0]
+    original = Predictor(config, workdir_params, workdir_tokenizer).predict([video], 6)[0]
+    assert exported.shape == (6, 40, 56, 3) and exported.dtype == np.uint8
+    assert exported.std() > 0  # not a constant frame
+    np.testing.assert_array_equal(exported, original)
+
+
+def test_export_refuses_an_existing_export(checkpoints):
+    with pytest.raises(FileExistsError, match="already holds"):
+        export(checkpoints[0], checkpoints[1])
+
+
+def test_load_names_a_folder_that_is_no_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a training workdir"):
+        load_for_inference(tmp_path)
+    assert not (tmp_path / "checkpoints").exists()  # nothing created on the way
+
+
+def test_vgpt_sample_writes_the_prediction(checkpoints, tmp_path, capsys):
+    """40x56 input at 10 fps, every 2nd frame: 4 conditioning frames -> 6 predicted, 40x56 at 5 fps."""
+    video, output = tmp_path / "in.mp4", tmp_path / "out" / "pred.mp4"
+    video_io.write_video(str(video), moving_square(12, 40, 56), fps=10)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+    args = ["--checkpoint", str(checkpoints[1]), "--video", str(video), "--output", str(output)]
+    status = cli._own_flags_main(
+        "sample", [*args, "--cond-frames", "4", "--num-frames", "6", "--stride", "2", *flags]
+    )
+    assert status == 0, capsys.readouterr().err
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert float(stream.average_rate) == 5.0
+    assert len(frames) == 6 and frames[0].shape == (40, 56, 3)
+    assert f"wrote 6 frames to {output}" in capsys.readouterr().out
+
+
+def test_vgpt_sample_names_a_short_video(checkpoints, tmp_path, capsys):
+    video = tmp_path / "short.mp4"
+    video_io.write_video(str(video), moving_square(5, 40, 56), fps=10)
+    args = ["--checkpoint", str(checkpoints[1]), "--video", str(video), "--output", str(tmp_path / "o.mp4")]
+    assert (
+        cli._own_flags_main("sample", [*args, "--cond-frames", "4", "--num-frames", "2", "--stride", "2"])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert str(video) in err and "has 5 frames, fewer than the 7" in err

@@ -1,0 +1,136 @@
+"""Loading a model for inference, and ``vgpt export``.
+
+One loader takes either kind of checkpoint a user has:
+
+* a training workdir ``W`` (``W/checkpoints/<step>/``): the latest step's parameters only (the
+  optimiser state is never read) and its config; the tokenizer comes from
+  ``config.tokenizer.weights``;
+* a params-only export (``P/params/``, ``P/config.json``, written by :func:`export`): the
+  Video-GPT parameters and the tokenizer's, bundled, so an export is self-contained and
+  ``config.tokenizer.weights`` is not read.
+
+Parameters land on the mesh's shardings (the config's mesh by default), never on one device first.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+from jax.sharding import Mesh
+
+from vgpt_jax import config as config_lib
+from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
+from vgpt_jax.checkpoint.params import is_params_checkpoint, load_config, load_params, save_params
+from vgpt_jax.models import clip_tokenizer
+from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig
+from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
+from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.train.step import sharding_context
+
+CHECKPOINTS_DIR = "checkpoints"  # a training workdir's Orbax folder
+
+
+def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    """The config's mesh on the devices here; if it does not fit them (a checkpoint trained on
+    another machine), every device on the ``fsdp`` axis, which still splits the batch over all."""
+    try:
+        return mesh_lib.make_mesh(config.mesh)
+    except ValueError as error:
+        fallback = ml_collections.ConfigDict({ax: 1 for ax in mesh_lib.MESH_AXES} | {"fsdp": -1})
+        warnings.warn(f"{error}; sampling on mesh {fallback.to_dict()} instead", stacklevel=2)
+        return mesh_lib.make_mesh(fallback)
+
+
+def abstract_model_params(config: ml_collections.ConfigDict, mesh: Mesh) -> Any:
+    """ShapeDtypeStructs of the Video-GPT parameters carrying their shardings on ``mesh``."""
+    model = VideoGPT(ModelConfig.from_config(config))
+    with sharding_context(mesh):
+        # Two frames suffice: no parameter depends on the sequence length.
+        boxed = jax.eval_shape(
+            lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"], jax.random.key(0)
+        )
+        shardings = mesh_lib.tree_shardings(mesh, boxed)
+    return abstract_with_shardings(nn.unbox(boxed), shardings)
+
+
+def _abstract_tokenizer_params(cfg: TokenizerConfig, mesh: Mesh) -> Any:
+    """ShapeDtypeStructs of the tokenizer parameters, replicated on ``mesh`` as ClipTokenizer keeps them."""
+    init = functools.partial(clip_tokenizer.init_params, clip_tokenizer.AutoencoderKL(cfg))
+    boxed = jax.eval_shape(init, jax.random.key(0))
+    return abstract_with_shardings(nn.unbox(boxed), mesh_lib.tree_shardings(mesh, boxed))
+
+
+def _check_tokenizer(config: ml_collections.ConfigDict, source: Path) -> TokenizerConfig:
+    """The tokenizer's hyper-parameters; ValueError if the config has none or they do not fit the model."""
+    if "tokenizer" not in config:
+        raise ValueError(
+            f"the config of {source} has no `tokenizer` section, so its latents cannot be turned into "
+            "pixels: train with a config that sets config.tokenizer (e.g. from experiments/tokenizer_*.py)"
+        )
+    cfg = TokenizerConfig.from_config(config)
+    if cfg.latent_channels != config.model.latent_channels:
+        raise ValueError(
+            f"the config of {source} has config.tokenizer.latent_channels = {cfg.latent_channels} but "
+            f"config.model.latent_channels = {config.model.latent_channels}: they must be equal"
+        )
+    return cfg
+
+
+def _workdir_checkpoints(path: Path) -> Checkpointer:
+    """The checkpoints of a training workdir; FileNotFoundError if ``path`` holds none (nor an export)."""
+    directory = path / CHECKPOINTS_DIR
+    # Checked first: the Checkpointer would create a missing folder.
+    checkpoints = Checkpointer(directory) if directory.is_dir() else None
+    if checkpoints is None or checkpoints.latest_step() is None:
+        raise FileNotFoundError(
+            f"{path} is neither a training workdir (with {CHECKPOINTS_DIR}/<step>/) nor an export (with "
+            "params/ and config.json): pass the --workdir of `vgpt train` or the --output of `vgpt export`"
+        )
+    return checkpoints
+
+
+def load_for_inference(
+    path: str | os.PathLike, mesh: Mesh | None = None
+) -> tuple[ml_collections.ConfigDict, Any, ClipTokenizer]:
+    """(config, Video-GPT params, tokenizer) of a training workdir or a params-only export.
+
+    ``mesh``: where the parameters go; default :func:`inference_mesh` of the checkpoint's config.
+    Raises FileNotFoundError if ``path`` is neither kind of checkpoint.
+    """
+    path = Path(path)
+    exported = is_params_checkpoint(path)
+    checkpoints = None if exported else _workdir_checkpoints(path)
+    config = config_lib.validate(load_config(path) if exported else checkpoints.restore_config())
+    tokenizer_cfg = _check_tokenizer(config, path)
+    mesh = inference_mesh(config) if mesh is None else mesh
+    model_abstract = abstract_model_params(config, mesh)
+    if exported:
+        abstract = {"model": model_abstract, "tokenizer": _abstract_tokenizer_params(tokenizer_cfg, mesh)}
+        restored = load_params(path, abstract)
+        return config, restored["model"], ClipTokenizer(tokenizer_cfg, restored["tokenizer"], mesh)
+    params = checkpoints.restore_params(model_abstract)
+    checkpoints.close()
+    if not config.tokenizer.get("weights", ""):
+        warnings.warn(
+            f"the config of {path} sets no config.tokenizer.weights: the tokenizer is randomly "
+            "initialised and its pixels are meaningless; set it to the trained tokenizer",
+            stacklevel=2,
+        )
+    return config, params, ClipTokenizer.from_weights(config, mesh)
+
+
+def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> str:
+    """Writes the params-only checkpoint of ``checkpoint`` (a workdir or an export) to ``output``.
+
+    It holds ``{"model": params, "tokenizer": tokenizer params}`` and the config; returns ``output``
+    as an absolute path. FileExistsError if ``output`` already holds a checkpoint.
+    """
+    config, params, tokenizer = load_for_inference(checkpoint)
+    return save_params(output, {"model": params, "tokenizer": tokenizer.params}, config)

@@ -1,0 +1,227 @@
+"""Video prediction in pixels: conditioning frames in, the predicted continuation out, at the input's size.
+
+For a batch of videos, (K, H, W, 3) uint8 each:
+
+1. each is brought to the model's resolution as training clips are: ``crop_arr`` at
+   ``config.data.max_image_size``, then the bucket of ``config.data.latent_{height,width}`` times the
+   tokenizer's downsampling;
+2. the tokenizer encodes them (a posterior sample, as the release does at inference, spec §2);
+3. :meth:`Sampler.rollout` predicts the frames clip by clip; every generated clip is decoded to
+   uint8 RGB, which is the output, and re-encoded as history for the later rounds (spec §9.2);
+4. the frames are resized back to the input's size.
+
+Batches hold ``data-parallel size × config.data.per_device_batch_size`` videos, split over the
+mesh; a last partial batch is padded by repeating its last video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+from PIL import Image
+
+from data_pipelines import transforms, video_io
+from vgpt_jax import config as config_lib
+from vgpt_jax.checkpoint.inference import inference_mesh, load_for_inference
+from vgpt_jax.evaluation.physics_iq_video import REENCODE_HINT
+from vgpt_jax.models.clip_tokenizer import ClipTokenizer
+from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
+from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.sample.sampler import Sampler
+from vgpt_jax.train.step import sharding_context
+
+# config.sampling fields a user may override per run (the CLI's flags)
+SAMPLING_FIELDS = ("steps", "cfg_scale", "clip_frames", "window_frames", "seed")
+PARTIAL_DIR = ".partial"  # videos being written, beside the finished ones
+
+
+def with_sampling(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+    """A validated copy of ``config`` whose ``sampling`` fields are replaced by the non-None ``overrides``."""
+    unknown = set(overrides) - set(SAMPLING_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown sampling fields {sorted(unknown)}: use {SAMPLING_FIELDS}")
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.sampling.update({k: v for k, v in overrides.items() if v is not None})
+    return config_lib.validate(config)
+
+
+def to_model_resolution(frames: np.ndarray, max_image_size: int, height: int, width: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, height, width, 3) uint8: crop_arr, then the resolution bucket."""
+    frames = np.stack([transforms.crop_arr(f, max_image_size) for f in frames])
+    return transforms.fit_to_bucket(frames, height, width)
+
+
+def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(T, h, w, 3) uint8 -> (T, height, width, 3) uint8, bicubic, stretched (aspect not kept)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack(
+        [np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BICUBIC)) for f in frames]
+    )
+
+
+def to_uint8(pixels: jax.Array) -> jax.Array:
+    """[0, 1] floats -> uint8, rounded to the nearest level (as diffusers' image processor does)."""
+    return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def probe_video(path: str | os.PathLike) -> video_io.VideoInfo:
+    """Size, frame count and fps of a video; FileNotFoundError/ValueError naming it when unusable."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the video {path} does not exist")
+    try:
+        return video_io.probe(str(path))
+    except video_io.BadVideoError as error:
+        raise ValueError(f"cannot decode the video {error}: {REENCODE_HINT}") from None
+
+
+def read_video(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
+    """Frames at ``indices``: (len(indices), H, W, 3) uint8 RGB; ValueError naming the file if unreadable."""
+    try:
+        return video_io.read_frames(str(path), indices)
+    except video_io.BadVideoError as error:
+        raise ValueError(f"cannot decode the video {error}: {REENCODE_HINT}") from None
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """A sharded array as one NumPy array on every process."""
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class _Reencoder:
+    """The release's history path: each generated clip (B, g, h, w, C) is decoded to uint8 RGB, kept
+    (those pixels are the output), and re-encoded with a fresh posterior sample as history."""
+
+    def __init__(self, tokenizer: ClipTokenizer, key: jax.Array):
+        self.tokenizer, self.key = tokenizer, key
+        self.pixels: list[jax.Array] = []  # (B, g, H, W, 3) uint8 per round
+
+    def __call__(self, latents: jax.Array) -> jax.Array:
+        pixels = to_uint8(self.tokenizer.decode_to_pixels(latents))
+        self.pixels.append(pixels)
+        # The last round's re-encoding goes unused: rollout does not say which round is the last.
+        return self.tokenizer.encode(
+            transforms.to_unit_range(pixels), jax.random.fold_in(self.key, len(self.pixels))
+        )
+
+
+class Predictor:
+    """A Video-GPT with its tokenizer and sampler, predicting pixel videos in batches over a mesh."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        params,
+        tokenizer: ClipTokenizer,
+        mesh: Mesh | None = None,
+    ):
+        self.config = config_lib.validate(config)
+        self.params = params
+        self.tokenizer = tokenizer
+        self.mesh = inference_mesh(config) if mesh is None else mesh
+        self.sampler = Sampler(config, VideoGPT(ModelConfig.from_config(config)))
+        d = config.data
+        f = tokenizer.cfg.downsample_factor
+        self.frame_size = (d.latent_height * f, d.latent_width * f)  # (height, width) in pixels
+        self.batch_size = mesh_lib.data_parallel_size(self.mesh) * d.per_device_batch_size
+        self._batch_sharding = mesh_lib.batch_sharding(self.mesh, 5)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, mesh: Mesh | None = None, **sampling) -> Predictor:
+        """From a training workdir or an export; ``sampling`` overrides ``config.sampling`` fields."""
+        config, params, tokenizer = load_for_inference(path, mesh)
+        return cls(with_sampling(config, **sampling), params, tokenizer, tokenizer.mesh)
+
+    def _predict_batch(self, videos: Sequence[np.ndarray], num_frames: int, progress: bool) -> np.ndarray:
+        """n <= batch_size videos (K, h, w, 3) uint8 at the model size -> (n, num_frames, h, w, 3) uint8."""
+        n = len(videos)
+        batch = np.stack([*videos, *[videos[-1]] * (self.batch_size - n)])
+        encode_key, sample_key = jax.random.split(jax.random.key(self.config.sampling.seed))
+        context = self.tokenizer.encode(transforms.to_unit_range(batch), jax.random.fold_in(encode_key, 0))
+        context = jax.device_put(context, self._batch_sharding)
+        reencode = _Reencoder(self.tokenizer, encode_key)
+        with sharding_context(self.mesh):
+            self.sampler.rollout(self.params, context, num_frames, sample_key, reencode, progress)
+        return _to_host(jnp.concatenate(reencode.pixels, axis=1))[:n]
+
+    def predict(
+        self, videos: Sequence[np.ndarray], num_frames: int, progress: bool = False
+    ) -> list[np.ndarray]:
+        """Predicts ``num_frames`` frames after each video.
+
+        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ). Returns one
+        (num_frames, H_i, W_i, 3) uint8 array per video.
+        """
+        lengths = {len(v) for v in videos}
+        if len(lengths) != 1:
+            raise ValueError(f"the videos have different numbers of conditioning frames {sorted(lengths)}")
+        height, width = self.frame_size
+        max_size = self.config.data.max_image_size
+        out = []
+        for start in range(0, len(videos), self.batch_size):
+            chunk = videos[start : start + self.batch_size]
+            resized = [to_model_resolution(v, max_size, height, width) for v in chunk]
+            predicted = self._predict_batch(resized, num_frames, progress)
+            out += [resize(p, *v.shape[1:3]) for p, v in zip(predicted, chunk, strict=True)]
+        return out
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
+    """Writes (T, H, W, 3) uint8 RGB as an H.264 MP4 of exactly T frames lasting T / fps seconds.
+
+    The file appears under its name only once complete (written in ``.partial/`` beside it, then
+    renamed), so an interrupted run never leaves a truncated video that looks finished, nor a stray
+    ``.mp4`` among the finished ones. Odd sides lose their last row/column: yuv420p needs even ones.
+    """
+    path = Path(path)
+    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    partial = path.parent / PARTIAL_DIR / path.name
+    partial.parent.mkdir(exist_ok=True)
+    written = video_io.write_video(str(partial), frames[:, :height, :width], fps)
+    if written != len(frames):  # write_video counts what it encoded; a mismatch is a bug, not input
+        raise RuntimeError(f"wrote {written} of {len(frames)} frames to {partial}")
+    os.replace(partial, path)
+    with contextlib.suppress(OSError):  # kept while other videos are being written
+        partial.parent.rmdir()
+
+
+def predict_file(
+    checkpoint: str | os.PathLike,
+    video: str | os.PathLike,
+    output: str | os.PathLike,
+    cond_frames: int,
+    num_frames: int,
+    stride: int = 1,
+    fps: int | None = None,
+    with_context: bool = False,
+    **sampling,
+) -> int:
+    """`vgpt sample`: predicts ``num_frames`` frames after the first ``cond_frames`` of ``video``.
+
+    The conditioning frames are every ``stride``-th frame from the first (the release reads every
+    4th). ``output`` gets the prediction (after the conditioning frames with ``with_context``) at
+    the input's size, at ``fps`` (default: the input's fps / stride, rounded). Returns the frame count.
+    """
+    info = probe_video(video)
+    needed = (cond_frames - 1) * stride + 1
+    if info.num_frames < needed:
+        raise ValueError(
+            f"{video} has {info.num_frames} frames, fewer than the {needed} that {cond_frames} conditioning "
+            f"frames at stride {stride} span: lower --cond-frames or --stride"
+        )
+    context = read_video(video, range(0, needed, stride))
+    predictor = Predictor.from_checkpoint(checkpoint, **sampling)
+    (predicted,) = predictor.predict([context], num_frames, progress=True)
+    frames = np.concatenate([context, predicted]) if with_context else predicted
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
+    return len(frames)
