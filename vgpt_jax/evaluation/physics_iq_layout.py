@@ -41,6 +41,15 @@ class RealVideo:
         """File name of its 5 s testing part in split-videos/testing/{fps}FPS."""
         return f"{self.id}_testing-videos_{fps}FPS_{self.view}_{self.take}_{self.scenario}"
 
+    def conditioning_name(self, fps: int) -> str:
+        """File name of its 3 s conditioning part in split-videos/conditioning/{fps}FPS (the v2v input)."""
+        return f"{self.id}_conditioning-videos_{fps}FPS_{self.view}_{self.take}_{self.scenario}"
+
+    @property
+    def generated_name(self) -> str:
+        """The benchmark's name of a model's video for this test case: `{ID}_{view}_{scenario}`."""
+        return f"{self.id}_{self.view}_{self.scenario}"
+
     def mask_name(self, fps: int) -> str:
         """File name of its motion mask in video-masks/real/{fps}FPS."""
         return f"{self.id}_video-masks_{fps}FPS_{self.view}_{self.take}_{self.scenario}"
