@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import struct
@@ -616,10 +617,14 @@ def import_folder(folder: str | Path, output: str | Path, param_dtype: str = "fl
 @contextlib.contextmanager
 def _numpy_leaves_not_copied() -> Iterator[None]:
     """Orbax deep-copies NumPy leaves before an async save (against concurrent edits), which would
-    double the host memory of a conversion; nothing edits these, so save them in place."""
+    double the host memory of a conversion; nothing edits these, so save them in place. Orbax
+    versions without the switch (e.g. the GPU image's) do not copy, and are left as they are."""
     import orbax.checkpoint as ocp
 
     handlers = ocp.type_handlers
+    if "deepcopy_host_arrays" not in inspect.signature(handlers.NumpyHandler).parameters:
+        yield
+        return
     default = handlers.get_type_handler(np.ndarray)
     handlers.register_type_handler(
         np.ndarray, handlers.NumpyHandler(deepcopy_host_arrays=False), override=True
