@@ -16,13 +16,11 @@ arrays, so the host holds the parameters plus one tensor; writing streams the sa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import inspect
 import json
 import math
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -610,29 +608,19 @@ def import_folder(folder: str | Path, output: str | Path, param_dtype: str = "fl
         config.tokenizer = base_tokenizer_config()
         for field in TOKENIZER_FIELDS:
             setattr(config.tokenizer, field, getattr(tokenizer_cfg, field))
-    with _numpy_leaves_not_copied():
-        return save_params(output, tree, config)
+    return save_params(output, _onto_device(tree), config)
 
 
-@contextlib.contextmanager
-def _numpy_leaves_not_copied() -> Iterator[None]:
-    """Orbax deep-copies NumPy leaves before an async save (against concurrent edits), which would
-    double the host memory of a conversion; nothing edits these, so save them in place. Orbax
-    versions without the switch (e.g. the GPU image's) do not copy, and are left as they are."""
-    import orbax.checkpoint as ocp
+def _onto_device(tree: dict) -> dict:
+    """Replaces each NumPy leaf of ``tree`` by a device array, in place, one leaf at a time.
 
-    handlers = ocp.type_handlers
-    if "deepcopy_host_arrays" not in inspect.signature(handlers.NumpyHandler).parameters:
-        yield
-        return
-    default = handlers.get_type_handler(np.ndarray)
-    handlers.register_type_handler(
-        np.ndarray, handlers.NumpyHandler(deepcopy_host_arrays=False), override=True
-    )
-    try:
-        yield
-    finally:
-        handlers.register_type_handler(np.ndarray, default, override=True)
+    Each host copy is freed as soon as its device copy exists, and Orbax then writes device arrays
+    a bounded number of bytes at a time; NumPy leaves would instead be copied all at once before an
+    async save (3.8x the checkpoint's size in host memory for the 3.76 B model with Orbax 0.12.4).
+    """
+    for key, value in tree.items():
+        tree[key] = _onto_device(value) if isinstance(value, dict) else jax.device_put(value)
+    return tree
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str | None = None) -> Path:
