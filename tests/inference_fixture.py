@@ -27,9 +27,8 @@ STEP = 7
 
 
 def tiny_config():
-    """tiny_cpu (64x64-pixel frames: 8x8 latents) with the tiny tokenizer."""
-    config = load_experiment("tiny_cpu")
-    config.tokenizer = load_experiment("tokenizer_tiny").tokenizer
+    """tiny_cpu (64x64-pixel frames: 8x8 latents) with the tiny tokenizer (tokenizer_tiny.py)."""
+    config = load_experiment("tokenizer_tiny")
     config.tokenizer.weights = ""
     return config
 

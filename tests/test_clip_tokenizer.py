@@ -88,12 +88,12 @@ def _tiny_tokenizer(chunk_frames: int, devices) -> ct.ClipTokenizer:
 
 
 def test_clip_shapes_chunking_and_sharding():
-    """(B, T, H, W, 3) -> (B, T, H/8, W/8, 4) and back; chunked, unchunked and 8-way sharded agree."""
+    """(B, T, H, W, 3) -> (B, T, H/8, W/8, C) and back; chunked, unchunked and 8-way sharded agree."""
     clips = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32, 3)).astype(np.float32)
     key = jax.random.key(3)
     reference = _tiny_tokenizer(64, jax.devices()[:1])
     latents = reference.encode(clips, key)
-    assert latents.shape == (2, 3, 4, 4, 4)
+    assert latents.shape == (2, 3, 4, 4, reference.cfg.latent_channels)
     mean, std = reference.posterior(clips)
     noise = (np.asarray(latents) / SCALING - np.asarray(mean)) / np.asarray(std)
     assert 0.5 < noise.std() < 1.5  # a posterior sample, not the mean
@@ -208,12 +208,14 @@ def test_weights_dispatch_and_save_load_round_trip(diffusers_folder, tmp_path):
 
 def test_train_tokenizer_on_physics_videos(tmp_path):
     """train_tokenizer on 16x16 synthetic-physics videos (8 devices): the loss falls, and the saved
-    tokenizer reproduces the reported held-out PSNR (recomputed here in NumPy)."""
+    tokenizer reproduces the reported held-out PSNR (recomputed here in NumPy), with the fitted
+    scaling_factor."""
     data = write_training_set(str(tmp_path / "data"), 6, 16, 16, seconds=1.0)
     config = load_experiment("tokenizer_tiny")
     t = config.tokenizer.train
     t.update(steps=30, batch_size=8, log_every=1, frame_size=16, frames_per_video=8, eval_videos=2)
     config.tokenizer.optim.warmup_steps = 5
+    config.tokenizer.train.fit_scaling_factor = True
     summary = tt.train_tokenizer(config, f"{data}/videos", str(tmp_path / "w"), log=print)
     losses = summary["losses"]
     assert len(losses) == 30 and np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
@@ -225,3 +227,6 @@ def test_train_tokenizer_on_physics_videos(tmp_path):
     recon = np.clip(np.asarray(tok.decode(tok.encode(held_out / 127.5 - 1)), np.float64) * 0.5 + 0.5, 0, 1)
     mse = np.mean((recon - target) ** 2, axis=(1, 2, 3))
     np.testing.assert_allclose(summary["psnr"], np.mean(-10 * np.log10(mse)), atol=1e-3)
+    # the fitted scaling gives the held-out posterior means unit variance
+    assert tok.cfg.scaling_factor == summary["scaling_factor"] != ct.base_tokenizer_config().scaling_factor
+    np.testing.assert_allclose(np.std(np.asarray(tok.encode(held_out / 127.5 - 1), np.float64)), 1.0, rtol=1e-3)

@@ -109,3 +109,13 @@ def test_learning_rate_schedule_is_constant_with_warmup():
     np.testing.assert_allclose(
         [float(schedule(s)) for s in (0, 160_000, 320_000, 10**6)], [0.0, 5e-5, 1e-4, 1e-4], rtol=1e-6
     )
+
+
+def test_learning_rate_schedule_cosine_decay_after_warmup():
+    """With decay_steps: lr·(1 + cos(π·k/decay_steps))/2 at k steps past the warm-up, then 0."""
+    config = load_experiment("tiny_cpu").optim
+    config.update(learning_rate=2e-3, warmup_steps=10, decay_steps=100)
+    schedule = learning_rate_schedule(config)
+    steps = (5, 10, 35, 60, 110, 200)
+    expected = [1e-3, 2e-3, 1e-3 * (1 + np.cos(np.pi / 4)), 1e-3, 0.0, 0.0]
+    np.testing.assert_allclose([float(schedule(s)) for s in steps], expected, rtol=1e-5, atol=1e-9)

@@ -118,6 +118,7 @@ def base_config() -> ml_collections.ConfigDict:
     o.eps = 1e-5
     o.weight_decay = 0.1
     o.grad_clip_norm = 1.0
+    o.decay_steps = 0  # after the warm-up: 0 = constant (official); else a cosine to 0 over these steps
 
     t = c.train = ml_collections.ConfigDict()
     t.steps = 1000
@@ -171,6 +172,7 @@ def base_config() -> ml_collections.ConfigDict:
     to.eps = 1e-8
     to.weight_decay = 0.01
     to.grad_clip_norm = 1.0
+    to.decay_steps = 0
     tt = tk.train = ml_collections.ConfigDict()
     tt.steps = 100_000
     tt.batch_size = 32  # global frames per step
@@ -181,6 +183,9 @@ def base_config() -> ml_collections.ConfigDict:
     tt.frame_size = 256  # training frames are brought to this square bucket
     tt.frames_per_video = 16  # evenly spaced frames read from each video
     tt.eval_videos = 8  # the last videos of the dataset are held out for the PSNR
+    # after training, set scaling_factor to 1 / std of the held-out latents (as Stable Diffusion chose
+    # its VAE's), so the diffusion model sees unit-variance latents; False keeps the configured one
+    tt.fit_scaling_factor = False
     return c
 
 
@@ -325,6 +330,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(t.data_timeout_s > 0, "train.data_timeout_s", t.data_timeout_s, "> 0 seconds")
     o = config.optim
     _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, ">= 0")
+    decay = o.get("decay_steps", 0)  # absent from configs saved before it existed
+    _require(decay >= 0, "optim.decay_steps", decay, ">= 0 (0 = constant after the warm-up)")
     _require(o.grad_clip_norm >= 0, "optim.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
     return config
 

@@ -45,16 +45,17 @@ def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTran
 
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
-    """``constant_with_warmup``: linear 0 -> lr over warmup_steps, then constant."""
+    """Linear 0 -> lr over ``warmup_steps``; then constant (``decay_steps`` 0: the official
+    constant_with_warmup) or a cosine from lr to 0 over ``decay_steps``."""
+    decay_steps = optim.get("decay_steps", 0)  # absent from configs saved before it existed
+    if decay_steps:
+        after = optax.cosine_decay_schedule(optim.learning_rate, decay_steps)
+    else:
+        after = optax.constant_schedule(optim.learning_rate)
     if optim.warmup_steps == 0:
-        return optax.constant_schedule(optim.learning_rate)
-    return optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps),
-            optax.constant_schedule(optim.learning_rate),
-        ],
-        [optim.warmup_steps],
-    )
+        return after
+    warmup = optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps)
+    return optax.join_schedules([warmup, after], [optim.warmup_steps])
 
 
 def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:

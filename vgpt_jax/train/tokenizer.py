@@ -11,6 +11,7 @@ saves the tokenizer as a params checkpoint:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -268,8 +269,16 @@ def train_tokenizer(
     )
     batches = random_batches(train_frames, t.batch_size, config.seed)
     state, summary = train(trainer, batches, t.steps, held_out, log=log)
+    cfg = trainer.cfg
+    if t.fit_scaling_factor:
+        # latent_std was measured at the configured scaling: rescale so the held-out latents have std 1
+        cfg = dataclasses.replace(cfg, scaling_factor=cfg.scaling_factor / summary["latent_std"])
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.tokenizer.scaling_factor = cfg.scaling_factor
+        log(f"scaling_factor set to {cfg.scaling_factor:.5f} (held-out latent std 1)")
+    summary["scaling_factor"] = cfg.scaling_factor
     directory = os.path.join(workdir, TOKENIZER_DIR)
-    ct.ClipTokenizer(trainer.cfg, state.params, trainer.mesh).save(directory, config)
+    ct.ClipTokenizer(cfg, state.params, trainer.mesh).save(directory, config)
     summary.update(seconds=time.perf_counter() - start, tokenizer=directory)
     log(f"tokenizer saved to {directory}; {summary['seconds']:.1f} s in all")
     return summary
