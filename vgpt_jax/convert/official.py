@@ -617,9 +617,13 @@ def _onto_device(tree: dict) -> dict:
     Each host copy is freed as soon as its device copy exists, and Orbax then writes device arrays
     a bounded number of bytes at a time; NumPy leaves would instead be copied all at once before an
     async save (3.8x the checkpoint's size in host memory for the 3.76 B model with Orbax 0.12.4).
+    Each transfer is awaited: in flight together, their host staging buffers added 2x on a GPU.
     """
     for key, value in tree.items():
-        tree[key] = _onto_device(value) if isinstance(value, dict) else jax.device_put(value)
+        if isinstance(value, dict):
+            tree[key] = _onto_device(value)
+        else:
+            tree[key] = jax.device_put(value).block_until_ready()
     return tree
 
 
