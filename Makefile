@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
+WORKDIR ?= workdir/demo
 
-.PHONY: install test lint bench
+.PHONY: install test lint bench demo
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(STAMP): setup.py pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vgpt demo --config experiments/demo.py --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests

@@ -7,12 +7,14 @@ time on a CPU than the tests themselves, and any weights do for loading and shap
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import shutil
 import tempfile
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 from conftest import load_experiment
 
@@ -24,6 +26,7 @@ from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.step import Trainer, TrainState
 
 STEP = 7
+TOKENIZER_SCALING = 0.5  # the tokenizer's own, not the training config's default
 
 
 def tiny_config():
@@ -48,8 +51,12 @@ def make_workdir(workdir: Path):
     cfg = TokenizerConfig.from_config(config)
     init = functools.partial(clip_tokenizer.init_params, clip_tokenizer.AutoencoderKL(cfg))
     tokenizer_params = _random_like(jax.eval_shape(init, jax.random.key(0)), seed=1, scale=0.1)
-    # on one device: Orbax saves arrays replicated over many devices far more slowly
-    ClipTokenizer(cfg, tokenizer_params).save(workdir / "tokenizer", config)
+    # trained with a fitted scaling that the training config does not know; on one device: Orbax
+    # saves arrays replicated over many devices far more slowly
+    tokenizer_config = ml_collections.ConfigDict(config.to_dict())
+    tokenizer_config.tokenizer.scaling_factor = TOKENIZER_SCALING
+    fitted = dataclasses.replace(cfg, scaling_factor=TOKENIZER_SCALING)
+    ClipTokenizer(fitted, tokenizer_params).save(workdir / "tokenizer", tokenizer_config)
     config.tokenizer.weights = str(workdir / "tokenizer")
 
     trainer = Trainer(config, mesh)

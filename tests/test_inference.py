@@ -4,7 +4,7 @@ import av
 import jax
 import numpy as np
 import pytest
-from inference_fixture import flat, moving_square, shared_checkpoints, tiny_config
+from inference_fixture import TOKENIZER_SCALING, flat, moving_square, shared_checkpoints, tiny_config
 
 from data_pipelines import video_io
 from vgpt_jax import cli
@@ -34,6 +34,15 @@ def test_workdir_loads_the_saved_params_onto_the_mesh(checkpoints, from_workdir)
     # tiny_cpu's mesh puts all 8 devices on `data`: parameters are replicated over them
     assert all(len(leaf.sharding.device_set) == 8 for leaf in jax.tree.leaves(params))
     assert config.sampling.clip_frames == 4  # the saved config, not a default
+
+
+def test_the_tokenizer_weights_set_its_scaling(checkpoints, from_workdir):
+    """The trained tokenizer's fitted scaling_factor is used, and exported, whatever the training
+    config says (latents scaled otherwise are not the ones the model was trained on)."""
+    config, _, tokenizer = from_workdir
+    assert tokenizer.cfg.scaling_factor == config.tokenizer.scaling_factor == TOKENIZER_SCALING
+    config, _, tokenizer = load_for_inference(checkpoints[1])
+    assert tokenizer.cfg.scaling_factor == config.tokenizer.scaling_factor == TOKENIZER_SCALING
 
 
 def test_load_onto_another_mesh(checkpoints):

@@ -10,6 +10,8 @@ Commands:
                video prediction from a file.
   convert      ``vgpt convert --official DIR --output CKPT`` (released weights -> params checkpoint) or
                ``vgpt convert --to-official CKPT --output DIR``.
+  demo         ``vgpt demo --config experiments/demo.py --workdir W``: synthetic physics world ->
+               tokenizer -> Video-GPT -> Physics-IQ of the model and a copy-last-frame baseline.
 ``export``, ``sample`` and ``convert`` take their own flags (``vgpt sample --help``); C is a training
 workdir or an export.
 """
@@ -24,10 +26,10 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-COMMANDS = ("info", "train", "physics-iq", "export", "sample", "convert")
+COMMANDS = ("info", "train", "physics-iq", "export", "sample", "convert", "demo")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "An experiments/*.py file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "train: where checkpoints, logs and samples go")
+_WORKDIR = flags.DEFINE_string("workdir", None, "train/demo: where checkpoints, logs, samples and reports go")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed",
     False,
@@ -157,6 +159,12 @@ def _main(argv, command: str) -> None:
         from vgpt_jax.train import launch
 
         launch.run(config, _WORKDIR.value)
+    elif command == "demo":
+        if not _WORKDIR.value:
+            raise app.UsageError("--workdir is required, e.g. --workdir workdir/demo")
+        from vgpt_jax import demo
+
+        demo.run(config, _WORKDIR.value)
 
 
 def run() -> None:
@@ -169,7 +177,8 @@ def run() -> None:
             "       vgpt export --checkpoint W --output P\n"
             "       vgpt sample --checkpoint C --video IN.mp4 --cond-frames K --num-frames M "
             "--output OUT.mp4 [...]   (vgpt sample --help)\n"
-            "       vgpt convert {--official DIR|--to-official CKPT} --output PATH   (vgpt convert --help)",
+            "       vgpt convert {--official DIR|--to-official CKPT} --output PATH   (vgpt convert --help)\n"
+            "       vgpt demo --config experiments/demo.py --workdir W",
             file=sys.stderr,
         )
         sys.exit(2)

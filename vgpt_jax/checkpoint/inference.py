@@ -29,7 +29,7 @@ from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
 from vgpt_jax.checkpoint.params import is_params_checkpoint, load_config, load_params, save_params
 from vgpt_jax.models import clip_tokenizer
-from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig
+from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.train.step import sharding_context
@@ -123,7 +123,11 @@ def load_for_inference(
             "initialised and its pixels are meaningless; set it to the trained tokenizer",
             stacklevel=2,
         )
-    return config, params, ClipTokenizer.from_weights(config, mesh)
+    tokenizer = ClipTokenizer.from_weights(config, mesh)
+    # the weights' own sizes and scaling win over the training config's (and go into an export)
+    write_weight_fields(tokenizer.cfg, config)
+    _check_tokenizer(config, path)
+    return config, params, tokenizer
 
 
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> str:

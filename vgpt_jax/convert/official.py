@@ -82,16 +82,6 @@ _SAFETENSORS_DTYPES = {
     np.dtype(np.float64): "F64",
 }
 DTYPES = ("float32", "bfloat16", "float16")
-# config.tokenizer fields that an imported vae/ folder sets (the others keep their defaults).
-TOKENIZER_FIELDS = (
-    "in_channels",
-    "block_out_channels",
-    "layers_per_block",
-    "latent_channels",
-    "norm_num_groups",
-    "norm_eps",
-    "scaling_factor",
-)
 
 
 # =============================================================================================
@@ -598,7 +588,7 @@ def import_folder(folder: str | Path, output: str | Path, param_dtype: str = "fl
     """``vgpt convert --official``: the params-only checkpoint {"model", ["tokenizer"]} of a folder."""
     from vgpt_jax.checkpoint.params import save_params
     from vgpt_jax.convert.vae import import_vae
-    from vgpt_jax.models.clip_tokenizer import base_tokenizer_config
+    from vgpt_jax.models.clip_tokenizer import base_tokenizer_config, write_weight_fields
 
     folder = Path(folder)
     config, params = load(folder, param_dtype)
@@ -606,8 +596,7 @@ def import_folder(folder: str | Path, output: str | Path, param_dtype: str = "fl
     if (folder / VAE_DIR).is_dir():
         tokenizer_cfg, tree["tokenizer"] = import_vae(folder / VAE_DIR)
         config.tokenizer = base_tokenizer_config()
-        for field in TOKENIZER_FIELDS:
-            setattr(config.tokenizer, field, getattr(tokenizer_cfg, field))
+        write_weight_fields(tokenizer_cfg, config)
     return save_params(output, _onto_device(tree), config)
 
 

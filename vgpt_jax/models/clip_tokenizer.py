@@ -139,6 +139,25 @@ class TokenizerConfig:
         return 2 ** (len(self.block_out_channels) - 1)
 
 
+# The TokenizerConfig fields that a set of weights fixes (the others are run-time choices).
+WEIGHT_FIELDS = (
+    "in_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "latent_channels",
+    "norm_num_groups",
+    "norm_eps",
+    "scaling_factor",
+)
+
+
+def write_weight_fields(cfg: TokenizerConfig, config: ml_collections.ConfigDict) -> None:
+    """Sets ``config.tokenizer``'s WEIGHT_FIELDS to ``cfg``'s, so that a config saved with a model
+    describes the tokenizer its latents came from (e.g. a fitted scaling_factor), not the defaults."""
+    for field in WEIGHT_FIELDS:
+        setattr(config.tokenizer, field, getattr(cfg, field))
+
+
 _LECUN = nn.initializers.lecun_normal()
 
 

@@ -1,0 +1,50 @@
+"""``make demo``: a synthetic physics world, a tiny clip tokenizer and a tiny Video-GPT on 2 CPU cores.
+
+The model is ``tiny_cpu.py``'s at twice the width, trained on 16-frame clips at the benchmark's
+8 fps (frame interval 1), so that what it learns is the motion the Physics-IQ test cases are scored
+on. The tokenizer recipe is ``tokenizer_tiny.py``'s. ``demo`` sizes the world and the evaluation.
+"""
+
+import os
+import runpy
+
+import ml_collections
+
+
+def get_config():
+    c = runpy.run_path(os.path.join(os.path.dirname(__file__), "tokenizer_tiny.py"))["get_config"]()
+
+    c.data.num_frames = 16
+    c.data.frame_interval = 1
+    c.data.min_side = 64
+
+    # twice tiny_cpu's width: a token of 2x2 patches of 16 latent channels has 64 values to carry
+    c.model.hidden_size = 128
+    c.model.mlp_dim = 512
+
+    c.optim.learning_rate = 2e-3
+    c.optim.warmup_steps = 100
+    c.optim.decay_steps = 2900
+
+    c.train.steps = 3000
+    c.train.log_every = 100
+    c.train.checkpoint_every = 500
+    c.train.peak_tflops = 0.1  # skips the matmul probe: MFU means little on a CPU
+
+    c.sampling.steps = 20
+    c.sampling.clip_frames = 4
+    c.sampling.window_frames = 16
+
+    demo = c.demo = ml_collections.ConfigDict()
+    w = demo.world = ml_collections.ConfigDict()
+    w.num_train = 264
+    w.num_scenarios = 6  # x 3 views: 18 test cases (and their take 2)
+    w.size = 64
+    w.seed = 0
+    w.train_fps = 8
+    w.train_seconds = 8.0
+    w.workers = 2
+    demo.fps = 8  # the benchmark folder the model is conditioned on and scored at
+    demo.cond_frames = 12  # the last conditioning frames the model sees (the window holds 16)
+    demo.side_by_side = 3  # test cases written as real | predicted videos
+    return c

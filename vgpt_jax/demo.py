@@ -1,0 +1,250 @@
+"""``make demo``: the whole method end to end on a CPU in minutes, on a synthetic physics world.
+
+    vgpt demo --config experiments/demo.py --workdir W
+
+1. world: training videos and a benchmark split in the Physics-IQ layout (data_pipelines.synthetic_physics);
+2. tokenizer: the per-frame AutoencoderKL trained on the training frames, then frozen;
+3. latents: the training videos encoded once (data_pipelines.encode_latents);
+4. Video-GPT: trained on the latents (``vgpt train``'s code path), then exported;
+5. Physics-IQ: the model continues every take-1 conditioning video to 5 s (``vgpt physics-iq
+   generate``'s code path), a copy of the last conditioning frame is the baseline, and both are
+   scored with the benchmark's definitions.
+
+The report in W: ``report.json`` (``physics_iq.model`` / ``physics_iq.baseline``, the tokenizer's
+held-out PSNR, the stages' times and the paths), ``loss_curves.png``, ``scores.png`` and
+``side_by_side/`` (real | predicted, MP4 and GIF). Every stage keeps its outputs: rerunning after a
+crash skips finished stages (training resumes from its last checkpoint, generation skips finished
+videos).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from data_pipelines import synthetic_physics, video_io
+from data_pipelines.array_record_source import INDEX_FILE
+from data_pipelines.clip_sampler import ClipSpec
+from data_pipelines.encode_latents import encode_dataset, tokenizer_meta
+from data_pipelines.pipeline import open_source
+from vgpt_jax.checkpoint.inference import export
+from vgpt_jax.checkpoint.params import is_params_checkpoint
+from vgpt_jax.evaluation import physics_iq
+from vgpt_jax.evaluation.physics_iq_generate import CONDITIONING_SECONDS, generate, read_conditioning
+from vgpt_jax.evaluation.physics_iq_layout import EVAL_SECONDS, RealVideo, read_descriptions
+from vgpt_jax.models.clip_tokenizer import ClipTokenizer
+from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.sample.predict import SAMPLING_FIELDS
+from vgpt_jax.train import launch
+from vgpt_jax.train.loop import read_metrics
+from vgpt_jax.train.samples import side_by_side, write_gif
+from vgpt_jax.train.tokenizer import TOKENIZER_DIR, train_tokenizer
+
+WORLD_DIR, LATENTS_DIR, MODEL_DIR, EXPORT_DIR = "world", "latents", "videogpt", "export"
+TOKENIZER_SUMMARY = "tokenizer_summary.json"
+GENERATED_DIR, SCORES_DIR, SIDE_BY_SIDE_DIR = "generated", "scores", "side_by_side"
+MODEL, BASELINE = "model", "baseline"
+REPORT = "report.json"
+
+
+def make_world(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], Any]) -> Path:
+    """The synthetic world (training set + benchmark) under workdir/world, written once.
+
+    Written to a temporary folder and renamed when complete, so a crash never leaves half a world.
+    """
+    world = workdir / WORLD_DIR
+    if world.is_dir():
+        return world
+    w = config.demo.world
+    partial = workdir / f"{WORLD_DIR}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    start = time.perf_counter()
+    synthetic_physics.write_training_set(
+        str(partial), w.num_train, w.size, w.size, w.seed, w.train_fps, w.train_seconds, workers=w.workers
+    )
+    synthetic_physics.write_benchmark(str(partial), w.num_scenarios, w.size, w.size, w.seed, w.workers)
+    partial.rename(world)
+    log(
+        f"[world] {w.num_train} training videos and {w.num_scenarios} benchmark scenarios "
+        f"({3 * w.num_scenarios} test cases) at {w.size}x{w.size} in {time.perf_counter() - start:.1f} s"
+    )
+    return world
+
+
+def tokenizer_stage(config: ml_collections.ConfigDict, world: Path, workdir: Path, log) -> dict:
+    """Trains the tokenizer on the world's training videos unless workdir/tokenizer is complete."""
+    summary_path = workdir / TOKENIZER_SUMMARY
+    if is_params_checkpoint(workdir / TOKENIZER_DIR) and summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    summary = train_tokenizer(config, str(world / "train" / "videos"), str(workdir), log=log)
+    summary_path.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def latents_stage(config: ml_collections.ConfigDict, world: Path, workdir: Path, log) -> Path:
+    """The training videos encoded once by the frozen tokenizer (workdir/latents), unless present."""
+    latents = workdir / LATENTS_DIR
+    if (latents / INDEX_FILE).is_file():
+        return latents
+    shutil.rmtree(latents, ignore_errors=True)
+    start = time.perf_counter()
+    tokenizer = ClipTokenizer.from_weights(config, make_mesh(config.mesh))
+    d = config.data
+    spec = ClipSpec.from_config(d, downsample=tokenizer.cfg.downsample_factor, min_side=d.min_side)
+    meta = {"tokenizer": tokenizer_meta(tokenizer), "tokenizer_weights": config.tokenizer.weights}
+    counts = encode_dataset(tokenizer, open_source(str(world / "train" / "videos")), str(latents), spec, meta)
+    log(f"[latents] {counts['records']} videos encoded in {time.perf_counter() - start:.1f} s")
+    return latents
+
+
+def video_gpt_stage(config: ml_collections.ConfigDict, workdir: Path, log) -> Path:
+    """Trains (or resumes) Video-GPT in workdir/videogpt, then exports it to workdir/export."""
+    exported = workdir / EXPORT_DIR
+    if is_params_checkpoint(exported):
+        return exported
+    launch.run(config, str(workdir / MODEL_DIR), log=log)
+    export(workdir / MODEL_DIR, exported)
+    return exported
+
+
+def copy_last_frame_baseline(data_dir: Path, fps: int, output_dir: Path) -> Path:
+    """For each take-1 test case, its last conditioning frame held for 5 s, under the generated name."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for video in _take_one(data_dir):
+        last = read_conditioning(_conditioning(data_dir, video, fps), 1)
+        frames = np.broadcast_to(last, (EVAL_SECONDS * fps, *last.shape[1:]))
+        video_io.write_video(str(output_dir / video.generated_name), frames, fps)
+    return output_dir
+
+
+def _take_one(data_dir: Path) -> list[RealVideo]:
+    return [v for v in read_descriptions(data_dir) if v.take == "take-1"]
+
+
+def _conditioning(data_dir: Path, video: RealVideo, fps: int) -> Path:
+    return data_dir / "split-videos" / "conditioning" / f"{fps}FPS" / video.conditioning_name(fps)
+
+
+def write_side_by_side(data_dir: Path, generated: Path, fps: int, output_dir: Path, count: int) -> list[str]:
+    """MP4 + GIF of ``count`` test cases: the real take 1 | the model, conditioning then prediction."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for video in _take_one(data_dir)[:count]:
+        context = read_conditioning(_conditioning(data_dir, video, fps), CONDITIONING_SECONDS * fps)
+        testing = data_dir / "split-videos" / "testing" / f"{fps}FPS" / video.testing_name(fps)
+        real = video_io.read_frames(str(testing), range(EVAL_SECONDS * fps))
+        predicted = video_io.read_frames(str(generated / video.generated_name), range(EVAL_SECONDS * fps))
+        frames = side_by_side(np.concatenate([context, real]), np.concatenate([context, predicted]))
+        stem = output_dir / f"{video.id}_{video.scenario.removesuffix('.mp4')}"
+        video_io.write_video(f"{stem}.mp4", frames, fps)
+        write_gif(f"{stem}.gif", frames, fps)
+        written.append(f"{stem}.mp4")
+    return written
+
+
+def plot_losses(tokenizer_summary: dict, model_metrics: dict[int, dict], path: Path, log_every: int) -> None:
+    """Two panels: the tokenizer's training loss and Video-GPT's, per logged step."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    tok_ax, model_ax = fig.subplots(1, 2)
+    tok_losses = tokenizer_summary["losses"]
+    tok_ax.plot([log_every * (i + 1) for i in range(len(tok_losses))], tok_losses)
+    tok_ax.set(
+        title=f"clip tokenizer (held-out PSNR {tokenizer_summary['psnr']:.1f} dB)",
+        xlabel="step",
+        ylabel="reconstruction + KL loss",
+        yscale="log",
+    )
+    steps = sorted(model_metrics)
+    model_ax.plot(steps, [model_metrics[s]["loss"] for s in steps])
+    model_ax.set(title="Video-GPT (next-clip flow matching)", xlabel="step", ylabel="x1 MSE", yscale="log")
+    fig.savefig(path, dpi=110)
+
+
+def plot_scores(scores: dict[str, dict], path: Path) -> None:
+    """Bars of the Physics-IQ score and its four metrics for the model and the baseline."""
+    from matplotlib.figure import Figure
+
+    keys = ("physics_iq", "spatiotemporal_iou", "spatial_iou", "weighted_spatial_iou", "mse")
+    fig = Figure(figsize=(14, 3.8), layout="constrained")
+    for ax, key in zip(fig.subplots(1, len(keys)), keys, strict=True):
+        values = [scores[name][key] for name in (MODEL, BASELINE)]
+        bars = ax.bar(["Video-GPT", "last frame"], values, color=["C0", "darkgrey"])
+        ax.bar_label(bars, fmt="%.2f" if key == "physics_iq" else "%.4f")
+        variance = scores[MODEL].get(f"physical_variance_{key}")
+        if variance is not None:
+            ax.axhline(variance, color="C3", linestyle="--", label="take 2 vs take 1")
+            ax.legend(fontsize="small")
+        ax.set(title=key.replace("_", " "))
+    fig.suptitle("Physics-IQ on the synthetic world's test cases (higher is better, MSE lower)")
+    fig.savefig(path, dpi=110)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], Any] = print) -> dict:
+    """Runs every stage in ``workdir`` (skipping finished ones) and writes the report; returns it."""
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = ml_collections.ConfigDict(config.to_dict())  # the stages fill in paths
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        log(f"=== {name}")
+        out = fn(*args, **kwargs)
+        seconds[name] = round(time.perf_counter() - start, 1)
+        return out
+
+    world = timed("world", make_world, config, workdir, log)
+    benchmark = world / synthetic_physics.BENCHMARK_DIR
+    tokenizer = timed("tokenizer", tokenizer_stage, config, world, workdir, log)
+    config.tokenizer.weights = str(workdir / TOKENIZER_DIR)
+    config.data.source_path = str(timed("latents", latents_stage, config, world, workdir, log))
+    exported = timed("video_gpt", video_gpt_stage, config, workdir, log)
+
+    fps, s = config.demo.fps, config.sampling
+    generated = {MODEL: workdir / GENERATED_DIR / MODEL, BASELINE: workdir / GENERATED_DIR / BASELINE}
+    sampling = {k: s[k] for k in SAMPLING_FIELDS}
+    timed(
+        "generate", generate, exported, benchmark, generated[MODEL], fps, config.demo.cond_frames, **sampling
+    )
+    timed("baseline", copy_last_frame_baseline, benchmark, fps, generated[BASELINE])
+    scores = {
+        name: timed(f"score {name}", physics_iq.score, benchmark, folder, workdir / SCORES_DIR / name, fps)
+        for name, folder in generated.items()
+    }
+    videos = write_side_by_side(
+        benchmark, generated[MODEL], fps, workdir / SIDE_BY_SIDE_DIR, config.demo.side_by_side
+    )
+    plot_losses(tokenizer, read_metrics(str(workdir / MODEL_DIR)), workdir / "loss_curves.png",
+                config.tokenizer.train.log_every)  # fmt: skip
+    plot_scores(scores, workdir / "scores.png")
+
+    report = {
+        "physics_iq": {name: scores[name]["physics_iq"] for name in scores},
+        "metrics": {
+            name: {k: v for k, v in summary.items() if isinstance(v, int | float)}
+            for name, summary in scores.items()
+        },
+        "tokenizer": {k: tokenizer[k] for k in ("psnr", "psnr_sample", "latent_std", "steps")},
+        "video_gpt_final_loss": read_metrics(str(workdir / MODEL_DIR))[config.train.steps]["loss"],
+        "seconds": seconds,
+        "fps": fps,
+        "test_cases": scores[MODEL]["num_videos"],
+        "side_by_side": videos,
+        "export": str(exported),
+    }
+    (workdir / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    log(
+        f"Physics-IQ on {report['test_cases']} synthetic test cases at {fps} fps: "
+        f"Video-GPT {report['physics_iq'][MODEL]:.2f}, copy-last-frame baseline "
+        f"{report['physics_iq'][BASELINE]:.2f}  (report: {workdir / REPORT})"
+    )
+    return report
