@@ -17,7 +17,7 @@ def _miniature_config():
     config.demo.world.update(num_train=12, num_scenarios=1, size=32, train_seconds=3.0, workers=1)
     config.demo.update(cond_frames=4, side_by_side=1)
     config.tokenizer.train.update(steps=4, log_every=2, frame_size=32, frames_per_video=4, eval_videos=2)
-    config.data.update(num_frames=8, latent_height=4, latent_width=4)
+    config.data.update(num_frames=8, latent_height=4, latent_width=4, min_side=32)
     config.train.update(steps=4, log_every=2, checkpoint_every=2)
     config.sampling.update(steps=2, window_frames=8)
     return config
@@ -46,12 +46,13 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
         model = tmp_path / demo.GENERATED_DIR / demo.MODEL / video.generated_name
         info = video_io.probe(str(model))
         assert (info.num_frames, info.fps, info.height, info.width) == (40, 8, 32, 32)
-        # the baseline holds the conditioning video's last frame for 5 s (up to H.264 rounding)
+        # the baseline holds the conditioning video's last frame for 5 s (up to two H.264 encodings)
         conditioning = benchmark / "split-videos" / "conditioning" / "8FPS" / video.conditioning_name(8)
         last = video_io.read_frames(str(conditioning), [23])[0].astype(np.float64)
         baseline = tmp_path / demo.GENERATED_DIR / demo.BASELINE / video.generated_name
         held = video_io.read_frames(str(baseline), range(40)).astype(np.float64)
-        assert np.abs(held - last).mean() < 2.0
+        assert np.abs(held - last).mean() < 4.0
+        assert np.abs(held - held[:1]).mean(axis=(1, 2, 3)).max() < 1.0  # one frame, repeated
 
     lines.clear()
     again = demo.run(_miniature_config(), str(tmp_path), log=lines.append)
