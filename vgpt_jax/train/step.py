@@ -80,7 +80,31 @@ def sharding_context(mesh: Mesh):
     return stack
 
 
-class Trainer:
+class StateInit:
+    """Init and per-step keys shared by the trainers of Video-GPT and of the tokenizer.
+
+    A subclass sets ``config``, ``mesh``, ``optimizer`` and ``_init`` (the jit of ``_init_unboxed``
+    with the state's shardings) and defines ``init_params(key)`` (boxed parameters).
+    """
+
+    def _init_annotated(self, key: jax.Array) -> TrainState:
+        return init_state(self.init_params(key), self.optimizer)
+
+    def _init_unboxed(self, key: jax.Array) -> TrainState:
+        return nn.unbox(self._init_annotated(key))
+
+    def init(self, key: jax.Array | None = None) -> TrainState:
+        """A fresh, sharded train state (key: default from ``config.seed``)."""
+        key = jax.random.key(self.config.seed) if key is None else key
+        with sharding_context(self.mesh):
+            return self._init(key)
+
+    def step_key(self, step: jax.Array) -> jax.Array:
+        """The step's randomness, folded from (seed, step), so a resumed run draws the same."""
+        return jax.random.fold_in(jax.random.key(self.config.seed), step)
+
+
+class Trainer(StateInit):
     """Builds the model, optimiser, shardings and the jit-compiled init and train step for a mesh.
 
     Batches are dicts of latents in channels-last layout:
@@ -123,22 +147,7 @@ class Trainer:
         """Boxed (logically annotated) parameters."""
         return self.model.init(key, *example_inputs(self.config))["params"]
 
-    def _init_annotated(self, key: jax.Array) -> TrainState:
-        return init_state(self.init_params(key), self.optimizer)
-
-    def _init_unboxed(self, key: jax.Array) -> TrainState:
-        return nn.unbox(self._init_annotated(key))
-
-    def init(self, key: jax.Array | None = None) -> TrainState:
-        """A fresh, sharded train state."""
-        key = jax.random.key(self.config.seed) if key is None else key
-        with sharding_context(self.mesh):
-            return self._init(key)
-
     # -- step -----------------------------------------------------------------------------------
-    def step_key(self, step: jax.Array) -> jax.Array:
-        return jax.random.fold_in(jax.random.key(self.config.seed), step)
-
     def clip_ids(self, key: jax.Array, batch: int) -> jax.Array:
         """(B, N) clip ids: the official random partition, one clip per frame, or a fixed partition."""
         n = self.sizes.num_frames

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,9 +31,9 @@ from data_pipelines.pipeline import open_source
 from vgpt_jax.models import clip_tokenizer as ct
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.train.step import (
+    StateInit,
     TrainState,
     apply_gradients,
-    init_state,
     learning_rate_schedule,
     make_optimizer,
     sharding_context,
@@ -57,7 +56,7 @@ def kl_per_element(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     return jnp.mean(0.5 * (jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar))
 
 
-class TokenizerTrainer:
+class TokenizerTrainer(StateInit):
     """The tokenizer, its optimiser, shardings and the jit-compiled init, train step and evaluation."""
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
@@ -91,22 +90,9 @@ class TokenizerTrainer:
             out_shardings=(self.frames_sharding, self.frames_sharding),
         )
 
-    # -- init -----------------------------------------------------------------------------------
-    def _init_annotated(self, key: jax.Array) -> TrainState:
-        return init_state(ct.init_params(self.model, key), self.optimizer)
-
-    def _init_unboxed(self, key: jax.Array) -> TrainState:
-        return nn.unbox(self._init_annotated(key))
-
-    def init(self, key: jax.Array | None = None) -> TrainState:
-        """A fresh, sharded train state (key: default from ``config.seed``)."""
-        key = jax.random.key(self.config.seed) if key is None else key
-        with sharding_context(self.mesh):
-            return self._init(key)
-
-    # -- step -----------------------------------------------------------------------------------
-    def step_key(self, step: jax.Array) -> jax.Array:
-        return jax.random.fold_in(jax.random.key(self.config.seed), step)
+    def init_params(self, key: jax.Array):
+        """Boxed (logically annotated) tokenizer parameters."""
+        return ct.init_params(self.model, key)
 
     def loss(self, params, frames: jax.Array, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Weighted L1 + L2 of the reconstruction of a posterior sample, plus the weighted KL."""
