@@ -38,7 +38,7 @@ from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.params import is_params_checkpoint
 from vgpt_jax.evaluation import physics_iq
 from vgpt_jax.evaluation.physics_iq_generate import CONDITIONING_SECONDS, generate, read_conditioning
-from vgpt_jax.evaluation.physics_iq_layout import EVAL_SECONDS, RealVideo, read_descriptions
+from vgpt_jax.evaluation.physics_iq_layout import EVAL_SECONDS, split_dir, take_one_videos
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.sample.predict import SAMPLING_FIELDS
@@ -117,28 +117,21 @@ def video_gpt_stage(config: ml_collections.ConfigDict, workdir: Path, log) -> Pa
 def copy_last_frame_baseline(data_dir: Path, fps: int, output_dir: Path) -> Path:
     """For each take-1 test case, its last conditioning frame held for 5 s, under the generated name."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    for video in _take_one(data_dir):
-        last = read_conditioning(_conditioning(data_dir, video, fps), 1)
+    for video in take_one_videos(data_dir):
+        last = read_conditioning(split_dir(data_dir, "conditioning", fps) / video.conditioning_name(fps), 1)
         frames = np.broadcast_to(last, (EVAL_SECONDS * fps, *last.shape[1:]))
         video_io.write_video(str(output_dir / video.generated_name), frames, fps)
     return output_dir
-
-
-def _take_one(data_dir: Path) -> list[RealVideo]:
-    return [v for v in read_descriptions(data_dir) if v.take == "take-1"]
-
-
-def _conditioning(data_dir: Path, video: RealVideo, fps: int) -> Path:
-    return data_dir / "split-videos" / "conditioning" / f"{fps}FPS" / video.conditioning_name(fps)
 
 
 def write_side_by_side(data_dir: Path, generated: Path, fps: int, output_dir: Path, count: int) -> list[str]:
     """MP4 + GIF of ``count`` test cases: the real take 1 | the model, conditioning then prediction."""
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for video in _take_one(data_dir)[:count]:
-        context = read_conditioning(_conditioning(data_dir, video, fps), CONDITIONING_SECONDS * fps)
-        testing = data_dir / "split-videos" / "testing" / f"{fps}FPS" / video.testing_name(fps)
+    for video in take_one_videos(data_dir)[:count]:
+        conditioning = split_dir(data_dir, "conditioning", fps) / video.conditioning_name(fps)
+        context = read_conditioning(conditioning, CONDITIONING_SECONDS * fps)
+        testing = split_dir(data_dir, "testing", fps) / video.testing_name(fps)
         real = video_io.read_frames(str(testing), range(EVAL_SECONDS * fps))
         predicted = video_io.read_frames(str(generated / video.generated_name), range(EVAL_SECONDS * fps))
         frames = side_by_side(np.concatenate([context, real]), np.concatenate([context, predicted]))
@@ -223,7 +216,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
     videos = write_side_by_side(
         benchmark, generated[MODEL], fps, workdir / SIDE_BY_SIDE_DIR, config.demo.side_by_side
     )
-    plot_losses(tokenizer, read_metrics(str(workdir / MODEL_DIR)), workdir / "loss_curves.png",
+    model_metrics = read_metrics(str(workdir / MODEL_DIR))
+    plot_losses(tokenizer, model_metrics, workdir / "loss_curves.png",
                 config.tokenizer.train.log_every)  # fmt: skip
     plot_scores(scores, workdir / "scores.png")
 
@@ -234,7 +228,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
             for name, summary in scores.items()
         },
         "tokenizer": {k: tokenizer[k] for k in ("psnr", "psnr_sample", "latent_std", "steps")},
-        "video_gpt_final_loss": read_metrics(str(workdir / MODEL_DIR))[config.train.steps]["loss"],
+        "video_gpt_final_loss": model_metrics[config.train.steps]["loss"],
         "seconds": seconds,
         "fps": fps,
         "test_cases": scores[MODEL]["num_videos"],

@@ -27,7 +27,8 @@ from vgpt_jax.evaluation.physics_iq_layout import (
     EVAL_SECONDS,
     RealVideo,
     find_generated,
-    read_descriptions,
+    split_dir,
+    take_one_videos,
 )
 from vgpt_jax.sample.predict import Predictor, probe_video, read_video, write_mp4
 
@@ -45,7 +46,7 @@ class Job:
 
 def _conditioning_dir(data_dir: Path, fps: int) -> Path:
     """split-videos/conditioning/{fps}FPS; FileNotFoundError naming the fps folders present if missing."""
-    folder = data_dir / "split-videos" / "conditioning" / f"{fps}FPS"
+    folder = split_dir(data_dir, "conditioning", fps)
     if not folder.is_dir():
         present = sorted(p.name for p in folder.parent.glob("*FPS")) if folder.parent.is_dir() else []
         raise FileNotFoundError(
@@ -119,7 +120,7 @@ def plan(data_dir: Path, output_dir: Path, fps: int, cond_frames: int) -> tuple[
         )
     if not data_dir.is_dir():
         raise FileNotFoundError(f"the Physics-IQ data folder {data_dir} does not exist: {DOWNLOAD_HINT}")
-    videos = [v for v in read_descriptions(data_dir) if v.take == "take-1"]
+    videos = take_one_videos(data_dir)
     folder = _conditioning_dir(data_dir, fps)
     jobs = [Job(v, folder / v.conditioning_name(fps), output_dir / v.generated_name) for v in videos]
     for job in jobs:

@@ -81,6 +81,16 @@ class Inputs:
         return self.fps * EVAL_SECONDS
 
 
+def split_dir(data_dir: Path, part: str, fps: int) -> Path:
+    """split-videos/{part}/{fps}FPS of the benchmark: part is "conditioning" or "testing"."""
+    return data_dir / "split-videos" / part / f"{fps}FPS"
+
+
+def take_one_videos(data_dir: Path) -> list[RealVideo]:
+    """The take-1 videos of descriptions.csv: one per test case, the ones a model is compared with."""
+    return [v for v in read_descriptions(data_dir) if v.take == TAKES[0]]
+
+
 def read_descriptions(data_dir: Path) -> list[RealVideo]:
     """The real videos listed in `data_dir`/descriptions/descriptions.csv."""
     path = data_dir / DESCRIPTIONS
@@ -199,7 +209,7 @@ def resolve_inputs(data_dir: Path, generated_dir: Path, fps: int | None = None) 
     fps = _generated_fps(infos, fps)
     num_frames = fps * EVAL_SECONDS
 
-    testing_dir = data_dir / "split-videos" / "testing" / f"{fps}FPS"
+    testing_dir = split_dir(data_dir, "testing", fps)
     if not testing_dir.is_dir():
         present = (
             sorted(p.name for p in testing_dir.parent.glob("*FPS")) if testing_dir.parent.is_dir() else []
