@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
+# the official-path comparator (shared/bench/official_torch_step.py), kept outside the repo
+OFFICIAL_BENCH ?=
 WORKDIR ?= workdir/demo
 
 .PHONY: install test lint bench demo
@@ -28,4 +30,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check vgpt_jax experiments data_pipelines tests setup.py
 
 bench: $(STAMP)
-	$(PY) -m vgpt_jax.bench $(BENCH_ARGS)
+	$(PY) -m vgpt_jax.bench $(if $(OFFICIAL_BENCH),--official $(OFFICIAL_BENCH)) $(BENCH_ARGS)

@@ -10,6 +10,11 @@ count as overhead, not as tokens.
 
   python -m vgpt_jax.bench --train experiments/videogpt_1b.py --sample experiments/videogpt_1b.py
 
+``--official PATH`` (``make bench OFFICIAL_BENCH=PATH``) also runs the comparator, the official
+compute path in PyTorch, on every train and sample row with the same dimensions, frames, tokens
+per frame, clip-partition seed and matmul peak, in a subprocess on the same device, and adds its
+step time, tokens/s, MFU and peak memory and our speed-up over it to the row.
+
 The tokenizer row times encode and decode frames/s of the SDXL-size VAE (random weights, fp32) at
 320x176 (``--tokenizer CONFIG ...``; on a CPU the tiny tokenizer at 64x64; ``--tokenizer`` alone skips).
 """
@@ -19,6 +24,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 import time
 
 import jax
@@ -46,8 +54,59 @@ def peak_memory_gib() -> float | None:
     return None if peak is None else peak / 2**30
 
 
-def bench_train(path: str, steps: int, seed: int, peak: float) -> dict:
+def comparator_args(path: str, mode: str, **sizes: int) -> list[str]:
+    """The comparator's flags for a config: the same backbone, tokens per frame and patch size, plus
+    the row's ``sizes`` (frames, seed, steps / history, generate, denoise steps)."""
     config = load_config(path)
+    m = config.model
+    flags = {
+        "mode": mode,
+        "hidden": m.hidden_size,
+        "layers": m.num_layers,
+        "heads": m.num_heads,
+        "kv-heads": m.num_kv_heads,
+        "mlp": m.mlp_dim,
+        "vocab": m.vocab_size,
+        "patch-dim": m.patch_size**2 * m.latent_channels,
+        "tokens-per-frame": config_lib.sizes(config).tokens_per_frame,
+        "theta": m.rope.theta,
+        **{k.replace("_", "-"): v for k, v in sizes.items()},
+    }
+    return [f"--{k}={v}" for k, v in flags.items()]
+
+
+def run_comparator(script: str, args: list[str]) -> dict:
+    """Runs the official-path comparator with ``args``; returns its JSON line (or the error)."""
+    print("comparator:", " ".join(args), flush=True)
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr or proc.stdout).strip()[-300:]}
+    return json.loads(lines[-1])
+
+
+def with_comparator(row: dict, official: dict | None, time_key: str, peak: float) -> dict:
+    """Adds the comparator's columns and our speed-up (its ``time_key`` / ours) to a row. Its MFU is
+    taken against our measured peak, so both MFUs share one denominator."""
+    if official is None:
+        return row
+    row["official"] = official
+    if "error" in official or not official.get(time_key) or time_key not in row:
+        return row
+    row["official_" + time_key] = official[time_key]
+    row["official_tokens_per_s"] = official.get("tokens_per_s")
+    row["official_mfu"] = round(official["model_tflops_per_s"] / peak, 4)
+    row["official_max_mem_gib"] = official.get("max_mem_gib")
+    row["speedup"] = round(official[time_key] / row[time_key], 2)
+    return row
+
+
+def bench_train(path: str, steps: int, seed: int, peak: float) -> dict:
+    """One train row; ``path`` is a config, or ``CONFIG@FRAMES`` for another number of frames."""
+    path, _, frames = path.partition("@")
+    config = load_config(path)
+    if frames:
+        config.data.num_frames = int(frames)
     n = config.data.num_frames
     partition = official_partition(n, seed)
     config.layout.partition = "fixed"
@@ -195,6 +254,12 @@ def print_table(rows: list[dict], peak: float) -> None:
         "tokens_per_s",
         "model_tflops_per_s",
         "mfu",
+        "official_step_s",
+        "official_clip_s",
+        "official_tokens_per_s",
+        "official_mfu",
+        "official_max_mem_gib",
+        "speedup",
         "clips_per_s",
         "encode_frames_per_s",
         "decode_frames_per_s",
@@ -210,7 +275,12 @@ def print_table(rows: list[dict], peak: float) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", nargs="*", default=None, help="configs to time a step of (default: 1 B)")
+    p.add_argument(
+        "--train",
+        nargs="*",
+        default=None,
+        help="configs (CONFIG or CONFIG@FRAMES) to time a step of (default: 1 B)",
+    )
     p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
     p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
     p.add_argument("--seed", type=int, default=0, help="clip-partition seed (the comparator's --seed)")
@@ -230,7 +300,16 @@ def main() -> None:
     )
     p.add_argument("--tokenizer-frames", type=int, default=32, help="frames per encode/decode call")
     p.add_argument("--json", default="", help="also write the rows here")
+    p.add_argument(
+        "--official",
+        default="",
+        help="the official-path comparator (official_torch_step.py): run beside every train/sample row",
+    )
     a = p.parse_args()
+    if a.official:
+        # the comparator runs in a subprocess on the same device: let JAX take memory as it goes
+        # rather than 75% of it at start
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     default = "experiments/videogpt_1b.py"
     if jax.default_backend() == "cpu" and a.train is None and a.sample is None:
         # The GPU-sized defaults would take hours on a CPU: time the tiny config instead.
@@ -246,6 +325,21 @@ def main() -> None:
     a.sample = [default] if a.sample is None else a.sample
     on_cpu = jax.default_backend() == "cpu"  # CPUs emulate bf16: take their fp32 peak instead
     peak = a.peak_tflops or (matmul_peak(1024, dtype=jnp.float32) if on_cpu else matmul_peak())
+    official: dict[str, dict] = {}
+    if a.official:  # first, while our process holds almost none of the device's memory
+        for path in a.train:
+            frames = load_config(path).data.num_frames if "@" not in path else int(path.split("@")[1])
+            official[f"train {path}"] = run_comparator(
+                a.official,
+                comparator_args(path.split("@")[0], "train", frames=frames, seed=a.seed, steps=a.steps),
+            )
+        for path in a.sample:
+            official[f"sample {path}"] = run_comparator(
+                a.official,
+                comparator_args(
+                    path, "sample", history=a.history, generate=a.generate, denoise_steps=a.denoise_steps
+                ),
+            )
     jobs = [(f"train {path}", lambda path=path: bench_train(path, a.steps, a.seed, peak)) for path in a.train]
     jobs += [
         (
@@ -267,6 +361,10 @@ def main() -> None:
     for name, job in jobs:
         try:
             result = job()
+            if name in official:
+                result = with_comparator(
+                    result, official[name], "step_s" if "train" in name else "clip_s", peak
+                )
             rows.extend(result if isinstance(result, list) else [result])
         except Exception as e:  # noqa: BLE001 - a row that does not fit (e.g. out of memory) is reported, not fatal
             rows.append({"row": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
