@@ -36,7 +36,7 @@ PHI3_SHORT_FACTOR = (
     + (3.049999999999997,) * 3
 )  # fmt: skip
 
-ATTENTION_BACKENDS = ("xla",)
+ATTENTION_BACKENDS = ("xla", "splash")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ROPE_FACTOR_CHOICES = ("long", "short", "none")
 PARTITIONS = ("random", "per_frame", "fixed")

@@ -110,10 +110,19 @@ def attend(
     backend: str,
     query_chunk: int,
 ) -> jax.Array:
-    """Attention under the visibility rule, by backend. Shapes as :func:`xla_attention`."""
+    """Attention under the visibility rule, by backend. Shapes as :func:`xla_attention`.
+
+    - ``xla``: the reference, any device;
+    - ``splash``: TPU splash attention over the rule's two key ranges (``vgpt_jax.nn.splash``);
+      on a CPU it runs in the Pallas interpreter (exact, slow: tests only).
+    """
     if backend == "xla":
         return xla_attention(q, k, v, q_attrs, k_attrs, query_chunk)
-    raise ValueError(f"unknown attention backend {backend!r}; available: 'xla'")
+    if backend == "splash":
+        from vgpt_jax.nn.splash import splash_attention  # imports this module's TokenAttrs
+
+        return splash_attention(q, k, v, q_attrs, k_attrs, interpret=jax.default_backend() == "cpu")
+    raise ValueError(f"unknown attention backend {backend!r}; available: 'xla', 'splash'")
 
 
 class KVPrefix(NamedTuple):
