@@ -35,7 +35,7 @@ import numpy as np
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models.video_gpt import VideoGPT, num_params
-from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
 from vgpt_jax.train.step import Trainer
@@ -86,8 +86,9 @@ def run_comparator(script: str, args: list[str]) -> dict:
 
 
 def with_comparator(row: dict, official: dict | None, time_key: str, peak: float) -> dict:
-    """Adds the comparator's columns and our speed-up (its ``time_key`` / ours) to a row. Its MFU is
-    taken against our measured peak, so both MFUs share one denominator."""
+    """Adds the comparator's columns and our speed-up to a row: its time / ours per clip for a
+    sample row, our tokens/s / its tokens/s for a train row (ours may run several sequences). Its
+    MFU is taken against our measured peak, so both MFUs share one denominator."""
     if official is None:
         return row
     row["official"] = official
@@ -97,12 +98,33 @@ def with_comparator(row: dict, official: dict | None, time_key: str, peak: float
     row["official_tokens_per_s"] = official.get("tokens_per_s")
     row["official_mfu"] = round(official["model_tflops_per_s"] / peak, 4)
     row["official_max_mem_gib"] = official.get("max_mem_gib")
-    row["speedup"] = round(official[time_key] / row[time_key], 2)
+    if time_key == "clip_s":
+        row["speedup"] = round(official["clip_s"] / row["clip_s"], 2)
+    else:
+        row["speedup"] = round(row["tokens_per_s"] / official["tokens_per_s"], 2)
     return row
 
 
-def bench_train(path: str, steps: int, seed: int, peak: float) -> dict:
-    """One train row; ``path`` is a config, or ``CONFIG@FRAMES`` for another number of frames."""
+def parse_mesh(text: str) -> dict[str, int]:
+    """``"fsdp=2,sequence=1"`` -> mesh sizes over the config's; the default is FSDP over every device."""
+    sizes = {"data": 1, "fsdp": -1, "tensor": 1, "sequence": 1}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in sizes or not value.lstrip("-").isdigit():
+            raise ValueError(f"--mesh item {item!r}: expected AXIS=SIZE with AXIS one of {tuple(sizes)}")
+        sizes[name] = int(value)
+    return sizes
+
+
+def bench_train(
+    path: str, steps: int, seed: int, peak: float, mesh: dict[str, int] | None = None, global_batch: int = 0
+) -> dict:
+    """One train row; ``path`` is a config, or ``CONFIG@FRAMES`` for another number of frames.
+
+    ``mesh``: mesh sizes (default: FSDP over every device); ``global_batch``: sequences per step
+    (0: one per data-parallel device). The row keeps every step's loss, so runs of one global
+    batch on different meshes can be compared.
+    """
     path, _, frames = path.partition("@")
     config = load_config(path)
     if frames:
@@ -111,8 +133,14 @@ def bench_train(path: str, steps: int, seed: int, peak: float) -> dict:
     partition = official_partition(n, seed)
     config.layout.partition = "fixed"
     config.layout.fixed_partition = tuple(partition)
-    config.mesh.update(data=1, fsdp=-1, tensor=1, sequence=1)
-    trainer = Trainer(config, make_mesh(config.mesh))
+    config.mesh.update(**(mesh or parse_mesh("")))
+    device_mesh = make_mesh(config.mesh)
+    if global_batch:
+        parallel = data_parallel_size(device_mesh)
+        if global_batch % parallel:
+            raise ValueError(f"--global-batch {global_batch} is not a multiple of data x fsdp = {parallel}")
+        config.data.per_device_batch_size = global_batch // parallel
+    trainer = Trainer(config, device_mesh)
     sizes = trainer.sizes
     state = trainer.init()
     rng = np.random.default_rng(0)
@@ -122,13 +150,17 @@ def bench_train(path: str, steps: int, seed: int, peak: float) -> dict:
     state, metrics = trainer.step(state, batch)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
+    losses = [metrics["loss"]]
     state, metrics = trainer.step(state, batch)
+    losses.append(metrics["loss"])
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for _ in range(steps):
         state, metrics = trainer.step(state, batch)
+        losses.append(metrics["loss"])  # device scalars: read after the timing
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
+    devices = device_mesh.devices.size
 
     p_total = num_params(state.params)
     seq = (2 * n - partition[-1]) * sizes.block_len
@@ -142,12 +174,15 @@ def bench_train(path: str, steps: int, seed: int, peak: float) -> dict:
         "seq_len": seq,
         "our_seq_len": sizes.seq_len,
         "visible_fraction": round(vis, 4),
-        "loss": float(metrics["loss"]),
+        "mesh": dict(device_mesh.shape),
+        "global_batch": trainer.global_batch,
+        "losses": [float(x) for x in losses],
         "compile_s": round(compile_s, 1),
         "step_s": round(step_s, 4),
         "tokens_per_s": round(tokens / step_s, 1),
+        "tokens_per_s_per_device": round(tokens / step_s / devices, 1),
         "model_tflops_per_s": round(tflops, 1),
-        "mfu": round(tflops / peak, 4),
+        "mfu": round(tflops / peak / devices, 4),
         "peak_mem_gib": peak_memory_gib(),
     }
 
@@ -283,6 +318,10 @@ def main() -> None:
     )
     p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
     p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
+    p.add_argument(
+        "--mesh", default="", help="train mesh sizes, e.g. fsdp=2 or fsdp=1,sequence=2 (default: FSDP)"
+    )
+    p.add_argument("--global-batch", type=int, default=0, help="train sequences per step (0: one per device)")
     p.add_argument("--seed", type=int, default=0, help="clip-partition seed (the comparator's --seed)")
     p.add_argument("--history", type=int, default=56)
     p.add_argument("--generate", type=int, default=24)
@@ -340,7 +379,13 @@ def main() -> None:
                     path, "sample", history=a.history, generate=a.generate, denoise_steps=a.denoise_steps
                 ),
             )
-    jobs = [(f"train {path}", lambda path=path: bench_train(path, a.steps, a.seed, peak)) for path in a.train]
+    jobs = [
+        (
+            f"train {path}",
+            lambda path=path: bench_train(path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch),
+        )
+        for path in a.train
+    ]
     jobs += [
         (
             f"sample {path}",
