@@ -22,30 +22,48 @@ The tokenizer row times encode and decode frames/s of the SDXL-size VAE (random 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models.video_gpt import VideoGPT, num_params
-from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh
+from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, tree_shardings
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
-from vgpt_jax.train.step import Trainer
+from vgpt_jax.train.step import Trainer, sharding_context
 
 
-def load_config(path: str):
+def load_config(path: str, overrides: Sequence[str] = ()):
+    """An experiment's config with ``FIELD=VALUE`` overrides (values as Python literals)."""
     spec = importlib.util.spec_from_file_location("experiment", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    config = module.get_config()
+    for item in overrides:
+        field, _, text = item.partition("=")
+        *parents, name = field.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent)
+        if node is None or name not in node:
+            raise ValueError(f"--set {item!r}: {path} has no field {field!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word is a string
+        node[name] = value
+    return config
 
 
 def peak_memory_gib() -> float | None:
@@ -54,10 +72,10 @@ def peak_memory_gib() -> float | None:
     return None if peak is None else peak / 2**30
 
 
-def comparator_args(path: str, mode: str, **sizes: int) -> list[str]:
+def comparator_args(path: str, mode: str, overrides: Sequence[str] = (), **sizes: int) -> list[str]:
     """The comparator's flags for a config: the same backbone, tokens per frame and patch size, plus
     the row's ``sizes`` (frames, seed, steps / history, generate, denoise steps)."""
-    config = load_config(path)
+    config = load_config(path, overrides)
     m = config.model
     flags = {
         "mode": mode,
@@ -117,7 +135,13 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 def bench_train(
-    path: str, steps: int, seed: int, peak: float, mesh: dict[str, int] | None = None, global_batch: int = 0
+    path: str,
+    steps: int,
+    seed: int,
+    peak: float,
+    mesh: dict[str, int] | None = None,
+    global_batch: int = 0,
+    overrides: Sequence[str] = (),
 ) -> dict:
     """One train row; ``path`` is a config, or ``CONFIG@FRAMES`` for another number of frames.
 
@@ -126,7 +150,7 @@ def bench_train(
     batch on different meshes can be compared.
     """
     path, _, frames = path.partition("@")
-    config = load_config(path)
+    config = load_config(path, overrides)
     if frames:
         config.data.num_frames = int(frames)
     n = config.data.num_frames
@@ -187,8 +211,18 @@ def bench_train(
     }
 
 
-def bench_sample(path: str, history: int, generate: int, steps: int, cfg_scale: float) -> dict:
-    config = load_config(path)
+def bench_sample(
+    path: str,
+    history: int,
+    generate: int,
+    steps: int,
+    cfg_scale: float,
+    mesh: dict[str, int] | None = None,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """One clip of ``generate`` frames after ``history``; the parameters are sharded over ``mesh``
+    (default: tensor-parallel over every device, so one clip uses them all)."""
+    config = load_config(path, overrides)
     config.sampling.update(
         steps=steps,
         cfg_scale=cfg_scale,
@@ -196,19 +230,46 @@ def bench_sample(path: str, history: int, generate: int, steps: int, cfg_scale: 
         window_frames=history + generate,
         use_kv_cache=True,
     )
+    config.mesh.update(**(mesh or parse_mesh("fsdp=1,tensor=-1")))
     config_lib.validate(config)
     from vgpt_jax.models.video_gpt import ModelConfig, example_inputs
 
+    device_mesh = make_mesh(config.mesh)
     model = VideoGPT(ModelConfig.from_config(config))
-    params = jax.jit(lambda k: model.init(k, *example_inputs(config, num_frames=2))["params"])(
-        jax.random.key(0)
-    )
-    params = jax.tree.map(lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), params)
+
+    def random_params(key):
+        params = nn.unbox(model.init(key, *example_inputs(config, num_frames=2))["params"])
+        return jax.tree.map(
+            lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), params
+        )
+
+    with sharding_context(device_mesh):
+        abstract = jax.eval_shape(
+            lambda k: model.init(k, *example_inputs(config, num_frames=2))["params"], jax.random.key(0)
+        )
+        shardings = tree_shardings(device_mesh, abstract)
+        params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
     sampler = Sampler(config, model)
     d = config.data
     shape = (1, history, d.latent_height, d.latent_width, config.model.latent_channels)
     hist = jax.random.normal(jax.random.key(2), shape, jnp.float32)
     noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
+    with sharding_context(device_mesh):
+        row = _time_clip(sampler, params, hist, noise)
+    return {
+        "row": f"sample {path.rsplit('/', 1)[-1][:-3]} {history}+{generate} frames, {steps} steps, "
+        f"CFG {cfg_scale}",
+        "params": num_params(params),
+        "mesh": dict(device_mesh.shape),
+        **row,
+        "frames_per_s": round(generate / row["clip_s"], 3),
+        "clips_per_s": round(1 / row["clip_s"], 4),
+        "peak_mem_gib": peak_memory_gib(),
+    }
+
+
+def _time_clip(sampler: Sampler, params, hist: jax.Array, noise: jax.Array) -> dict:
+    """Compile time, then the time of one more clip, and whether it is finite."""
     t0 = time.perf_counter()
     sampler.sample_clip(params, hist, noise).block_until_ready()
     compile_s = time.perf_counter() - t0
@@ -217,14 +278,9 @@ def bench_sample(path: str, history: int, generate: int, steps: int, cfg_scale: 
     out.block_until_ready()
     clip_s = time.perf_counter() - t0
     return {
-        "row": f"sample {path.rsplit('/', 1)[-1][:-3]} {history}+{generate} frames, {steps} steps, "
-        f"CFG {cfg_scale}",
-        "params": num_params(params),
         "compile_s": round(compile_s, 1),
-        "clip_s": round(clip_s, 2),
-        "frames_per_s": round(generate / clip_s, 3),
+        "clip_s": round(clip_s, 3),
         "finite": bool(jnp.isfinite(out).all()),
-        "peak_mem_gib": peak_memory_gib(),
     }
 
 
@@ -319,9 +375,19 @@ def main() -> None:
     p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
     p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
     p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="config overrides for every train and sample row, e.g. model.remat_policy=none",
+    )
+    p.add_argument(
         "--mesh", default="", help="train mesh sizes, e.g. fsdp=2 or fsdp=1,sequence=2 (default: FSDP)"
     )
     p.add_argument("--global-batch", type=int, default=0, help="train sequences per step (0: one per device)")
+    p.add_argument(
+        "--sample-mesh", default="fsdp=1,tensor=-1", help="sampling mesh sizes (default: tensor-parallel)"
+    )
     p.add_argument("--seed", type=int, default=0, help="clip-partition seed (the comparator's --seed)")
     p.add_argument("--history", type=int, default=56)
     p.add_argument("--generate", type=int, default=24)
@@ -370,26 +436,37 @@ def main() -> None:
             frames = load_config(path).data.num_frames if "@" not in path else int(path.split("@")[1])
             official[f"train {path}"] = run_comparator(
                 a.official,
-                comparator_args(path.split("@")[0], "train", frames=frames, seed=a.seed, steps=a.steps),
+                comparator_args(
+                    path.split("@")[0], "train", a.set, frames=frames, seed=a.seed, steps=a.steps
+                ),
             )
         for path in a.sample:
             official[f"sample {path}"] = run_comparator(
                 a.official,
                 comparator_args(
-                    path, "sample", history=a.history, generate=a.generate, denoise_steps=a.denoise_steps
+                    path,
+                    "sample",
+                    a.set,
+                    history=a.history,
+                    generate=a.generate,
+                    denoise_steps=a.denoise_steps,
                 ),
             )
     jobs = [
         (
             f"train {path}",
-            lambda path=path: bench_train(path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch),
+            lambda path=path: bench_train(
+                path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch, a.set
+            ),
         )
         for path in a.train
     ]
     jobs += [
         (
             f"sample {path}",
-            lambda path=path: bench_sample(path, a.history, a.generate, a.denoise_steps, a.cfg),
+            lambda path=path: bench_sample(
+                path, a.history, a.generate, a.denoise_steps, a.cfg, parse_mesh(a.sample_mesh), a.set
+            ),
         )
         for path in a.sample
     ]

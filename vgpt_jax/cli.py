@@ -48,6 +48,7 @@ def info(config) -> dict:
 
     from vgpt_jax import config as config_lib
     from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, num_params
+    from vgpt_jax.nn.attention import resolve_backend
     from vgpt_jax.parallel.mesh import MESH_AXES, mesh_shape
 
     config_lib.validate(config)
@@ -66,7 +67,7 @@ def info(config) -> dict:
         "official_max_seq_len": sizes.official_max_seq_len,
         "mesh": dict(zip(MESH_AXES, mesh_shape(config.mesh, jax.device_count()), strict=True)),
         "num_devices": jax.device_count(),
-        "attention_backend": config.model.attention.backend,
+        "attention_backend": resolve_backend(config.model.attention.backend),
         "remat_policy": config.model.remat_policy,
         "dtype": config.model.dtype,
     }

@@ -36,7 +36,7 @@ PHI3_SHORT_FACTOR = (
     + (3.049999999999997,) * 3
 )  # fmt: skip
 
-ATTENTION_BACKENDS = ("xla", "splash")
+ATTENTION_BACKENDS = ("auto", "xla", "block_sparse", "splash")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ROPE_FACTOR_CHOICES = ("long", "short", "none")
 PARTITIONS = ("random", "per_frame", "fixed")
@@ -75,7 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
     m.rope.original_max_position_embeddings = 4096
     m.rope.max_position_embeddings = 131072
     m.attention = ml_collections.ConfigDict()
-    m.attention.backend = "xla"
+    # auto: block_sparse (Pallas, skips masked tiles) on a GPU, splash on a TPU, xla elsewhere
+    m.attention.backend = "auto"
     # The xla backend holds (batch, heads, query_chunk, keys) fp32 scores at a time: 512 keeps the
     # release model's 2-row CFG sampler at 80 frames under 3 GB.
     m.attention.query_chunk = 512

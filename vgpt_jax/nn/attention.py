@@ -8,6 +8,8 @@ that every other backend is tested against.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -100,6 +102,55 @@ def xla_attention(
     return out[:, :tq]
 
 
+def per_shard(kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.Array:
+    """Runs an attention kernel on each device's shard of the current mesh (``jax.set_mesh``).
+
+    A Pallas kernel is opaque to the SPMD partitioner, which would otherwise gather its inputs and
+    run the whole batch on every device. Batch goes over (data, fsdp), heads over tensor, queries
+    over sequence (keys and values are gathered along it); an axis that does not divide its
+    dimension is left unsharded. Shapes as :func:`xla_attention`.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return kernel(q, k, v, q_attrs, k_attrs)
+
+    def axes(names: tuple[str, ...], size: int):
+        names = tuple(n for n in names if mesh.shape.get(n, 1) > 1)
+        total = math.prod(mesh.shape[n] for n in names)
+        return names if names and size % total == 0 else None
+
+    batch, length = axes(("data", "fsdp"), q.shape[0]), axes(("sequence",), q.shape[1])
+    heads = axes(("tensor",), q.shape[2])
+
+    def per_example(attrs: TokenAttrs, tokens: int) -> TokenAttrs:
+        return TokenAttrs(*(jnp.broadcast_to(a, (q.shape[0], tokens)) for a in attrs))
+
+    q_attrs, k_attrs = per_example(q_attrs, q.shape[1]), per_example(k_attrs, k.shape[1])
+    spec = jax.sharding.PartitionSpec
+    q_spec, kv_spec = spec(batch, length, heads, None), spec(batch, None, heads, None)
+    sharded = jax.shard_map(
+        kernel,
+        mesh=mesh,
+        in_specs=(
+            q_spec,
+            kv_spec,
+            kv_spec,
+            TokenAttrs(*[spec(batch, length)] * 5),
+            TokenAttrs(*[spec(batch, None)] * 5),
+        ),
+        out_specs=q_spec,
+        check_vma=False,
+    )
+    return sharded(q, k, v, q_attrs, k_attrs)
+
+
+def resolve_backend(backend: str) -> str:
+    """The backend ``auto`` stands for on this platform; any other name as it is."""
+    if backend != "auto":
+        return backend
+    return {"gpu": "block_sparse", "cuda": "block_sparse", "tpu": "splash"}.get(jax.default_backend(), "xla")
+
+
 def attend(
     q: jax.Array,
     k: jax.Array,
@@ -112,17 +163,32 @@ def attend(
 ) -> jax.Array:
     """Attention under the visibility rule, by backend. Shapes as :func:`xla_attention`.
 
+    - ``auto``: ``block_sparse`` on a GPU, ``splash`` on a TPU, ``xla`` elsewhere;
     - ``xla``: the reference, any device;
-    - ``splash``: TPU splash attention over the rule's two key ranges (``vgpt_jax.nn.splash``);
-      on a CPU it runs in the Pallas interpreter (exact, slow: tests only).
+    - ``block_sparse``: GPU flash attention that skips fully masked tiles
+      (``vgpt_jax.nn.block_sparse_attention``, Pallas/Triton). Pad queries are void there: no real
+      token reads a pad token's output, in training or sampling, so their work is skipped;
+    - ``splash``: TPU splash attention over the rule's two key ranges (``vgpt_jax.nn.splash``).
+
+    On a CPU the Pallas backends run in the Pallas interpreter (exact, slow: tests only).
     """
+    backend = resolve_backend(backend)
+    interpret = jax.default_backend() == "cpu"
     if backend == "xla":
         return xla_attention(q, k, v, q_attrs, k_attrs, query_chunk)
     if backend == "splash":
         from vgpt_jax.nn.splash import splash_attention  # imports this module's TokenAttrs
 
-        return splash_attention(q, k, v, q_attrs, k_attrs, interpret=jax.default_backend() == "cpu")
-    raise ValueError(f"unknown attention backend {backend!r}; available: 'xla', 'splash'")
+        kernel = functools.partial(splash_attention, interpret=interpret)
+        return per_shard(kernel, q, k, v, q_attrs, k_attrs)
+    if backend == "block_sparse":
+        from vgpt_jax.nn.block_sparse_attention import block_sparse_attention
+
+        kernel = functools.partial(block_sparse_attention, skip_pad_queries=True, interpret=interpret)
+        return per_shard(kernel, q, k, v, q_attrs, k_attrs)
+    raise ValueError(
+        f"unknown attention backend {backend!r}; available: 'auto', 'xla', 'block_sparse', 'splash'"
+    )
 
 
 class KVPrefix(NamedTuple):

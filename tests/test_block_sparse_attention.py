@@ -1,0 +1,273 @@
+"""Block-sparse Pallas attention (Pallas interpreter on the CPU) against the ``xla`` reference.
+
+Values and gradients are compared with :func:`xla_attention` in fp32 on the training, history and
+generation layouts; the tile schedule is compared with a dense NumPy evaluation of the rule
+written here from the spec (§5.1), not with the library's ``visible``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vgpt_jax.models import layout
+from vgpt_jax.nn.attention import NOISY, TokenAttrs, concat_attrs, xla_attention
+from vgpt_jax.nn.block_sparse_attention import (
+    TILE_EMPTY,
+    TILE_FULL,
+    TILE_PARTIAL,
+    KernelConfig,
+    block_sparse_attention,
+    tile_classes,
+)
+
+HEADS, HEAD_DIM = 2, 16
+SMALL = dict(  # every kernel at 16 x 16 tiles, 4 warps: small shapes, few interpreter steps
+    block_q=16,
+    block_k=16,
+    num_warps=4,
+    dkv=KernelConfig(16, 16, 4, 2),
+    dq=KernelConfig(16, 16, 4, 2),
+    interpret=True,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent dense rule (NumPy)
+# ---------------------------------------------------------------------------------------------
+
+
+def np_visible(q: dict, k: dict) -> np.ndarray:
+    """Spec §5.1 for one sequence: q/k dicts of (T,) arrays -> bool (Tq, Tk).
+
+    A clean key is seen by clean queries of a later frame or of its own frame with an order at
+    least the key's, and by noisy queries of a later clip; a noisy key only by noisy queries of
+    its own clip with an order at least the key's. Pad queries see every key; pad keys are seen
+    by pad queries only.
+    """
+    qi = {name: np.asarray(value)[:, None] for name, value in q.items()}  # queries on rows
+    kj = {name: np.asarray(value)[None, :] for name, value in k.items()}  # keys on columns
+    q_noisy, k_noisy = qi["kind"] == NOISY, kj["kind"] == NOISY
+    order_ok = kj["order"] <= qi["order"]
+    sees_clean = np.where(
+        q_noisy,
+        kj["clip"] < qi["clip"],
+        (kj["frame"] < qi["frame"]) | ((kj["frame"] == qi["frame"]) & order_ok),
+    )
+    sees_noisy = q_noisy & (kj["clip"] == qi["clip"]) & order_ok
+    real = np.where(k_noisy, sees_noisy, sees_clean) & ~kj["is_pad"].astype(bool)
+    return np.where(qi["is_pad"].astype(bool), True, real)
+
+
+def as_numpy(attrs: TokenAttrs, row: int | None = None) -> dict:
+    fields = {name: np.asarray(value) for name, value in attrs._asdict().items()}
+    return {name: (value[row] if row is not None else value) for name, value in fields.items()}
+
+
+def expected_classes(mask: np.ndarray, block_q: int, block_k: int) -> np.ndarray:
+    """Tile classes from a dense mask; positions past the end are void (no query, invisible key)."""
+    tq, tk = mask.shape
+    nq, nk = -(-tq // block_q), -(-tk // block_k)
+    padded = np.zeros((nq * block_q, nk * block_k), bool)
+    padded[:tq, :tk] = mask
+    real_q = np.arange(nq * block_q) < tq
+    out = np.empty((nq, nk), np.int32)
+    for i in range(nq):
+        rows = slice(i * block_q, (i + 1) * block_q)
+        for j in range(nk):
+            tile = padded[rows, j * block_k : (j + 1) * block_k][real_q[rows]]
+            if not tile.any():
+                out[i, j] = TILE_EMPTY
+            else:
+                out[i, j] = TILE_FULL if tile.all() else TILE_PARTIAL
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+classes_of = jax.jit(tile_classes, static_argnums=(2, 3), static_argnames="skip_pad_queries")
+
+
+def random_clip_ids(rng: np.random.Generator, num_frames: int, count: int) -> np.ndarray:
+    """(count, N) clip ids of the official partition law (K ~ U{2…N}, K−1 distinct cuts), in NumPy."""
+    out = np.zeros((count, num_frames), np.int32)
+    for row in out:
+        cuts = rng.choice(np.arange(1, num_frames), rng.integers(2, num_frames + 1) - 1, replace=False)
+        row[cuts] = 1
+    return np.cumsum(out, axis=1, dtype=np.int32)
+
+
+def batched(attrs: TokenAttrs, batch: int) -> TokenAttrs:
+    return TokenAttrs(*(jnp.broadcast_to(a, (batch, a.shape[-1])) for a in attrs))
+
+
+def random_qkv(seed: int, batch: int, tq: int, tk: int):
+    keys = jax.random.split(jax.random.key(seed), 4)
+    q = jax.random.normal(keys[0], (batch, tq, HEADS, HEAD_DIM), jnp.float32)
+    k = jax.random.normal(keys[1], (batch, tk, HEADS, HEAD_DIM), jnp.float32)
+    v = jax.random.normal(keys[2], (batch, tk, HEADS, HEAD_DIM), jnp.float32)
+    cotangent = jax.random.normal(keys[3], q.shape, jnp.float32)
+    return q, k, v, cotangent
+
+
+@functools.partial(jax.jit, static_argnums=(6,))
+def value_and_grads(q, k, v, cotangents, q_attrs, k_attrs, options):
+    """Ours and the reference: outputs and (dq, dk, dv) of ``cotangents`` (ours, reference).
+    Attributes are traced arguments, so layouts of one shape share one compiled program."""
+
+    def ours(q, k, v):
+        return block_sparse_attention(q, k, v, q_attrs, k_attrs, **dict(options))
+
+    def reference(q, k, v):
+        return xla_attention(q, k, v, q_attrs, k_attrs, query_chunk=4096)
+
+    got, got_vjp = jax.vjp(ours, q, k, v)
+    want, want_vjp = jax.vjp(reference, q, k, v)
+    return got, want, got_vjp(cotangents[0]), want_vjp(cotangents[1])
+
+
+def assert_matches_reference(q_attrs, k_attrs, seed=0, row_weight=None, **kwargs):
+    """Values and (dq, dk, dv) of a random cotangent vs xla_attention, fp32.
+
+    ``row_weight`` (B, Tq) in {0, 1}: rows with 0 are not compared and the reference gets no
+    cotangent there (ours gets the full one: it must ignore the rows it calls unspecified).
+    """
+    batch, tq = q_attrs.kind.shape
+    q, k, v, cotangent = random_qkv(seed, batch, tq, k_attrs.kind.shape[-1])
+    ref_cotangent = cotangent if row_weight is None else cotangent * row_weight[:, :, None, None]
+    options = tuple(sorted({**SMALL, **kwargs}.items()))
+    got, want, got_grads, want_grads = value_and_grads(
+        q, k, v, (cotangent, ref_cotangent), q_attrs, k_attrs, options
+    )
+    weight = 1.0 if row_weight is None else row_weight[:, :, None, None]
+    np.testing.assert_allclose(got * weight, want * weight, atol=2e-5, rtol=1e-4)
+    for name, g, w in zip(("dq", "dk", "dv"), got_grads, want_grads, strict=True):
+        np.testing.assert_allclose(g, w, atol=5e-5, rtol=1e-4, err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values and gradients
+# ---------------------------------------------------------------------------------------------
+
+
+def test_training_layout_fixed_and_random_partition():
+    # Row 0: a fixed partition; row 1: the official random partition. 6 frames of 8 tokens.
+    fixed = jnp.asarray(layout.clip_ids_from_partition([2, 1, 3]))
+    rand = layout.random_clip_ids(jax.random.key(7), 6)
+    attrs, _ = layout.training_layout(jnp.stack([fixed, rand]), 6)
+    assert_matches_reference(attrs, attrs)
+
+
+def test_lengths_not_divisible_and_mixed_tiles():
+    # 5 frames of 7 tokens: 70 tokens, no multiple of any tile; different tiles per kernel.
+    attrs, _ = layout.training_layout(jnp.asarray(layout.clip_ids_from_partition([1, 2, 2]))[None], 5)
+    assert attrs.kind.shape[-1] % 16 != 0
+    assert_matches_reference(
+        attrs,
+        attrs,
+        seed=1,
+        block_q=16,
+        block_k=32,
+        dkv=KernelConfig(32, 16, 4, 2),
+        dq=KernelConfig(16, 16, 4, 1),
+    )
+
+
+def test_history_and_generation_keys_are_prefix_plus_own():
+    # Sampling: queries are the generated clip's noisy frames, keys = clean history + the clip.
+    history, _ = layout.history_layout(3, 5)  # 21 tokens
+    generation, _ = layout.generation_layout(3, 2, 5)  # 14 tokens
+    keys = concat_attrs(history, generation)
+    assert_matches_reference(batched(generation, 2), batched(keys, 2), seed=2)
+
+
+def test_token_order_does_not_matter():
+    # Shuffled training sequences: tiles mix clips, kinds and frames, so most are partial.
+    # (Same shapes as the test above: the compiled program is shared.)
+    rng = np.random.default_rng(3)
+    attrs, _ = layout.training_layout(jnp.asarray(random_clip_ids(rng, 6, 2)), 6)
+    perm = jnp.asarray(np.stack([rng.permutation(attrs.kind.shape[-1]) for _ in range(2)]))
+    shuffled = TokenAttrs(*(jnp.take_along_axis(a, perm, axis=1) for a in attrs))
+    assert_matches_reference(shuffled, shuffled, seed=3)
+
+
+def test_skip_pad_queries_keeps_real_rows():
+    # With pad queries skipped, real rows match, and so do all gradients: ours ignores the pad
+    # rows' cotangent, the reference gets none there.
+    attrs, _ = layout.training_layout(jnp.asarray(random_clip_ids(np.random.default_rng(4), 6, 2)), 6)
+    real = (~attrs.is_pad).astype(jnp.float32)
+    assert_matches_reference(attrs, attrs, seed=4, row_weight=real, skip_pad_queries=True)
+    full = classes_of(attrs, attrs, 16, 16)
+    skipped = classes_of(attrs, attrs, 16, 16, skip_pad_queries=True)
+    assert np.sum(skipped != TILE_EMPTY) < np.sum(full != TILE_EMPTY)
+
+
+def test_bf16_inputs_keep_dtype():
+    attrs, _ = layout.training_layout(jnp.asarray(layout.clip_ids_from_partition([1, 2]))[None], 6)
+    q, k, v, _ = random_qkv(5, 1, attrs.kind.shape[-1], attrs.kind.shape[-1])
+    q, k, v = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    got = jax.jit(lambda q, k, v: block_sparse_attention(q, k, v, attrs, attrs, **SMALL))(q, k, v)
+    want = xla_attention(q, k, v, attrs, attrs, query_chunk=4096)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=2e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("num_frames", "tokens_per_frame", "block_q", "block_k"),
+    [(6, 6, 16, 16), (7, 12, 16, 32), (5, 30, 32, 16), (9, 3, 16, 16)],
+)
+def test_tile_classes_exact_on_training_layout(num_frames, tokens_per_frame, block_q, block_k):
+    clip_ids = random_clip_ids(np.random.default_rng(num_frames * 100 + tokens_per_frame), num_frames, 6)
+    clip_ids[0] = np.arange(num_frames)  # stage 1: one clip per frame
+    attrs, _ = layout.training_layout(jnp.asarray(clip_ids), tokens_per_frame)
+    got = np.asarray(classes_of(attrs, attrs, block_q, block_k))
+    for row in range(clip_ids.shape[0]):
+        tokens = as_numpy(attrs, row)
+        want = expected_classes(np_visible(tokens, tokens), block_q, block_k)
+        np.testing.assert_array_equal(got[row], want, err_msg=f"clip ids {clip_ids[row]}")
+
+
+def test_tile_classes_exact_on_sampling_layout():
+    history, _ = layout.history_layout(4, 9)  # 44 tokens
+    generation, _ = layout.generation_layout(4, 3, 9)  # 33 tokens
+    keys = concat_attrs(history, generation)
+    got = np.asarray(classes_of(generation, keys, 16, 16))[0]
+    want = expected_classes(np_visible(as_numpy(generation), as_numpy(keys)), 16, 16)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_tile_classes_sound_in_any_token_order():
+    # Shuffled tokens: the summaries may call an empty or full tile partial, never the reverse.
+    rng = np.random.default_rng(1)
+    attrs, _ = layout.training_layout(jnp.asarray(random_clip_ids(rng, 6, 1)), 5)
+    for _ in range(3):
+        perm = rng.permutation(attrs.kind.shape[-1])
+        shuffled = TokenAttrs(*(a[:, perm] for a in attrs))
+        got = np.asarray(classes_of(shuffled, shuffled, 16, 16))[0]
+        tokens = as_numpy(shuffled, 0)
+        want = expected_classes(np_visible(tokens, tokens), 16, 16)
+        assert np.all((got == want) | (got == TILE_PARTIAL))
+
+
+def test_realistic_layout_skips_most_tiles():
+    # Stage 2-4 sizes: 48 frames of 222 tokens (21,312 tokens), 128 x 128 tiles.
+    attrs, _ = layout.training_layout(jnp.asarray(random_clip_ids(np.random.default_rng(2), 48, 4)), 220)
+    classes = np.asarray(classes_of(attrs, attrs, 128, 128))
+    nonempty = np.mean(classes != TILE_EMPTY, axis=(1, 2))
+    assert np.all(nonempty < 0.4), nonempty
+    # Most non-empty tiles need no mask evaluation.
+    assert np.all(
+        np.sum(classes == TILE_FULL, axis=(1, 2)) > 2 * np.sum(classes == TILE_PARTIAL, axis=(1, 2))
+    )
