@@ -1,0 +1,48 @@
+"""``make bench`` plumbing: the comparator's flags, the speed-up columns, mesh and config overrides."""
+
+import pytest
+
+from vgpt_jax import bench
+
+
+def test_comparator_args_carry_the_config_sizes():
+    args = bench.comparator_args("experiments/videogpt_1b.py", "train", (), frames=48, seed=3, steps=5)
+    flags = dict(a[2:].split("=", 1) for a in args)
+    assert flags == {
+        "mode": "train",
+        "hidden": "2048",
+        "layers": "20",
+        "heads": "16",
+        "kv-heads": "16",
+        "mlp": "5632",
+        "vocab": "32064",
+        "patch-dim": "16",  # 2 x 2 patches of 4 latent channels
+        "tokens-per-frame": "220",  # 320x176 frames -> 40x22 latents -> 20x11 patches
+        "theta": "10000.0",
+        "frames": "48",
+        "seed": "3",
+        "steps": "5",
+    }
+
+
+def test_with_comparator_speedups_and_shared_peak():
+    official = {"step_s": 1.5, "tokens_per_s": 1000.0, "model_tflops_per_s": 100.0, "max_mem_gib": 9.0}
+    row = bench.with_comparator({"step_s": 0.5, "tokens_per_s": 6000.0}, official, "step_s", peak=400.0)
+    # a train row compares tokens/s (ours may run several sequences per step); MFU on our peak
+    assert row["speedup"] == 6.0 and row["official_mfu"] == 0.25 and row["official_step_s"] == 1.5
+    sample = bench.with_comparator({"clip_s": 2.0}, {**official, "clip_s": 10.0}, "clip_s", peak=400.0)
+    assert sample["speedup"] == 5.0
+    failed = bench.with_comparator({"step_s": 0.5}, {"error": "CUDA out of memory"}, "step_s", peak=400.0)
+    assert "speedup" not in failed and failed["official"]["error"] == "CUDA out of memory"
+
+
+def test_mesh_and_config_overrides():
+    assert bench.parse_mesh("fsdp=2,sequence=2") == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
+    with pytest.raises(ValueError, match="expected AXIS=SIZE"):
+        bench.parse_mesh("pipeline=2")
+    config = bench.load_config(
+        "experiments/tiny_cpu.py", ["model.remat_policy=dots", "optim.learning_rate=3e-4"]
+    )
+    assert config.model.remat_policy == "dots" and config.optim.learning_rate == 3e-4
+    with pytest.raises(ValueError, match="no field 'model.nope'"):
+        bench.load_config("experiments/tiny_cpu.py", ["model.nope=1"])
