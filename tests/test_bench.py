@@ -6,7 +6,8 @@ from vgpt_jax import bench
 
 
 def test_comparator_args_carry_the_config_sizes():
-    args = bench.comparator_args("experiments/videogpt_1b.py", "train", (), frames=48, seed=3, steps=5)
+    config = bench.load_config("experiments/videogpt_1b.py")
+    args = bench.comparator_args(config, "train", frames=48, seed=3, steps=5)
     flags = dict(a[2:].split("=", 1) for a in args)
     assert flags == {
         "mode": "train",

@@ -66,16 +66,24 @@ def load_config(path: str, overrides: Sequence[str] = ()):
     return config
 
 
+def load_row_config(row: str, overrides: Sequence[str] = ()):
+    """The config of a train row, ``CONFIG`` or ``CONFIG@FRAMES`` (another number of frames)."""
+    path, _, frames = row.partition("@")
+    config = load_config(path, overrides)
+    if frames:
+        config.data.num_frames = int(frames)
+    return config
+
+
 def peak_memory_gib() -> float | None:
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return None if peak is None else peak / 2**30
 
 
-def comparator_args(path: str, mode: str, overrides: Sequence[str] = (), **sizes: int) -> list[str]:
+def comparator_args(config, mode: str, **sizes: int) -> list[str]:
     """The comparator's flags for a config: the same backbone, tokens per frame and patch size, plus
     the row's ``sizes`` (frames, seed, steps / history, generate, denoise steps)."""
-    config = load_config(path, overrides)
     m = config.model
     flags = {
         "mode": mode,
@@ -149,10 +157,7 @@ def bench_train(
     (0: one per data-parallel device). The row keeps every step's loss, so runs of one global
     batch on different meshes can be compared.
     """
-    path, _, frames = path.partition("@")
-    config = load_config(path, overrides)
-    if frames:
-        config.data.num_frames = int(frames)
+    config = load_row_config(path, overrides)
     n = config.data.num_frames
     partition = official_partition(n, seed)
     config.layout.partition = "fixed"
@@ -192,7 +197,7 @@ def bench_train(
     vis = visible_fraction(partition, sizes.tokens_per_frame)
     tflops = trainer.global_batch * train_step_flops(config, partition, p_total) / step_s / 1e12
     return {
-        "row": f"train {path.rsplit('/', 1)[-1][:-3]} {n} frames",
+        "row": f"train {path.partition('@')[0].rsplit('/', 1)[-1][:-3]} {n} frames",
         "params": p_total,
         "partition_clips": len(partition),
         "seq_len": seq,
@@ -237,24 +242,22 @@ def bench_sample(
     device_mesh = make_mesh(config.mesh)
     model = VideoGPT(ModelConfig.from_config(config))
 
+    def init(key):
+        return model.init(key, *example_inputs(config, num_frames=2))["params"]
+
     def random_params(key):
-        params = nn.unbox(model.init(key, *example_inputs(config, num_frames=2))["params"])
         return jax.tree.map(
-            lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), params
+            lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), nn.unbox(init(key))
         )
 
-    with sharding_context(device_mesh):
-        abstract = jax.eval_shape(
-            lambda k: model.init(k, *example_inputs(config, num_frames=2))["params"], jax.random.key(0)
-        )
-        shardings = tree_shardings(device_mesh, abstract)
-        params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
     sampler = Sampler(config, model)
     d = config.data
     shape = (1, history, d.latent_height, d.latent_width, config.model.latent_channels)
     hist = jax.random.normal(jax.random.key(2), shape, jnp.float32)
     noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
     with sharding_context(device_mesh):
+        shardings = tree_shardings(device_mesh, jax.eval_shape(init, jax.random.key(0)))
+        params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
         row = _time_clip(sampler, params, hist, noise)
     return {
         "row": f"sample {path.rsplit('/', 1)[-1][:-3]} {history}+{generate} frames, {steps} steps, "
@@ -433,25 +436,18 @@ def main() -> None:
     official: dict[str, dict] = {}
     if a.official:  # first, while our process holds almost none of the device's memory
         for path in a.train:
-            frames = load_config(path).data.num_frames if "@" not in path else int(path.split("@")[1])
-            official[f"train {path}"] = run_comparator(
-                a.official,
-                comparator_args(
-                    path.split("@")[0], "train", a.set, frames=frames, seed=a.seed, steps=a.steps
-                ),
-            )
+            config = load_row_config(path, a.set)
+            args = comparator_args(config, "train", frames=config.data.num_frames, seed=a.seed, steps=a.steps)
+            official[f"train {path}"] = run_comparator(a.official, args)
         for path in a.sample:
-            official[f"sample {path}"] = run_comparator(
-                a.official,
-                comparator_args(
-                    path,
-                    "sample",
-                    a.set,
-                    history=a.history,
-                    generate=a.generate,
-                    denoise_steps=a.denoise_steps,
-                ),
+            args = comparator_args(
+                load_config(path, a.set),
+                "sample",
+                history=a.history,
+                generate=a.generate,
+                denoise_steps=a.denoise_steps,
             )
+            official[f"sample {path}"] = run_comparator(a.official, args)
     jobs = [
         (
             f"train {path}",

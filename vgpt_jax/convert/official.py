@@ -451,11 +451,16 @@ def _read_tensor(path: Path, name: str) -> np.ndarray:
         return f.get_tensor(name)
 
 
-def _checked_slots(path: Path, config: ml_collections.ConfigDict) -> tuple[list[Slot], dict]:
-    """The slots of an official weights file and our flat abstract parameters, after checking every
-    tensor's name, shape and dtype from the file's header (no tensor is read)."""
+def read_weights(path: str | Path, config: ml_collections.ConfigDict, progress: bool = True) -> dict:
+    """Our parameter tree (NumPy, ``config.model.param_dtype``) from an official ``model.safetensors``.
+
+    Names, shapes and dtypes, and ``pos_embed``'s values, are all checked before any parameter is
+    read; then the tensors are read one at a time into preallocated parameters (the scanned layer
+    stacks are filled layer by layer).
+    """
     from safetensors import safe_open
 
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected the official weights file {WEIGHTS_FILE}")
     table = slots(config)
@@ -471,17 +476,6 @@ def _checked_slots(path: Path, config: ml_collections.ConfigDict) -> tuple[list[
                     f"{path}: tensor '{slot.name}' has dtype {info.get_dtype()}, not a float type"
                 )
     check_pos_embed(path, _read_tensor(path, POS_EMBED), config)
-    return table, flat
-
-
-def read_weights(path: str | Path, config: ml_collections.ConfigDict, progress: bool = True) -> dict:
-    """Our parameter tree (NumPy, ``config.model.param_dtype``) from an official ``model.safetensors``.
-
-    Names, shapes and dtypes are all checked before any tensor is read; then the tensors are read
-    one at a time into preallocated parameters (the scanned layer stacks are filled layer by layer).
-    """
-    path = Path(path)
-    table, flat = _checked_slots(path, config)
     # np.empty touches no pages: memory grows only as the tensors are written in.
     params = {p: np.empty(a.shape, a.dtype) for p, a in flat.items()}
     for slot in tqdm(table, desc="reading tensors", unit="tensor", disable=not progress):
@@ -599,15 +593,15 @@ def import_folder(folder: str | Path, output: str | Path, param_dtype: str = "fl
 
     folder = Path(folder)
     config, params = load(folder, param_dtype)
-    # NumPy all the way: save_params writes NumPy arrays from their own memory, so the peak host
-    # memory is the parameters' size (JAX arrays on a GPU were copied to the host all at once:
-    # 2.6x for the 3.76 B model on an H200)
+    # NumPy all the way (read_weights and import_vae return NumPy): save_params writes NumPy arrays
+    # from their own memory, so the peak host memory is the parameters' size (JAX arrays on a GPU
+    # were copied to the host all at once: 2.6x for the 3.76 B model on an H200)
     tree = {"model": params}
     if (folder / VAE_DIR).is_dir():
         tokenizer_cfg, tree["tokenizer"] = import_vae(folder / VAE_DIR)
         config.tokenizer = base_tokenizer_config()
         write_weight_fields(tokenizer_cfg, config)
-    return save_params(output, jax.tree.map(np.asarray, tree), config)
+    return save_params(output, tree, config)
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str | None = None) -> Path:
