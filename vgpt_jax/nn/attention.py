@@ -40,6 +40,21 @@ def concat_attrs(first: TokenAttrs, second: TokenAttrs) -> TokenAttrs:
     return TokenAttrs(*(jnp.concatenate([a, b], axis=-1) for a, b in zip(first, second, strict=True)))
 
 
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
+def pad_tokens(x: jax.Array, length: int, fill=0) -> jax.Array:
+    """(B, T, ...) -> (B, length, ...), the new tokens set to ``fill``."""
+    return jnp.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
+
+
+def batched_attrs(attrs: TokenAttrs, batch: int) -> TokenAttrs:
+    """Attribute fields (T,) or (B, T) broadcast to (batch, T)."""
+    return TokenAttrs(*(jnp.broadcast_to(a, (batch, jnp.shape(a)[-1])) for a in attrs))
+
+
 def visible(q: TokenAttrs, k: TokenAttrs) -> jax.Array:
     """Spec §5.1: may query q attend key k? q fields (..., Tq), k fields (..., Tk) -> (..., Tq, Tk).
 
@@ -86,19 +101,18 @@ def xla_attention(
     tq = q.shape[1]
     if tq <= query_chunk:
         return _masked_softmax_attention(q, k, v, q_attrs, k_attrs)
-    n_chunks = -(-tq // query_chunk)
-    pad = n_chunks * query_chunk - tq
+    padded = round_up(tq, query_chunk)
+    n_chunks = padded // query_chunk
 
     def split(x, fill):  # (B, Tq, ...) -> (n_chunks, B, chunk, ...), padded with ``fill``
-        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
-        x = x.reshape(x.shape[0], n_chunks, query_chunk, *x.shape[2:])
+        x = pad_tokens(x, padded, fill).reshape(x.shape[0], n_chunks, query_chunk, *x.shape[2:])
         return jnp.moveaxis(x, 1, 0)
 
     # Padded queries are pad tokens, so their rows stay finite; they are dropped below.
     chunked_attrs = TokenAttrs(*(split(a, a.dtype == jnp.bool_) for a in q_attrs))
     chunk_fn = jax.checkpoint(lambda args: _masked_softmax_attention(args[0], k, v, args[1], k_attrs))
     out = jax.lax.map(chunk_fn, (split(q, 0), chunked_attrs))
-    out = jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n_chunks * query_chunk, *q.shape[2:])
+    out = jnp.moveaxis(out, 0, 1).reshape(q.shape[0], padded, *q.shape[2:])
     return out[:, :tq]
 
 
@@ -122,10 +136,7 @@ def per_shard(kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.
     batch, length = axes(("data", "fsdp"), q.shape[0]), axes(("sequence",), q.shape[1])
     heads = axes(("tensor",), q.shape[2])
 
-    def per_example(attrs: TokenAttrs, tokens: int) -> TokenAttrs:
-        return TokenAttrs(*(jnp.broadcast_to(a, (q.shape[0], tokens)) for a in attrs))
-
-    q_attrs, k_attrs = per_example(q_attrs, q.shape[1]), per_example(k_attrs, k.shape[1])
+    q_attrs, k_attrs = batched_attrs(q_attrs, q.shape[0]), batched_attrs(k_attrs, k.shape[0])
     spec = jax.sharding.PartitionSpec
     q_spec, kv_spec = spec(batch, length, heads, None), spec(batch, None, heads, None)
     sharded = jax.shard_map(
@@ -135,8 +146,8 @@ def per_shard(kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.
             q_spec,
             kv_spec,
             kv_spec,
-            TokenAttrs(*[spec(batch, length)] * 5),
-            TokenAttrs(*[spec(batch, None)] * 5),
+            TokenAttrs(*[spec(batch, length)] * len(TokenAttrs._fields)),
+            TokenAttrs(*[spec(batch, None)] * len(TokenAttrs._fields)),
         ),
         out_specs=q_spec,
         check_vma=False,

@@ -55,7 +55,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from vgpt_jax.nn.attention import NOISY, TokenAttrs
+from vgpt_jax.nn.attention import NOISY, TokenAttrs, batched_attrs, pad_tokens, round_up
 
 TILE_EMPTY, TILE_PARTIAL, TILE_FULL = 0, 1, 2
 
@@ -114,21 +114,15 @@ class _Config(NamedTuple):
 # ----------------------------------------------------------------------------------------------
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 def _prepare_tokens(attrs: TokenAttrs, batch: int, length: int, *, pad_is_void: bool) -> _Tokens:
     """TokenAttrs with fields (T,) or (B, T) -> _Tokens (B, length), extra tokens void.
 
     ``pad_is_void``: pad tokens become void (used for queries whose outputs are not needed).
     """
-    fields = [jnp.broadcast_to(jnp.asarray(a), (batch, jnp.shape(a)[-1])) for a in attrs]
-    kind, frame, clip, order, is_pad = fields
-    extra = length - kind.shape[-1]
+    kind, frame, clip, order, is_pad = batched_attrs(attrs, batch)
 
     def pad(x):
-        return jnp.pad(x, ((0, 0), (0, extra)))
+        return pad_tokens(x, length)
 
     void = jnp.arange(length) >= kind.shape[-1]
     void = jnp.broadcast_to(void, (batch, length))
@@ -317,8 +311,8 @@ def tile_classes(
     """
     b = max([jnp.shape(a.kind)[0] for a in (q_attrs, k_attrs) if jnp.ndim(a.kind) > 1], default=1)
     tq, tk = jnp.shape(q_attrs.kind)[-1], jnp.shape(k_attrs.kind)[-1]
-    qt = _prepare_tokens(q_attrs, b, _round_up(tq, block_q), pad_is_void=skip_pad_queries)
-    kt = _prepare_tokens(k_attrs, b, _round_up(tk, block_k), pad_is_void=False)
+    qt = _prepare_tokens(q_attrs, b, round_up(tq, block_q), pad_is_void=skip_pad_queries)
+    kt = _prepare_tokens(k_attrs, b, round_up(tk, block_k), pad_is_void=False)
     return _tile_classes_padded(qt, kt, block_q, block_k)
 
 
@@ -366,6 +360,22 @@ def _dot(a: jax.Array, b: jax.Array, *, trans_b: bool = False) -> jax.Array:
     return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
+def _block(index: jax.Array, size: int):
+    """The rows of block ``index`` of a sequence cut into blocks of ``size``."""
+    return pl.ds(pl.multiple_of(index * size, size), size)
+
+
+def _sweep(sched_ref, row: jax.Array, step, carry):
+    """Runs ``step(t, carry, masked)`` over the schedule row's partial tiles, then its full ones.
+
+    Two loops instead of a branch per step: each loop body is straight-line code that Triton can
+    software-pipeline.
+    """
+    n_partial, n_nonempty = sched_ref[row, 0], sched_ref[row, 1]
+    carry = jax.lax.fori_loop(0, n_partial, functools.partial(step, masked=True), carry)
+    return jax.lax.fori_loop(n_partial, n_nonempty, functools.partial(step, masked=False), carry)
+
+
 def _rows_expand(x):
     return x[:, None]
 
@@ -400,7 +410,7 @@ def _forward_kernel(
     Refs: q/o (Tq, Dh), k/v (Tk, Dh), attributes (T,), sched (n_q, 2 + n_k), launch (n_q,).
     """
     qb = launch_ref[pl.program_id(0)]
-    q_rows = pl.ds(pl.multiple_of(qb * block_q, block_q), block_q)
+    q_rows = _block(qb, block_q)
     q = q_ref[q_rows, :]
     q_side = _load_side((qf_ref, qfr_ref, qc_ref, qo_ref), q_rows, _rows_expand, keys=False)
     scale_log2 = scale * _LOG2_E  # exp(x) = exp2(x·log2 e): exp2 is the native instruction
@@ -408,7 +418,7 @@ def _forward_kernel(
     def step(t, carry, masked):
         acc, m, row_sum = carry
         kb = sched_ref[qb, 2 + t]
-        k_rows = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
+        k_rows = _block(kb, block_k)
         k = k_ref[k_rows, :]
         s = _dot(q, k, trans_b=True)  # (block_q, block_k) fp32, unscaled
         if masked:
@@ -432,11 +442,7 @@ def _forward_kernel(
         jnp.full((block_q,), -jnp.inf, jnp.float32),
         jnp.zeros((block_q,), jnp.float32),
     )
-    n_partial, n_nonempty = sched_ref[qb, 0], sched_ref[qb, 1]
-    # Two loops instead of a branch per step: each loop body is straight-line code that Triton
-    # can software-pipeline.
-    carry = jax.lax.fori_loop(0, n_partial, functools.partial(step, masked=True), carry)
-    acc, m, row_sum = jax.lax.fori_loop(n_partial, n_nonempty, functools.partial(step, masked=False), carry)
+    acc, m, row_sum = _sweep(sched_ref, qb, step, carry)
     empty_row = row_sum == 0.0
     o_ref[q_rows, :] = (acc / jnp.where(empty_row, 1.0, row_sum)[:, None]).astype(o_ref.dtype)
     # +inf for rows that see nothing: the backward's exp2(s - lse) is then 0 for them.
@@ -474,7 +480,7 @@ def _dkv_kernel(
     dk += dsT·q.
     """
     kb = launch_ref[pl.program_id(0)]
-    k_rows = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
+    k_rows = _block(kb, block_k)
     k = k_ref[k_rows, :]
     v = v_ref[k_rows, :]
     k_side = _load_side((kf_ref, kfr_ref, kc_ref, ko_ref), k_rows, _rows_expand, keys=True)
@@ -483,7 +489,7 @@ def _dkv_kernel(
     def step(t, carry, masked):
         dk, dv = carry
         qb = sched_ref[kb, 2 + t]
-        q_rows = pl.ds(pl.multiple_of(qb * block_q, block_q), block_q)
+        q_rows = _block(qb, block_q)
         q = q_ref[q_rows, :]
         do = do_ref[q_rows, :]
         lse = lse_ref[q_rows]
@@ -501,9 +507,7 @@ def _dkv_kernel(
 
     head_dim = k.shape[-1]
     carry = (jnp.zeros((block_k, head_dim), jnp.float32), jnp.zeros((block_k, head_dim), jnp.float32))
-    n_partial, n_nonempty = sched_ref[kb, 0], sched_ref[kb, 1]
-    carry = jax.lax.fori_loop(0, n_partial, functools.partial(step, masked=True), carry)
-    dk, dv = jax.lax.fori_loop(n_partial, n_nonempty, functools.partial(step, masked=False), carry)
+    dk, dv = _sweep(sched_ref, kb, step, carry)
     dk_ref[k_rows, :] = (dk * scale).astype(dk_ref.dtype)
     dv_ref[k_rows, :] = dv.astype(dv_ref.dtype)
 
@@ -533,7 +537,7 @@ def _dq_kernel(
 ):
     """One (query block, batch, head): dq (block_q, Dh) = scale · Σ_k (p ∘ (do·vᵀ − delta))·k."""
     qb = launch_ref[pl.program_id(0)]
-    q_rows = pl.ds(pl.multiple_of(qb * block_q, block_q), block_q)
+    q_rows = _block(qb, block_q)
     q = q_ref[q_rows, :]
     do = do_ref[q_rows, :]
     lse = lse_ref[q_rows]
@@ -543,7 +547,7 @@ def _dq_kernel(
 
     def step(t, dq, masked):
         kb = sched_ref[qb, 2 + t]
-        k_rows = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
+        k_rows = _block(kb, block_k)
         k = k_ref[k_rows, :]
         v = v_ref[k_rows, :]
         s = _dot(q, k, trans_b=True) * scale_log2
@@ -555,10 +559,7 @@ def _dq_kernel(
         ds = p * (dp - delta[:, None])
         return dq + _dot(ds.astype(k.dtype), k)
 
-    dq = jnp.zeros(q.shape, jnp.float32)
-    n_partial, n_nonempty = sched_ref[qb, 0], sched_ref[qb, 1]
-    dq = jax.lax.fori_loop(0, n_partial, functools.partial(step, masked=True), dq)
-    dq = jax.lax.fori_loop(n_partial, n_nonempty, functools.partial(step, masked=False), dq)
+    dq = _sweep(sched_ref, qb, step, jnp.zeros(q.shape, jnp.float32))
     dq_ref[q_rows, :] = (dq * scale).astype(dq_ref.dtype)
 
 
@@ -620,6 +621,19 @@ def _forward_call(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, kc: Kerne
     )(sched.launch_order, sched.rows, q, k, v, *qt, *kt)
 
 
+def _backward_in_specs(sched: _Schedule, tq: int, tk: int, d: int) -> list[pl.BlockSpec]:
+    """Schedule, q, k, v, do, lse, delta and the attributes, for both backward kernels."""
+    seqs = [_seq_spec(tq, d), _seq_spec(tk, d), _seq_spec(tk, d), _seq_spec(tq, d)]
+    return [
+        *_schedule_specs(sched),
+        *seqs,
+        _stat_spec(tq),
+        _stat_spec(tq),
+        *[_tok_spec(tq)] * 4,
+        *[_tok_spec(tk)] * 4,
+    ]
+
+
 def _dkv_call(q, k, v, do, lse, delta, qt, kt, sched: _Schedule, kc: KernelConfig, scale, interpret):
     """-> dk, dv (B, Tk, H, Dh) in k's dtype; ``sched`` rows over key blocks."""
     b, tq, h, d = q.shape
@@ -628,17 +642,7 @@ def _dkv_call(q, k, v, do, lse, delta, qt, kt, sched: _Schedule, kc: KernelConfi
     return pl.pallas_call(
         kernel,
         grid=(tk // kc.block_k, b, h),
-        in_specs=[
-            *_schedule_specs(sched),
-            _seq_spec(tq, d),
-            _seq_spec(tk, d),
-            _seq_spec(tk, d),
-            _seq_spec(tq, d),
-            _stat_spec(tq),
-            _stat_spec(tq),
-            *[_tok_spec(tq)] * 4,
-            *[_tok_spec(tk)] * 4,
-        ],
+        in_specs=_backward_in_specs(sched, tq, tk, d),
         out_specs=[_seq_spec(tk, d), _seq_spec(tk, d)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         compiler_params=_compiler_params(kc),
@@ -655,17 +659,7 @@ def _dq_call(q, k, v, do, lse, delta, qt, kt, sched: _Schedule, kc: KernelConfig
     return pl.pallas_call(
         kernel,
         grid=(tq // kc.block_q, b, h),
-        in_specs=[
-            *_schedule_specs(sched),
-            _seq_spec(tq, d),
-            _seq_spec(tk, d),
-            _seq_spec(tk, d),
-            _seq_spec(tq, d),
-            _stat_spec(tq),
-            _stat_spec(tq),
-            *[_tok_spec(tq)] * 4,
-            *[_tok_spec(tk)] * 4,
-        ],
+        in_specs=_backward_in_specs(sched, tq, tk, d),
         out_specs=_seq_spec(tq, d),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=_compiler_params(kc),
@@ -784,8 +778,8 @@ def block_sparse_attention(
 
     batch, tq, _, head_dim = q.shape
     tk = k.shape[1]
-    tq_pad = _round_up(tq, max(fwd.block_q, dkv.block_q, dq.block_q))
-    tk_pad = _round_up(tk, max(fwd.block_k, dkv.block_k, dq.block_k))
+    tq_pad = round_up(tq, max(fwd.block_q, dkv.block_q, dq.block_q))
+    tk_pad = round_up(tk, max(fwd.block_k, dkv.block_k, dq.block_k))
     d_pad = max(16, pl.next_power_of_2(head_dim))  # zero columns change no dot product
 
     def pad(x, length):

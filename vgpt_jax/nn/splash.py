@@ -69,7 +69,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as mask_info_lib
 
-from vgpt_jax.nn.attention import NOISY, TokenAttrs
+from vgpt_jax.nn.attention import NOISY, TokenAttrs, batched_attrs, pad_tokens, round_up
 
 LANES = 128  # splash tiles: block_q and block_kv must be multiples of the TPU lane width
 _MASK_VALUE = splash_kernel.DEFAULT_MASK_VALUE
@@ -344,20 +344,9 @@ def _attend_example(q, k, v, q_attrs, k_attrs, *, num_keys: int, block_q: int, b
     return heads_first(out)
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def _pad_tokens(x: jax.Array, length: int, fill) -> jax.Array:
-    """(B, T, ...) -> (B, length, ...), new tokens set to ``fill``."""
-    pad = [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2)
-    return jnp.pad(x, pad, constant_values=fill)
-
-
-def _batched_attrs(attrs: TokenAttrs, batch: int, length: int, padded: int) -> TokenAttrs:
+def _padded_attrs(attrs: TokenAttrs, batch: int, padded: int) -> TokenAttrs:
     """Attributes broadcast to (B, T) and extended with pad tokens to (B, padded)."""
-    fields = (jnp.broadcast_to(a, (batch, length)) for a in attrs)
-    return TokenAttrs(*(_pad_tokens(a, padded, a.dtype == jnp.bool_) for a in fields))
+    return TokenAttrs(*(pad_tokens(a, padded, a.dtype == jnp.bool_) for a in batched_attrs(attrs, batch)))
 
 
 def splash_attention(
@@ -386,18 +375,18 @@ def splash_attention(
         )
     batch, tq, _, head_dim = q.shape
     tk = k.shape[1]
-    block_q = min(block_q, _round_up(tq, LANES))
-    block_kv = min(block_kv, _round_up(tk, LANES))
-    tq_pad, tk_pad = _round_up(tq, block_q), _round_up(tk, block_kv)
+    block_q = min(block_q, round_up(tq, LANES))
+    block_kv = min(block_kv, round_up(tk, LANES))
+    tq_pad, tk_pad = round_up(tq, block_q), round_up(tk, block_kv)
 
     # Splash does not scale the logits; fold Dh**-0.5 into q (the gradient flows through it),
     # in fp32 so a bf16 q is rounded once, not also the scale.
-    q = _pad_tokens((q.astype(jnp.float32) * head_dim**-0.5).astype(q.dtype), tq_pad, 0)
-    k, v = _pad_tokens(k, tk_pad, 0), _pad_tokens(v, tk_pad, 0)
+    q = pad_tokens((q.astype(jnp.float32) * head_dim**-0.5).astype(q.dtype), tq_pad, 0)
+    k, v = pad_tokens(k, tk_pad, 0), pad_tokens(v, tk_pad, 0)
     # Padded queries are pad tokens (they see every original key, finite rows); padded keys are
     # marked fill inside ``key_ranges`` from their index, so not even pad queries see them.
-    q_attrs = _batched_attrs(q_attrs, batch, tq, tq_pad)
-    k_attrs = _batched_attrs(k_attrs, batch, tk, tk_pad)
+    q_attrs = _padded_attrs(q_attrs, batch, tq_pad)
+    k_attrs = _padded_attrs(k_attrs, batch, tk_pad)
     attend = functools.partial(
         _attend_example, num_keys=tk, block_q=block_q, block_kv=block_kv, interpret=interpret
     )
