@@ -1,10 +1,14 @@
 """Checkpoints: async save, keep-N, restore onto another mesh with the right shardings."""
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 from conftest import load_experiment
 
 from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
+from vgpt_jax.checkpoint.params import load_params
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.step import Trainer
 
@@ -42,3 +46,22 @@ def test_written_on_8_devices_restores_on_4_and_1(tmp_path):
         assert qkv.sharding == reader.state_shardings.params["backbone"]["layers"]["attention"]["qkv"]
         assert len(qkv.sharding.device_set) == devices
     ckpt.close()
+
+
+def test_save_params_of_numpy_arrays_adds_no_copy_of_them(tmp_path):
+    """A conversion's NumPy tree is written from its own memory: the process's peak resident
+    memory grows by far less than the tree. Orbax's defaults deep-copy every host array first, and
+    OCDBT holds a copy of each array over 2 GiB (the 3.76 B model's layer stacks reach 6 GiB)."""
+    script = f"""
+import resource, ml_collections, numpy as np
+from vgpt_jax.checkpoint.params import save_params
+tree = {{"stack": np.ones((9, 2**26), np.float32), "small": np.ones((4, 2**20), np.float32)}}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+save_params({str(tmp_path / "ckpt")!r}, tree, ml_collections.ConfigDict({{"a": 1}}))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    grown_gib = float(out.stdout.split()[-1])
+    assert grown_gib < 0.25, f"peak memory grew {grown_gib:.2f} GiB saving a 2.27 GiB tree"
+    restored = load_params(tmp_path / "ckpt")
+    assert restored["stack"].shape == (9, 2**26) and float(restored["stack"][8, -1]) == 1.0

@@ -6,7 +6,7 @@ import pytest
 from conftest import load_experiment
 
 from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.train.step import Trainer, learning_rate_schedule
+from vgpt_jax.train.step import Trainer, learning_rate_schedule, sharding_context
 
 
 def _run(config, devices, steps, batch, initial_state=None):
@@ -71,16 +71,57 @@ def test_sharded_step_matches_single_device(single_device_run, mesh):
 
 def test_block_sparse_backend_per_shard_matches_single_device(single_device_run):
     """The Pallas backend runs per shard (batch, heads and queries split, keys gathered) and gives
-    the single-device ``xla`` run's losses and parameters."""
+    the single-device ``xla`` run's losses and parameters; here under the ``attention`` remat
+    policy, whose saved names sit inside the kernel's VJP and the shard_map."""
     batch, ref_losses, ref_params, start = single_device_run
     config = load_experiment("tiny_cpu")
     config.model.attention.backend = "block_sparse"
+    config.model.remat_policy = "attention"
     config.data.per_device_batch_size = 4
     config.mesh.update(data=1, fsdp=2, tensor=2, sequence=2)
     losses, params, _, _ = _run(config, jax.devices()[:8], 3, batch, initial_state=start)
     np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def _live_kernel_calls(jaxpr, name: str) -> int:
+    """Pallas calls named ``name`` whose outputs something reads, in ``jaxpr`` and its sub-jaxprs.
+
+    ``make_jaxpr`` keeps dead code: remat's replay of the forward may hold a kernel call whose
+    outputs the policy made redundant, which XLA then removes. Only live calls cost time.
+    """
+    live = 0
+    for i, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive.name == "pallas_call":
+            kernel = eqn.params.get("name", eqn.params.get("name_and_src_info"))  # by jax version
+            if str(kernel).split()[0] == name:
+                readers = [v for later in jaxpr.eqns[i + 1 :] for v in later.invars] + list(jaxpr.outvars)
+                live += any(any(r is out for r in readers) for out in eqn.outvars)
+            continue
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    live += _live_kernel_calls(inner, name)
+    return live
+
+
+@pytest.mark.parametrize("policy, forward_kernels", [("none", 1), ("full", 2), ("attention", 1)])
+def test_attention_remat_policy_keeps_the_attention_forward_out_of_the_backward(policy, forward_kernels):
+    """Full remat re-runs the attention kernel's forward in the backward; the ``attention`` policy
+    saves its residuals (through shard_map and the custom VJP), so the step runs it once."""
+    config = load_experiment("tiny_cpu")
+    config.model.attention.backend = "block_sparse"
+    config.model.remat_policy = policy
+    config.data.per_device_batch_size = 2
+    config.mesh.update(data=1, fsdp=2, tensor=2, sequence=1)
+    trainer = Trainer(config, make_mesh(config.mesh, jax.devices()[:4]))
+    state, batch = trainer.init(), trainer.shard_batch(_batch((4, 8, 8, 8, 4)))
+    with sharding_context(trainer.mesh):
+        program = jax.make_jaxpr(trainer._train_step)(state, batch).jaxpr
+    assert _live_kernel_calls(program, "block_sparse_attention_fwd") == forward_kernels
+    assert _live_kernel_calls(program, "block_sparse_attention_dq") == 1
 
 
 def test_fresh_init_is_the_same_on_any_mesh(single_device_run):

@@ -15,9 +15,14 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from vgpt_jax.nn.initializers import phi3_normal
 from vgpt_jax.nn.rope import apply_rope
+
+# Names of the values a remat policy saves to keep the attention forward out of the backward:
+# q, k, v after RoPE and the output here; the output and log-sum-exp inside a kernel's VJP.
+ATTENTION_RESIDUALS = ("attention_qkv", "attention_out", "attention_lse")
 
 CLEAN, NOISY = 0, 1
 # Within-block order o: noisy block [<|diffusion|>=0, TIME=1, patches=2]; clean block
@@ -255,9 +260,9 @@ class SelfAttention(nn.Module):
         qkv = nn.with_logical_constraint(
             qkv, (None, "activation_batch", "activation_length", "activation_heads", None)
         )
-        q = apply_rope(qkv[0], cos, sin)
-        k = apply_rope(qkv[1], cos, sin)
-        v = qkv[2]
+        q = checkpoint_name(apply_rope(qkv[0], cos, sin), "attention_qkv")
+        k = checkpoint_name(apply_rope(qkv[1], cos, sin), "attention_qkv")
+        v = checkpoint_name(qkv[2], "attention_qkv")
         this_kv = KVPrefix(k, v)
         keys, values, k_attrs = k, v, attrs
         if prefix is not None:
@@ -266,6 +271,7 @@ class SelfAttention(nn.Module):
             values = jnp.concatenate([jnp.tile(prefix.v, (reps, 1, 1, 1)), v], axis=1)
             k_attrs = concat_attrs(prefix_attrs, attrs)
         out = attend(q, keys, values, attrs, k_attrs, backend=self.backend, query_chunk=self.query_chunk)
+        out = checkpoint_name(out, "attention_out")
         out = nn.with_logical_constraint(
             out, ("activation_batch", "activation_length", "activation_heads", None)
         )

@@ -52,6 +52,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
@@ -703,6 +704,8 @@ def _attention(q, k, v, qt: _Tokens, kt: _Tokens, schedules: _Schedules, cfg: _C
 
 def _attention_fwd(q, k, v, qt, kt, schedules, cfg):
     out, lse = _forward_call(q, k, v, qt, kt, schedules.fwd, cfg.fwd, cfg.scale, cfg.interpret)
+    # Named so that the "attention" remat policy keeps them (the forward kernel makes both).
+    out, lse = checkpoint_name(out, "attention_out"), checkpoint_name(lse, "attention_lse")
     return out, (q, k, v, qt, kt, schedules, out, lse)
 
 
