@@ -130,6 +130,18 @@ def test_scenes_are_deterministic_per_seed_and_takes_differ_slightly():
     assert not np.array_equal(traj_a.position, simulate(b.world, list(b.balls), 8.0).position)
 
 
+@pytest.mark.parametrize("kind", physics_scenes.KINDS)
+def test_every_release_is_in_the_conditioning_part_the_last_in_its_final_seconds(kind):
+    """What the testing part shows must follow from the conditioning part: a held ball's release
+    time cannot be foreseen, so none falls after the switch frame (t = 3 s)."""
+    switch = synthetic_physics.CONDITIONING_SECONDS
+    for seed in range(50):
+        scene = physics_scenes.sample_scene(np.random.default_rng(seed), kind=kind)
+        released = [b.release_time for b in scene.balls if b.release_time > 0]
+        assert released and max(released) < switch - 0.05
+        assert max(released) >= 1.5, "motion must still be under way at the switch frame"
+
+
 def test_views_share_the_room_background():
     scene = physics_scenes.sample_scene(np.random.default_rng(1))
     images = [
