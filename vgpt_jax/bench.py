@@ -416,9 +416,9 @@ def main() -> None:
     a = p.parse_args()
     if a.official:
         # the comparator runs in a subprocess on the same device: let JAX take memory as it goes
-        # rather than 75% of it at start, up to the same share of it that the
-        # 3.76 B model's "attention" remat policy needs at 48 frames (84 GiB), which under
-        # the default 75% cap fails on fragmentation of the growing pool
+        # rather than 75% of it at start. The growing pool keeps the 75% cap unless told
+        # otherwise, and under it the 3.76 B "attention" rows (84 GiB at 48 frames on an H200)
+        # ran out of memory on fragmentation.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
     default = "experiments/videogpt_1b.py"

@@ -22,7 +22,8 @@ from vgpt_jax.nn.rope import apply_rope
 
 # Names of the values a remat policy saves to keep the attention forward out of the backward:
 # q, k, v after RoPE and the output here; the output and log-sum-exp inside a kernel's VJP.
-ATTENTION_RESIDUALS = ("attention_qkv", "attention_out", "attention_lse")
+ATTENTION_QKV, ATTENTION_OUT, ATTENTION_LSE = "attention_qkv", "attention_out", "attention_lse"
+ATTENTION_RESIDUALS = (ATTENTION_QKV, ATTENTION_OUT, ATTENTION_LSE)
 
 CLEAN, NOISY = 0, 1
 # Within-block order o: noisy block [<|diffusion|>=0, TIME=1, patches=2]; clean block
@@ -260,9 +261,9 @@ class SelfAttention(nn.Module):
         qkv = nn.with_logical_constraint(
             qkv, (None, "activation_batch", "activation_length", "activation_heads", None)
         )
-        q = checkpoint_name(apply_rope(qkv[0], cos, sin), "attention_qkv")
-        k = checkpoint_name(apply_rope(qkv[1], cos, sin), "attention_qkv")
-        v = checkpoint_name(qkv[2], "attention_qkv")
+        q = checkpoint_name(apply_rope(qkv[0], cos, sin), ATTENTION_QKV)
+        k = checkpoint_name(apply_rope(qkv[1], cos, sin), ATTENTION_QKV)
+        v = checkpoint_name(qkv[2], ATTENTION_QKV)
         this_kv = KVPrefix(k, v)
         keys, values, k_attrs = k, v, attrs
         if prefix is not None:
@@ -271,7 +272,7 @@ class SelfAttention(nn.Module):
             values = jnp.concatenate([jnp.tile(prefix.v, (reps, 1, 1, 1)), v], axis=1)
             k_attrs = concat_attrs(prefix_attrs, attrs)
         out = attend(q, keys, values, attrs, k_attrs, backend=self.backend, query_chunk=self.query_chunk)
-        out = checkpoint_name(out, "attention_out")
+        out = checkpoint_name(out, ATTENTION_OUT)
         out = nn.with_logical_constraint(
             out, ("activation_batch", "activation_length", "activation_heads", None)
         )

@@ -56,7 +56,15 @@ from jax.ad_checkpoint import checkpoint_name
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from vgpt_jax.nn.attention import NOISY, TokenAttrs, batched_attrs, pad_tokens, round_up
+from vgpt_jax.nn.attention import (
+    ATTENTION_LSE,
+    ATTENTION_OUT,
+    NOISY,
+    TokenAttrs,
+    batched_attrs,
+    pad_tokens,
+    round_up,
+)
 
 TILE_EMPTY, TILE_PARTIAL, TILE_FULL = 0, 1, 2
 
@@ -705,7 +713,7 @@ def _attention(q, k, v, qt: _Tokens, kt: _Tokens, schedules: _Schedules, cfg: _C
 def _attention_fwd(q, k, v, qt, kt, schedules, cfg):
     out, lse = _forward_call(q, k, v, qt, kt, schedules.fwd, cfg.fwd, cfg.scale, cfg.interpret)
     # Named so that the "attention" remat policy keeps them (the forward kernel makes both).
-    out, lse = checkpoint_name(out, "attention_out"), checkpoint_name(lse, "attention_lse")
+    out, lse = checkpoint_name(out, ATTENTION_OUT), checkpoint_name(lse, ATTENTION_LSE)
     return out, (q, k, v, qt, kt, schedules, out, lse)
 
 
