@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import NOISY, TokenAttrs, concat_attrs, xla_attention
+from vgpt_jax.nn.attention import NOISY, TokenAttrs, clip_attention, concat_attrs, xla_attention
 from vgpt_jax.nn.block_sparse_attention import (
     TILE_EMPTY,
     TILE_FULL,
@@ -271,3 +271,51 @@ def test_realistic_layout_skips_most_tiles():
     assert np.all(
         np.sum(classes == TILE_FULL, axis=(1, 2)) > 2 * np.sum(classes == TILE_PARTIAL, axis=(1, 2))
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The sampler's grouped-clip attention (dense kernel for patches, masked rows for the markers)
+# ---------------------------------------------------------------------------------------------
+
+
+def np_attention(q, k, v, mask):
+    """Float64 softmax attention of one row: q (Tq, H, D), k/v (Tk, H, D), mask (Tq, Tk)."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(q.shape[-1])
+    scores = np.where(mask[None], scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("hqk,khd->qhd", probs, v)
+
+
+def test_clip_attention_matches_numpy_on_both_cfg_rows():
+    """A 3-frame clip in grouped order after a 4-frame history: the conditional row sees the
+    history, the history-free row has it all as pad (keys: the clip's, then the history's)."""
+    frames, tokens_per_frame, history_frames = 3, 5, 4
+    order = layout.grouped_clip_order(frames, tokens_per_frame + 2)
+    history, _ = layout.history_layout(history_frames, tokens_per_frame)
+    rows = []
+    for first_frame, history_pad in ((history_frames, False), (0, True)):
+        clip, _ = layout.generation_layout(first_frame, frames, tokens_per_frame)
+        clip = TokenAttrs(*(a[order] for a in clip))
+        hist = history._replace(is_pad=jnp.full_like(history.is_pad, history_pad))
+        rows.append((clip, concat_attrs(clip, hist)))
+    q_attrs, k_attrs = (
+        TokenAttrs(*(jnp.stack([getattr(r[i], f) for r in rows]) for f in TokenAttrs._fields)) for i in (0, 1)
+    )
+    q, k, v, _ = random_qkv(7, 2, q_attrs.kind.shape[-1], k_attrs.kind.shape[-1])
+
+    got = clip_attention(q, k, v, q_attrs, k_attrs, special_queries=2 * frames, query_chunk=16)
+    for row in range(2):
+        mask = np_visible(
+            *({f: np.asarray(getattr(a, f)[row]) for f in TokenAttrs._fields} for a in (q_attrs, k_attrs))
+        )
+        # the premise, by the independent rule: patches see the whole clip, and all of the
+        # history in the conditional row and none of it in the history-free row
+        clip_len = q_attrs.kind.shape[-1]
+        patches = mask[2 * frames :]
+        assert patches[:, :clip_len].all()
+        assert patches[:, clip_len:].all() if row == 0 else not patches[:, clip_len:].any()
+        assert not mask[: 2 * frames, :clip_len].all()  # the markers' rows are masked
+        want = np_attention(q[row], k[row], v[row], mask)
+        np.testing.assert_allclose(np.asarray(got[row]), want, rtol=2e-5, atol=2e-5)

@@ -39,6 +39,21 @@ def test_cached_sampling_equals_uncached(model_and_params):
     np.testing.assert_allclose(cached, uncached, rtol=1e-5, atol=1e-5)
 
 
+def test_grouped_clip_attention_samples_as_the_reference(model_and_params):
+    """With ``block_sparse`` the denoiser's patches take the dense kernel (clip_attention; XLA's on
+    a CPU) and the history's prefill the Pallas kernel; the clip equals the ``xla`` backend's."""
+    config, model, params = model_and_params
+    config.sampling.update(steps=3, cfg_scale=1.5, use_kv_cache=True)
+    history, noise = _latents(7, (1, 3, 8, 8, 4)), _latents(8, (1, 2, 8, 8, 4))
+    want = np.asarray(Sampler(config, model).sample_clip(params, history, noise))
+    backend, config.model.attention.backend = config.model.attention.backend, "block_sparse"
+    grouped = VideoGPT(ModelConfig.from_config(config))
+    config.model.attention.backend = backend
+    got = np.asarray(Sampler(config, grouped).sample_clip(params, history, noise))
+    assert np.abs(want).mean() > 0.1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_euler_cfg_loop_matches_numpy(model_and_params):
     """The jitted loop equals spec §9.1 written in NumPy float64 around the model's x1 predictions."""
     config, model, params = model_and_params

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,11 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgpt_jax import config as config_lib
+from vgpt_jax import profile
 from vgpt_jax.models.video_gpt import VideoGPT, num_params
 from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, tree_shardings
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
-from vgpt_jax.train.step import Trainer, sharding_context
+from vgpt_jax.train.step import Trainer, apply_gradients, sharding_context
 
 
 def load_config(path: str, overrides: Sequence[str] = ()):
@@ -67,9 +69,12 @@ def load_config(path: str, overrides: Sequence[str] = ()):
 
 
 def load_row_config(row: str, overrides: Sequence[str] = ()):
-    """The config of a train row, ``CONFIG`` or ``CONFIG@FRAMES`` (another number of frames)."""
-    path, _, frames = row.partition("@")
-    config = load_config(path, overrides)
+    """The config of a train row: ``CONFIG[@FRAMES][:FIELD=VALUE]...``, another number of frames
+    and overrides of this row only (after the ``--set`` ones), e.g.
+    ``experiments/videogpt_stage4.py@48:model.remat_policy=attention``."""
+    spec, *row_overrides = row.split(":")
+    path, _, frames = spec.partition("@")
+    config = load_config(path, [*overrides, *row_overrides])
     if frames:
         config.data.num_frames = int(frames)
     return config
@@ -150,12 +155,14 @@ def bench_train(
     mesh: dict[str, int] | None = None,
     global_batch: int = 0,
     overrides: Sequence[str] = (),
+    with_profile: bool = False,
 ) -> dict:
-    """One train row; ``path`` is a config, or ``CONFIG@FRAMES`` for another number of frames.
+    """One train row; ``path`` as :func:`load_row_config` takes it.
 
     ``mesh``: mesh sizes (default: FSDP over every device); ``global_batch``: sequences per step
     (0: one per data-parallel device). The row keeps every step's loss, so runs of one global
-    batch on different meshes can be compared.
+    batch on different meshes can be compared. ``with_profile`` adds ``profile``: two traced
+    steps' device time by kernel kind (:mod:`vgpt_jax.profile`) and the optimiser update alone.
     """
     config = load_row_config(path, overrides)
     n = config.data.num_frames
@@ -190,6 +197,9 @@ def bench_train(
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
     devices = device_mesh.devices.size
+    step_profile = None
+    if with_profile:
+        state, step_profile = profile_step(trainer, state, batch)
 
     p_total = num_params(state.params)
     seq = (2 * n - partition[-1]) * sizes.block_len
@@ -197,7 +207,10 @@ def bench_train(
     vis = visible_fraction(partition, sizes.tokens_per_frame)
     tflops = trainer.global_batch * train_step_flops(config, partition, p_total) / step_s / 1e12
     return {
-        "row": f"train {path.partition('@')[0].rsplit('/', 1)[-1][:-3]} {n} frames",
+        "row": " ".join(
+            ["train", path.split(":")[0].partition("@")[0].rsplit("/", 1)[-1][:-3], f"{n} frames"]
+            + path.split(":")[1:]
+        ),
         "params": p_total,
         "partition_clips": len(partition),
         "seq_len": seq,
@@ -213,7 +226,38 @@ def bench_train(
         "model_tflops_per_s": round(tflops, 1),
         "mfu": round(tflops / peak / devices, 4),
         "peak_mem_gib": peak_memory_gib(),
+        **({"profile": step_profile} if step_profile else {}),
     }
+
+
+def profile_step(trainer: Trainer, state, batch) -> tuple[Any, dict]:
+    """Device time of two train steps by kernel kind, plus the optimiser update timed alone.
+
+    Returns the advanced state (the step donates it) and the profile dict.
+    """
+    current = [state]
+
+    def step():
+        current[0], metrics = trainer.step(current[0], batch)
+        return metrics
+
+    summary = profile.profile(step)
+    with sharding_context(trainer.mesh):
+        update = jax.jit(
+            lambda s, g: apply_gradients(s, g, trainer.optimizer),
+            in_shardings=(trainer.state_shardings, trainer.state_shardings.params),
+            out_shardings=trainer.state_shardings,
+            donate_argnums=(0,),
+        )
+        grads = jax.tree.map(lambda p: p * 1e-3, current[0].params)
+        current[0] = update(current[0], grads)  # compile
+        jax.block_until_ready(current[0])
+        t0 = time.perf_counter()
+        for _ in range(3):
+            current[0] = update(current[0], grads)
+        jax.block_until_ready(current[0])
+    summary["optimizer_ms"] = round((time.perf_counter() - t0) / 3 * 1e3, 2)
+    return current[0], summary
 
 
 def bench_sample(
@@ -365,6 +409,13 @@ def print_table(rows: list[dict], peak: float) -> None:
         print(
             " | ".join(str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.4g}" for c in cols)
         )
+    for r in rows:
+        if "profile" in r:
+            pr = r["profile"]
+            parts = ", ".join(f"{k.removesuffix('_ms')} {pr[k]} ms" for k in pr if k.endswith("_ms"))
+            print(f"profile of {r['row']} (per step): {parts}")
+            for kind, kernels in pr["top_kernels"].items():
+                print(f"  top {kind}: " + "; ".join(f"{name} {ms} ms" for name, ms in kernels))
 
 
 def main() -> None:
@@ -373,7 +424,7 @@ def main() -> None:
         "--train",
         nargs="*",
         default=None,
-        help="configs (CONFIG or CONFIG@FRAMES) to time a step of (default: 1 B)",
+        help="configs (CONFIG[@FRAMES][:FIELD=VALUE]...) to time a step of (default: 1 B)",
     )
     p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
     p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
@@ -408,6 +459,7 @@ def main() -> None:
     )
     p.add_argument("--tokenizer-frames", type=int, default=32, help="frames per encode/decode call")
     p.add_argument("--json", default="", help="also write the rows here")
+    p.add_argument("--profile", action="store_true", help="trace the train rows: device time by kernel kind")
     p.add_argument(
         "--official",
         default="",
@@ -455,7 +507,7 @@ def main() -> None:
         (
             f"train {path}",
             lambda path=path: bench_train(
-                path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch, a.set
+                path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch, a.set, a.profile
             ),
         )
         for path in a.train

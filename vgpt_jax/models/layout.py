@@ -100,6 +100,16 @@ def generation_layout(
     return expand_blocks(ones * NOISY, frames, ones, jnp.zeros_like(frames, dtype=bool), tokens_per_frame)
 
 
+def grouped_clip_order(num_frames: int, block_len: int) -> np.ndarray:
+    """Token indices that take a noisy clip's blocks ``[<|diffusion|>, TIME, patches]`` per frame
+    to ``[all <|diffusion|>][all TIME][all patches]`` (frames in order within each group).
+
+    -> (num_frames·block_len,) int64; the first 2·num_frames are the markers.
+    """
+    blocks = np.arange(num_frames * block_len).reshape(num_frames, block_len)
+    return np.concatenate([blocks[:, 0], blocks[:, 1], blocks[:, 2:].reshape(-1)])
+
+
 def official_order_index(partition: Sequence[int], tokens_per_frame: int) -> np.ndarray:
     """Indices into the training layout that give the official token order.
 

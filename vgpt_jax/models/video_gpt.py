@@ -143,6 +143,7 @@ class DecoderLayer(nn.Module):
 
     cfg: ModelConfig
     return_kv: bool = False
+    special_queries: int | None = None  # x is one noisy clip in grouped order (see denoise)
 
     @nn.compact
     def __call__(
@@ -152,7 +153,13 @@ class DecoderLayer(nn.Module):
         x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
         h = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="input_norm")(x)
         h, kv = SelfAttention(
-            c.num_heads, c.attention_backend, c.query_chunk, c.dtype, c.param_dtype, name="attention"
+            c.num_heads,
+            c.attention_backend,
+            c.query_chunk,
+            c.dtype,
+            c.param_dtype,
+            special_queries=self.special_queries,
+            name="attention",
         )(h, cos, sin, attrs, prefix, prefix_attrs)
         x = x + h
         h = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="post_attention_norm")(x)
@@ -178,6 +185,7 @@ class Backbone(nn.Module):
         prefix: KVPrefix | None = None,
         prefix_attrs: TokenAttrs | None = None,
         return_kv: bool = False,
+        special_queries: int | None = None,
     ):
         c = self.cfg
         inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_factors)
@@ -196,13 +204,13 @@ class Backbone(nn.Module):
                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
                 length=c.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
-            )(c, return_kv, name="layers")
+            )(c, return_kv, special_queries, name="layers")
             x, kvs = stack(x, cos, sin, attrs, prefix_attrs, prefix)
         else:
             per_layer = []
             for i in range(c.num_layers):
                 layer_prefix = None if prefix is None else jax.tree.map(lambda a, i=i: a[i], prefix)
-                x, kv = layer_cls(c, return_kv, name=f"layers_{i}")(
+                x, kv = layer_cls(c, return_kv, special_queries, name=f"layers_{i}")(
                     x, cos, sin, attrs, prefix_attrs, layer_prefix
                 )
                 per_layer.append(kv)
@@ -293,11 +301,14 @@ class VideoGPT(nn.Module):
 
     def head(self, hidden: jax.Array, t: jax.Array, height: int, width: int) -> jax.Array:
         """Noisy-block outputs (B, F·L, D), t (B, F) -> x1 prediction (B, F, h, w, C) fp32."""
-        c = self.cfg
         b, f = t.shape
-        patches = hidden.reshape(b, f, -1, c.hidden_size)[:, :, 2:]  # drop <|diffusion|> and TIME
+        patches = hidden.reshape(b, f, -1, self.cfg.hidden_size)[:, :, 2:]  # drop <|diffusion|>, TIME
+        return self.patch_head(patches, t, height, width)
+
+    def patch_head(self, patches: jax.Array, t: jax.Array, height: int, width: int) -> jax.Array:
+        """Patch outputs (B, F, S, D), t (B, F) -> x1 prediction (B, F, h, w, C) fp32."""
         out = self.final_layer(patches, self.t_embedder(t))
-        return unpatchify(out, c.patch_size, height, width)
+        return unpatchify(out, self.cfg.patch_size, height, width)
 
     def __call__(
         self, noisy: jax.Array, clean: jax.Array, t: jax.Array, attrs: TokenAttrs, positions: jax.Array
@@ -327,9 +338,22 @@ class VideoGPT(nn.Module):
         prefix: KVPrefix | None,
         prefix_attrs: TokenAttrs | None,
     ) -> jax.Array:
-        """Noisy clip (B, g, h, w, C) at times t (B, g) against a cached history -> x1 (B, g, h, w, C)."""
-        hidden, _ = self.backbone(self.embed_noisy(noisy, t), positions, attrs, prefix, prefix_attrs)
-        return self.head(hidden, t, noisy.shape[-3], noisy.shape[-2])
+        """Noisy clip (B, g, h, w, C) at times t (B, g) against a cached history -> x1 (B, g, h, w, C).
+
+        ``attrs``/``positions`` are in block order; the clip runs in grouped order (an exact
+        permutation: positions and attributes travel with the tokens), whose first 2g tokens are
+        the markers, so that on a GPU the patches' attention is one dense fused kernel.
+        """
+        b, g = t.shape
+        x = self.embed_noisy(noisy, t)
+        order = layout.grouped_clip_order(g, x.shape[1] // g)
+        x = x[:, order]
+        attrs = TokenAttrs(*(a[..., order] for a in attrs))
+        hidden, _ = self.backbone(
+            x, positions[..., order], attrs, prefix, prefix_attrs, special_queries=2 * g
+        )
+        patches = hidden[:, 2 * g :].reshape(b, g, -1, self.cfg.hidden_size)
+        return self.patch_head(patches, t, noisy.shape[-3], noisy.shape[-2])
 
     def sequence(
         self, clean: jax.Array, noisy: jax.Array, t: jax.Array, attrs: TokenAttrs, positions: jax.Array

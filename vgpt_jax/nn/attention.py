@@ -122,6 +122,46 @@ def xla_attention(
     return out[:, :tq]
 
 
+def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, k_attrs: TokenAttrs) -> jax.Array:
+    """Every query sees every real key; pad keys must come after a row's real keys.
+
+    The fused dense kernel of the platform: cuDNN flash attention on a GPU (any head dim up to 128,
+    unpadded; it skips the pad keys' tiles), XLA elsewhere. q (B, Tq, H, Dh), k/v (B, Tk, H, Dh)
+    in bf16 or fp16 on a GPU -> (B, Tq, H, Dh).
+    """
+    real_keys = jnp.sum(~batched_attrs(k_attrs, k.shape[0]).is_pad, axis=-1, dtype=jnp.int32)
+    implementation = "cudnn" if jax.default_backend() in ("gpu", "cuda") else "xla"
+    return jax.nn.dot_product_attention(
+        q, k, v, key_value_seq_lengths=real_keys, implementation=implementation
+    )
+
+
+def clip_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_attrs: TokenAttrs,
+    k_attrs: TokenAttrs,
+    *,
+    special_queries: int,
+    query_chunk: int,
+) -> jax.Array:
+    """Attention of one noisy clip in grouped order, against its own keys then a clean history.
+
+    The queries are the clip's tokens as ``[all <|diffusion|>][all TIME][all patches]``, the first
+    ``special_queries`` being the markers; the keys are the clip's tokens then the history's, pad
+    keys last in each row (a history-free CFG row marks the whole history pad). Under the rule a
+    patch query sees every real key, so patches take the fused dense kernel; only the markers'
+    rows are masked (order-causal inside the clip), and they are few (2 a frame). The dense kernel
+    also fills the marker rows, which are then overwritten: that keeps the query axis whole for
+    sequence sharding. Shapes as :func:`xla_attention`.
+    """
+    out = per_shard(lambda q, k, v, qa, ka: dense_attention(q, k, v, ka), q, k, v, q_attrs, k_attrs)
+    markers = TokenAttrs(*(a[..., :special_queries] for a in batched_attrs(q_attrs, q.shape[0])))
+    marker_out = xla_attention(q[:, :special_queries], k, v, markers, k_attrs, query_chunk)
+    return out.at[:, :special_queries].set(marker_out.astype(out.dtype))
+
+
 def per_shard(kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.Array:
     """Runs an attention kernel on each device's shard of the current mesh (``jax.set_mesh``).
 
@@ -208,6 +248,14 @@ def attend(
     )
 
 
+def _dense_clip_kernel(backend: str, dtype) -> bool:
+    """Whether a grouped clip takes clip_attention: where ``block_sparse`` is the backend (a GPU, or
+    a CPU in tests) and, on a GPU, in the half precisions that cuDNN's flash attention takes."""
+    if resolve_backend(backend) != "block_sparse":
+        return False
+    return jax.default_backend() == "cpu" or jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+
+
 class KVPrefix(NamedTuple):
     """Keys/values of tokens computed earlier (the clean history), for one layer.
 
@@ -232,6 +280,9 @@ class SelfAttention(nn.Module):
     query_chunk: int = 2048
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    # set when x is one noisy clip in grouped order (VideoGPT.denoise): its first queries are the
+    # markers, see clip_attention
+    special_queries: int | None = None
 
     @nn.compact
     def __call__(
@@ -265,13 +316,24 @@ class SelfAttention(nn.Module):
         k = checkpoint_name(apply_rope(qkv[1], cos, sin), ATTENTION_QKV)
         v = checkpoint_name(qkv[2], ATTENTION_QKV)
         this_kv = KVPrefix(k, v)
+        dense_clip = self.special_queries is not None and _dense_clip_kernel(self.backend, self.dtype)
         keys, values, k_attrs = k, v, attrs
         if prefix is not None:
             reps = q.shape[0] // prefix.k.shape[0]
-            keys = jnp.concatenate([jnp.tile(prefix.k, (reps, 1, 1, 1)), k], axis=1)
-            values = jnp.concatenate([jnp.tile(prefix.v, (reps, 1, 1, 1)), v], axis=1)
-            k_attrs = concat_attrs(prefix_attrs, attrs)
-        out = attend(q, keys, values, attrs, k_attrs, backend=self.backend, query_chunk=self.query_chunk)
+            hist_k, hist_v = (jnp.tile(x, (reps, 1, 1, 1)) for x in prefix)
+            if dense_clip:  # the clip's keys first: clip_attention wants a row's pad keys last
+                keys, values = jnp.concatenate([k, hist_k], axis=1), jnp.concatenate([v, hist_v], axis=1)
+                k_attrs = concat_attrs(attrs, prefix_attrs)
+            else:
+                keys, values = jnp.concatenate([hist_k, k], axis=1), jnp.concatenate([hist_v, v], axis=1)
+                k_attrs = concat_attrs(prefix_attrs, attrs)
+        if dense_clip:
+            out = clip_attention(
+                q, keys, values, attrs, k_attrs,
+                special_queries=self.special_queries, query_chunk=self.query_chunk,
+            )  # fmt: skip
+        else:
+            out = attend(q, keys, values, attrs, k_attrs, backend=self.backend, query_chunk=self.query_chunk)
         out = checkpoint_name(out, ATTENTION_OUT)
         out = nn.with_logical_constraint(
             out, ("activation_batch", "activation_length", "activation_heads", None)

@@ -32,7 +32,7 @@ import numpy as np
 
 from vgpt_jax.models import layout
 from vgpt_jax.nn import block_sparse_attention as bsa
-from vgpt_jax.nn.attention import TokenAttrs, visible, xla_attention
+from vgpt_jax.nn.attention import TokenAttrs, clip_attention, concat_attrs, visible, xla_attention
 
 HEADS, HEAD_DIM, PATCHES = 16, 128, 220
 INTERPRET = False
@@ -459,6 +459,68 @@ def sweep(num_frames: int, deadline_s: float) -> None:
         log(f"  jax pallas mha: FAILED {type(err).__name__}: {str(err).splitlines()[0][:300]}")
 
 
+# ----------------------------------------------------------------------------------------------
+# 4. the sampler's clip attention
+# ----------------------------------------------------------------------------------------------
+
+
+def stacked_rows(rows: list[TokenAttrs]) -> TokenAttrs:
+    """Attribute sequences of one length (T,) each -> one (len(rows), T) TokenAttrs."""
+    return TokenAttrs(*(jnp.stack([getattr(r, f) for r in rows]) for f in TokenAttrs._fields))
+
+
+def sampling_rows(history_frames: int, clip_frames: int, grouped: bool) -> tuple[TokenAttrs, TokenAttrs]:
+    """Query and key attributes of the sampler's two CFG rows (conditional, history-free), (2, T).
+
+    ``grouped``: the clip in grouped order and its keys before the history's (clip_attention's
+    layout); else block order with the history first (the block-sparse kernel's).
+    """
+    history, _ = layout.history_layout(history_frames, PATCHES)
+    order = layout.grouped_clip_order(clip_frames, PATCHES + 2)
+    queries, keys = [], []
+    for first_frame, history_pad in ((history_frames, False), (0, True)):
+        clip, _ = layout.generation_layout(first_frame, clip_frames, PATCHES)
+        if grouped:
+            clip = TokenAttrs(*(a[order] for a in clip))
+        hist = history._replace(is_pad=jnp.full_like(history.is_pad, history_pad))
+        queries.append(clip)
+        keys.append(concat_attrs(clip, hist) if grouped else concat_attrs(hist, clip))
+    return stacked_rows(queries), stacked_rows(keys)
+
+
+def check_clip_attention(history_frames: int, clip_frames: int, head_dim: int) -> bool:
+    """clip_attention (cuDNN for the patches) against an fp32 reference, and its time against the
+    block-sparse kernel on the same rows, at the release sampler's sizes."""
+    q_attrs, k_attrs = sampling_rows(history_frames, clip_frames, grouped=True)
+    tq, tk = q_attrs.kind.shape[-1], k_attrs.kind.shape[-1]
+    keys = jax.random.split(jax.random.key(5), 3)
+    q = jax.random.normal(keys[0], (2, tq, HEADS, head_dim), jnp.float32).astype(jnp.bfloat16)
+    k, v = (
+        jax.random.normal(key, (2, tk, HEADS, head_dim), jnp.float32).astype(jnp.bfloat16) for key in keys[1:]
+    )
+    log(f"clip attention: {history_frames}+{clip_frames} frames, {tq} queries x {tk} keys, 2 rows, "
+        f"{HEADS} heads x {head_dim}, bf16")  # fmt: skip
+    ours = jax.jit(lambda q, k, v: clip_attention(
+        q, k, v, q_attrs, k_attrs, special_queries=2 * clip_frames, query_chunk=1024))  # fmt: skip
+    reference = jax.jit(lambda q, k, v: xla_attention(q, k, v, q_attrs, k_attrs, query_chunk=1024))
+    with jax.default_matmul_precision("highest"):
+        want = reference(*(x.astype(jnp.float32) for x in (q, k, v)))
+    ours_err, xla_err = rel_err(ours(q, k, v), want), rel_err(reference(q, k, v), want)
+    passed = bool(np.isfinite(ours_err)) and ours_err <= 2.0 * xla_err + 2e-3
+    verdict = "OK" if passed else "FAIL"
+    log(f"  clip_attention out: rel err {ours_err:.2e} (xla bf16 {xla_err:.2e})  {verdict}")
+
+    # The block-sparse kernel on the block-order rows (the same pairs, its layout; its head dim
+    # padded to 128 inside, as in the model).
+    bq, bk = sampling_rows(history_frames, clip_frames, grouped=False)
+    sparse = jax.jit(lambda q, k, v: bsa.block_sparse_attention(q, k, v, bq, bk, skip_pad_queries=True))
+    times = {"clip_attention": bench(ours, q, k, v), "block_sparse": bench(sparse, q, k, v)}
+    for name, ms in times.items():
+        log(f"  {name:16s} {ms:7.2f} ms")
+    RESULTS["clip_attention"] = {"rel_err": [ours_err, xla_err, passed], "ms": times}
+    return passed
+
+
 def main() -> None:
     global HEADS, PATCHES, INTERPRET
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -475,11 +537,22 @@ def main() -> None:
     parser.add_argument(
         "--interpret", action="store_true", help="Pallas interpreter (CPU dry run, tiny sizes)"
     )
+    parser.add_argument(
+        "--clip", default="56,24,96", help="history frames, clip frames, head dim of the clip-attention check"
+    )
+    parser.add_argument("--only-clip", action="store_true", help="run only the clip-attention check")
     args = parser.parse_args()
     HEADS, PATCHES, INTERPRET = args.heads, args.patches, args.interpret
     if args.interpret:
         KERNEL_KW["interpret"] = True
     log(f"jax {jax.__version__}, devices {jax.devices()}")
+    try:
+        ok = check_clip_attention(*(int(x) for x in args.clip.split(",")))
+        log("clip attention:", "PASS" if ok else "FAIL")
+    except Exception:
+        traceback.print_exc()
+    if args.only_clip:
+        args.no_check, args.no_sweep, args.long_frames = True, True, 0
     if not args.no_check:
         ok = False
         try:
@@ -487,10 +560,11 @@ def main() -> None:
         except Exception:
             traceback.print_exc()
         log("correctness:", "PASS" if ok else "FAIL")
-    try:
-        time_kernels(args.frames)
-    except Exception:
-        traceback.print_exc()
+    if not args.only_clip:
+        try:
+            time_kernels(args.frames)
+        except Exception:
+            traceback.print_exc()
     if args.long_frames:
         try:
             time_long(args.long_frames)

@@ -1,0 +1,72 @@
+"""The step profile: kernel kinds, the device rows of a trace, busy time, per-call sums."""
+
+import jax
+import jax.numpy as jnp
+
+from vgpt_jax import profile
+
+
+def test_kernel_kinds_from_names():
+    assert profile.kernel_kind("block_sparse_attention_fwd") == "attention"
+    assert profile.kernel_kind("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
+    assert profile.kernel_kind("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64") == "matmul"
+    assert profile.kernel_kind("nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NNT") == "matmul"
+    assert profile.kernel_kind("loop_multiply_fusion_3") == "other"
+    assert profile.kernel_kind("input_reduce_fusion") == "other"
+
+
+def _trace():
+    def meta(pid, tid, what, name):
+        return {"ph": "M", "pid": pid, "tid": tid, "name": what, "args": {"name": name}}
+
+    def kernel(pid, tid, name, ts, dur):
+        return {"ph": "X", "pid": pid, "tid": tid, "name": name, "ts": ts, "dur": dur}
+
+    return [
+        meta(1, 0, "process_name", "/host:CPU"),
+        meta(1, 5, "thread_name", "python"),
+        meta(2, 0, "process_name", "/device:GPU:0"),
+        meta(2, 7, "thread_name", "Stream #13(Compute)"),
+        meta(2, 8, "thread_name", "Stream #14(MemcpyD2D)"),
+        meta(2, 9, "thread_name", "XLA Ops"),
+        kernel(1, 5, "PjitFunction(step)", 0, 500),  # host: not a kernel
+        kernel(2, 7, "sm90_xmma_gemm_bf16", 0, 100),
+        kernel(2, 7, "block_sparse_attention_fwd", 100, 60),
+        kernel(2, 8, "loop_add_fusion", 140, 40),  # overlaps the attention by 20
+        kernel(2, 9, "fusion.1", 0, 400),  # the per-op row repeats the streams' time
+        kernel(2, 7, "sm90_xmma_gemm_bf16", 300, 100),
+    ]
+
+
+def test_device_kernels_take_only_stream_rows_of_devices():
+    names = [name for name, _, _ in profile.device_kernels(_trace())]
+    gemm = "sm90_xmma_gemm_bf16"
+    assert names == [gemm, "block_sparse_attention_fwd", "loop_add_fusion", gemm]
+
+
+def test_busy_time_is_the_union_of_intervals():
+    # [0,100) ∪ [100,160) ∪ [140,180) ∪ [300,400) = 180 + 100
+    assert profile.busy_time(profile.device_kernels(_trace())) == 280.0
+    assert profile.busy_time([("a", 0.0, 10.0), ("b", 2.0, 3.0)]) == 10.0  # nested
+
+
+def test_summary_per_call():
+    summary = profile.summarize(profile.device_kernels(_trace()), wall_us=1000.0, calls=2)
+    assert summary["matmul_ms"] == 0.1  # 200 µs over 2 calls
+    assert summary["attention_ms"] == 0.03
+    assert summary["other_ms"] == 0.02
+    assert summary["device_busy_ms"] == 0.14
+    assert summary["host_idle_ms"] == 0.36  # (1000 - 280) / 2
+    assert summary["kernels"] == 2
+    assert summary["top_kernels"]["matmul"] == [["sm90_xmma_gemm_bf16", 0.1]]
+
+
+def test_profile_of_a_jitted_call_runs():
+    """A real trace on this platform: without device streams (a CPU) all time is host time."""
+    f = jax.jit(lambda x: jnp.tanh(x @ x).sum())
+    x = jnp.ones((128, 128))
+    f(x).block_until_ready()
+    summary = profile.profile(lambda: f(x), calls=2)
+    assert summary["wall_ms"] > 0
+    if jax.default_backend() == "cpu":
+        assert summary["device_busy_ms"] == 0.0 and summary["host_idle_ms"] == summary["wall_ms"]
