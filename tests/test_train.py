@@ -1,10 +1,14 @@
 """The train step: the same losses on 1 device and on 8 sharded devices; a tiny model overfits."""
 
+import contextlib
+import io
+
 import jax
 import numpy as np
 import pytest
 from conftest import load_experiment
 
+from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.step import Trainer, learning_rate_schedule, sharding_context
 
@@ -122,6 +126,24 @@ def test_attention_remat_policy_keeps_the_attention_forward_out_of_the_backward(
         program = jax.make_jaxpr(trainer._train_step)(state, batch).jaxpr
     assert _live_kernel_calls(program, "block_sparse_attention_fwd") == forward_kernels
     assert _live_kernel_calls(program, "block_sparse_attention_dq") == 1
+
+
+def test_attention_policy_saves_each_attention_tensor_once():
+    """Under ``attention`` with the block-sparse kernel and a head dim it pads (24 -> 32), the
+    backward keeps q, k, v (unpadded) and one attention output, the kernel's padded one."""
+    config = load_experiment("tiny_cpu")
+    config.model.update(hidden_size=96, num_heads=4, num_kv_heads=4, num_layers=1, remat_policy="attention")
+    config.model.attention.backend = "block_sparse"
+    model = VideoGPT(ModelConfig.from_config(config))
+    inputs = example_inputs(config, num_frames=2)  # 2 x 2 blocks of 18 tokens: 72
+    params = model.init(jax.random.key(0), *inputs)["params"]
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        jax.ad_checkpoint.print_saved_residuals(lambda p: model.apply({"params": p}, *inputs).sum(), params)
+    saved = report.getvalue()
+    # (layers, batch, tokens, heads, head dim); the kernel pads tokens to its 128-row tiles
+    assert saved.count("[1,1,72,4,24]") == 3, saved
+    assert saved.count("[1,1,128,4,32]") == 1, saved
 
 
 def test_fresh_init_is_the_same_on_any_mesh(single_device_run):

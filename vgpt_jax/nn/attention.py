@@ -334,7 +334,10 @@ class SelfAttention(nn.Module):
             )  # fmt: skip
         else:
             out = attend(q, keys, values, attrs, k_attrs, backend=self.backend, query_chunk=self.query_chunk)
-        out = checkpoint_name(out, ATTENTION_OUT)
+        if resolve_backend(self.backend) != "block_sparse":
+            # (the block-sparse VJP names its own output, padded to its kernel's head dim: naming
+            # this slice of it too would save the output twice)
+            out = checkpoint_name(out, ATTENTION_OUT)
         out = nn.with_logical_constraint(
             out, ("activation_batch", "activation_length", "activation_heads", None)
         )
