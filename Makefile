@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BASE_STAMP := $(VENV)/.installed-base
 BENCH_ARGS ?=
 # the official-path comparator (shared/bench/official_torch_step.py), kept outside the repo
 OFFICIAL_BENCH ?=
@@ -11,15 +12,20 @@ WORKDIR ?= workdir/demo
 
 .PHONY: install test lint bench demo
 
-$(STAMP): setup.py pyproject.toml
+# The package alone (what `make demo` runs on), then the test tools and the PyTorch references.
+$(BASE_STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(BASE_STAMP)
+
+$(STAMP): $(BASE_STAMP)
 	$(PY) -m pip install -q -e ".[dev,torch]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(VENV)/bin/vgpt demo --config experiments/demo.py --workdir $(WORKDIR)
 
 test: $(STAMP)
