@@ -1,5 +1,6 @@
 """Checkpoints: async save, keep-N, restore onto another mesh with the right shardings."""
 
+import json
 import subprocess
 import sys
 
@@ -7,8 +8,9 @@ import jax
 import numpy as np
 from conftest import load_experiment
 
+from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
-from vgpt_jax.checkpoint.params import load_params
+from vgpt_jax.checkpoint.params import CONFIG_FILE, load_config, load_params
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.step import Trainer
 
@@ -65,3 +67,18 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20)
     assert grown_gib < 0.25, f"peak memory grew {grown_gib:.2f} GiB saving a 2.27 GiB tree"
     restored = load_params(tmp_path / "ckpt")
     assert restored["stack"].shape == (9, 2**26) and float(restored["stack"][8, -1]) == 1.0
+
+
+def test_a_config_saved_before_a_field_existed_loads_with_its_default(tmp_path):
+    """A checkpoint's config JSON that lacks fields (written by an older version) gets them at their
+    defaults; its own values, and fields the defaults do not have, are kept."""
+    saved = load_experiment("tiny_cpu").to_dict()
+    del saved["model"]["remat_policy"], saved["sampling"]["shift"]
+    saved["model"]["hidden_size"] = 96
+    saved["extra"] = {"note": "kept"}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(saved, default=list))
+
+    config = config_lib.validate(load_config(tmp_path))
+    assert config.model.remat_policy == "full" and config.sampling.shift == 1.0  # base_config's
+    assert config.model.hidden_size == 96 and config.model.num_layers == 2  # the saved values
+    assert config.extra.note == "kept"

@@ -190,6 +190,23 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """A saved config (e.g. a checkpoint's JSON) with every field it predates set to its default.
+
+    Saved values win; fields only the saved config has are kept. So a checkpoint written before
+    a field existed still loads, and means what it meant (defaults are the official behaviour).
+    """
+
+    def merge(defaults: dict, values: dict) -> dict:
+        out = dict(defaults)
+        for key, value in values.items():
+            both_dicts = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+            out[key] = merge(defaults[key], value) if both_dicts else value
+        return out
+
+    return ml_collections.ConfigDict(merge(base_config().to_dict(), saved))
+
+
 @dataclasses.dataclass(frozen=True)
 class Sizes:
     """Sizes derived from a config; the single place that does this arithmetic."""

@@ -21,6 +21,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vgpt_jax import config as config_lib
+
 PARAMS_DIR = "params"
 CONFIG_FILE = "config.json"
 
@@ -88,14 +90,14 @@ def save_params(directory: str | os.PathLike, params: Any, config: ml_collection
 
 
 def load_config(directory: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The config saved beside the params."""
+    """The config saved beside the params, with fields it predates at their defaults."""
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{path} not found: {directory} is not a params checkpoint (write one with `vgpt export`)"
         )
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return config_lib.with_defaults(json.load(f))
 
 
 def load_params(directory: str | os.PathLike, abstract: dict[str, Any] | None = None) -> Any:
