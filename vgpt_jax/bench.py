@@ -68,12 +68,18 @@ def load_config(path: str, overrides: Sequence[str] = ()):
     return config
 
 
-def load_row_config(row: str, overrides: Sequence[str] = ()):
-    """The config of a train row: ``CONFIG[@FRAMES][:FIELD=VALUE]...``, another number of frames
-    and overrides of this row only (after the ``--set`` ones), e.g.
+def parse_row(row: str) -> tuple[str, str, list[str]]:
+    """A train row ``CONFIG[@FRAMES][:FIELD=VALUE]...`` -> (config path, frames or '', overrides):
+    another number of frames and overrides of this row only, e.g.
     ``experiments/videogpt_stage4.py@48:model.remat_policy=attention``."""
     spec, *row_overrides = row.split(":")
     path, _, frames = spec.partition("@")
+    return path, frames, row_overrides
+
+
+def load_row_config(row: str, overrides: Sequence[str] = ()):
+    """The config of a train row (:func:`parse_row`), the row's overrides after ``overrides``."""
+    path, frames, row_overrides = parse_row(row)
     config = load_config(path, [*overrides, *row_overrides])
     if frames:
         config.data.num_frames = int(frames)
@@ -165,6 +171,7 @@ def bench_train(
     steps' device time by kernel kind (:mod:`vgpt_jax.profile`) and the optimiser update alone.
     """
     config = load_row_config(path, overrides)
+    config_path, _, row_overrides = parse_row(path)
     n = config.data.num_frames
     partition = official_partition(n, seed)
     config.layout.partition = "fixed"
@@ -207,10 +214,7 @@ def bench_train(
     vis = visible_fraction(partition, sizes.tokens_per_frame)
     tflops = trainer.global_batch * train_step_flops(config, partition, p_total) / step_s / 1e12
     return {
-        "row": " ".join(
-            ["train", path.split(":")[0].partition("@")[0].rsplit("/", 1)[-1][:-3], f"{n} frames"]
-            + path.split(":")[1:]
-        ),
+        "row": " ".join(["train", os.path.basename(config_path)[:-3], f"{n} frames", *row_overrides]),
         "params": p_total,
         "partition_clips": len(partition),
         "seq_len": seq,

@@ -15,6 +15,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from vgpt_jax import config as config_lib
+
 
 def abstract_with_shardings(abstract_tree, shardings) -> Any:
     """ShapeDtypeStructs that carry the target shardings (Orbax's restore target)."""
@@ -95,12 +97,12 @@ class Checkpointer:
         return restored["params"]
 
     def restore_config(self, step: int | None = None) -> ml_collections.ConfigDict:
-        """The config saved with ``step`` (default: latest)."""
+        """The config saved with ``step`` (default: latest), fields it predates at their defaults."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-        return ml_collections.ConfigDict(restored["config"])
+        return config_lib.with_defaults(restored["config"])
 
     def wait(self) -> None:
         """Blocks until every started save is on disk."""

@@ -249,9 +249,10 @@ def attend(
 
 
 def _dense_clip_kernel(backend: str, dtype) -> bool:
-    """Whether a grouped clip takes clip_attention: where ``block_sparse`` is the backend (a GPU, or
-    a CPU in tests) and, on a GPU, in the half precisions that cuDNN's flash attention takes."""
-    if resolve_backend(backend) != "block_sparse":
+    """Whether a grouped clip takes clip_attention under a resolved ``backend``: with
+    ``block_sparse`` (a GPU, or a CPU in tests) and, on a GPU, in the half precisions that cuDNN's
+    flash attention takes."""
+    if backend != "block_sparse":
         return False
     return jax.default_backend() == "cpu" or jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
 
@@ -316,25 +317,23 @@ class SelfAttention(nn.Module):
         k = checkpoint_name(apply_rope(qkv[1], cos, sin), ATTENTION_QKV)
         v = checkpoint_name(qkv[2], ATTENTION_QKV)
         this_kv = KVPrefix(k, v)
-        dense_clip = self.special_queries is not None and _dense_clip_kernel(self.backend, self.dtype)
         keys, values, k_attrs = k, v, attrs
-        if prefix is not None:
+        if prefix is not None:  # this call's keys first, so a row's pad keys (history) come last
             reps = q.shape[0] // prefix.k.shape[0]
-            hist_k, hist_v = (jnp.tile(x, (reps, 1, 1, 1)) for x in prefix)
-            if dense_clip:  # the clip's keys first: clip_attention wants a row's pad keys last
-                keys, values = jnp.concatenate([k, hist_k], axis=1), jnp.concatenate([v, hist_v], axis=1)
-                k_attrs = concat_attrs(attrs, prefix_attrs)
-            else:
-                keys, values = jnp.concatenate([hist_k, k], axis=1), jnp.concatenate([hist_v, v], axis=1)
-                k_attrs = concat_attrs(prefix_attrs, attrs)
-        if dense_clip:
+            keys, values = (
+                jnp.concatenate([x, jnp.tile(h, (reps, 1, 1, 1))], axis=1)
+                for x, h in zip((k, v), prefix, strict=True)
+            )
+            k_attrs = concat_attrs(attrs, prefix_attrs)
+        backend = resolve_backend(self.backend)
+        if self.special_queries is not None and _dense_clip_kernel(backend, self.dtype):
             out = clip_attention(
                 q, keys, values, attrs, k_attrs,
                 special_queries=self.special_queries, query_chunk=self.query_chunk,
             )  # fmt: skip
         else:
-            out = attend(q, keys, values, attrs, k_attrs, backend=self.backend, query_chunk=self.query_chunk)
-        if resolve_backend(self.backend) != "block_sparse":
+            out = attend(q, keys, values, attrs, k_attrs, backend=backend, query_chunk=self.query_chunk)
+        if backend != "block_sparse":
             # (the block-sparse VJP names its own output, padded to its kernel's head dim: naming
             # this slice of it too would save the output twice)
             out = checkpoint_name(out, ATTENTION_OUT)

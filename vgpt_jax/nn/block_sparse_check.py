@@ -473,7 +473,8 @@ def sampling_rows(history_frames: int, clip_frames: int, grouped: bool) -> tuple
     """Query and key attributes of the sampler's two CFG rows (conditional, history-free), (2, T).
 
     ``grouped``: the clip in grouped order and its keys before the history's (clip_attention's
-    layout); else block order with the history first (the block-sparse kernel's).
+    layout); else block order with the history first (how the model fed the block-sparse kernel
+    before the grouped order).
     """
     history, _ = layout.history_layout(history_frames, PATCHES)
     order = layout.grouped_clip_order(clip_frames, PATCHES + 2)
