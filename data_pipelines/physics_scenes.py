@@ -29,6 +29,9 @@ from data_pipelines.physics_sim import Ball, World
 KINDS = ("ball-drop", "ball-throw", "ball-roll", "balls-collide")
 VIEWS = ("perspective-left", "perspective-center", "perspective-right")
 ROOM_WIDTH = 3.0  # metres seen by the centre view
+# metres: at the demo's 64 px (21 px a metre) a ball is 11-19 px wide, wider than the 8 px that
+# one latent cell of an 8x-downsampling tokenizer covers, so a model can move it between cells
+BALL_RADIUS = (0.25, 0.45)
 FLOOR_FRACTION = 0.15  # of the image height, below the floor line in the centre view
 # Per view: horizontal shift of the camera (fraction of the room width) and zoom.
 VIEW_OFFSETS = {
@@ -108,7 +111,7 @@ def sample_scene(rng: np.random.Generator, aspect: float = 1.0, kind: str | None
 
 
 def _radius(rng: np.random.Generator) -> float:
-    return float(rng.uniform(0.15, 0.35))
+    return float(rng.uniform(*BALL_RADIUS))
 
 
 def _release_times(rng: np.random.Generator, n: int) -> list[float]:

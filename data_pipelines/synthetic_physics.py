@@ -39,6 +39,7 @@ from data_pipelines import physics_scenes, video_io
 from data_pipelines.array_record_source import ClipRecordWriter
 from data_pipelines.physics_render import draw_balls, render_background
 from data_pipelines.physics_sim import Trajectory, simulate, step_index
+from vgpt_jax.evaluation.physics_iq_masks import motion_masks
 
 BENCHMARK_DIR = "physics-IQ-benchmark"
 DESCRIPTIONS = os.path.join("descriptions", "descriptions.csv")
@@ -48,6 +49,7 @@ TESTING_SECONDS = 5
 TAKES = ("take-1", "take-2")
 CATEGORY = "Solid Mechanics"
 _TRAIN, _BENCHMARK, _SECOND_TAKE = 0, 1, 2  # seed-sequence streams
+MAX_SCENE_DRAWS = 100
 
 
 def scenario_name(index: int, kind: str) -> str:
@@ -89,20 +91,50 @@ def _seed(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
 
 
+def testing_part_moves(scene: physics_scenes.Scene, height: int, width: int) -> bool:
+    """Whether every view of ``scene`` shows motion after the switch frame that Physics-IQ's masks see.
+
+    The benchmark's own motion masks (on the rendered testing part at the lowest benchmark frame
+    rate, before video compression) must mark at least one pixel in some frame.
+    """
+    fps = min(BENCHMARK_FPS)
+    duration = CONDITIONING_SECONDS + TESTING_SECONDS
+    trajectory = simulate(scene.world, list(scene.balls), duration)
+    steps = fps_steps(fps, duration)[CONDITIONING_SECONDS * fps :]
+    for view in physics_scenes.VIEWS:
+        frames = render_view(scene, trajectory, view, height, width, steps)
+        masks = motion_masks(frames[s][..., ::-1] for s in steps)  # the masks read BGR
+        if not any(np.any(mask) for mask in masks):
+            return False
+    return True
+
+
 def benchmark_takes(
-    seed: int, scenario: int, aspect: float
+    seed: int, scenario: int, height: int, width: int
 ) -> tuple[physics_scenes.Scene, physics_scenes.Scene]:
-    """(take 1, take 2) of a benchmark scenario; kinds cycle so that small sets hold every kind."""
+    """(take 1, take 2) of a benchmark scenario; kinds cycle so that small sets hold every kind.
+
+    A take 1 whose testing part is still in some view (e.g. the rolling ball left the room before
+    the switch frame) is drawn again: such a test case asks nothing about physics, and only
+    rewards predicting stillness (Physics-IQ's scenarios all move after the switch).
+    """
     kind = physics_scenes.KINDS[scenario % len(physics_scenes.KINDS)]
-    first = physics_scenes.sample_scene(_seed(seed, _BENCHMARK, scenario), aspect, kind)
-    return first, physics_scenes.second_take(first, _seed(seed, _SECOND_TAKE, scenario))
+    rng = _seed(seed, _BENCHMARK, scenario)
+    for _ in range(MAX_SCENE_DRAWS):
+        first = physics_scenes.sample_scene(rng, width / height, kind)
+        if testing_part_moves(first, height, width):
+            return first, physics_scenes.second_take(first, _seed(seed, _SECOND_TAKE, scenario))
+    raise RuntimeError(
+        f"no {kind} scene of {MAX_SCENE_DRAWS} draws moves after the switch frame in every view at "
+        f"{width}x{height}: the frames are too small to see the balls move"
+    )
 
 
 def _write_scenario(
     root: str, seed: int, scenario: int, num_scenarios: int, height: int, width: int
 ) -> list[dict]:
     """Writes every video and switch frame of one scenario; returns its descriptions.csv rows."""
-    takes = benchmark_takes(seed, scenario, width / height)
+    takes = benchmark_takes(seed, scenario, height, width)
     name = scenario_name(scenario + 1, takes[0].kind)
     duration = CONDITIONING_SECONDS + TESTING_SECONDS
     wanted = sorted({s for fps in BENCHMARK_FPS for s in fps_steps(fps, duration)})

@@ -113,8 +113,8 @@ def test_scenes_are_deterministic_per_seed_and_takes_differ_slightly():
     one = physics_scenes.sample_scene(np.random.default_rng(7))
     assert one == physics_scenes.sample_scene(np.random.default_rng(7))
     assert one != physics_scenes.sample_scene(np.random.default_rng(8))
-    a, b = synthetic_physics.benchmark_takes(0, 3, 1.0)
-    assert a == synthetic_physics.benchmark_takes(0, 3, 1.0)[0]
+    a, b = synthetic_physics.benchmark_takes(0, 3, 32, 32)
+    assert a == synthetic_physics.benchmark_takes(0, 3, 32, 32)[0]
     for first, second in zip(a.balls, b.balls, strict=True):
         assert (
             abs(first.x - second.x)
@@ -247,7 +247,7 @@ def test_takes_differ_slightly(written):
     ]
     diff = np.abs(take1.astype(int) - take2.astype(int))
     assert diff.max() > 40  # the balls are somewhere else at some point
-    assert np.median(diff) <= 2  # but most of the picture (the room) is the same
+    assert np.median(diff) <= 4  # but most of the picture (the room) is the same, up to codec noise
 
 
 def test_switch_frame_is_the_first_testing_frame(written):
@@ -293,3 +293,29 @@ def test_training_set(written):
     assert clips[0].arrays["video"].shape == (64, SIZE, SIZE, 3)
     decoded = video_io.read_frames(os.path.join(root, lines[0].split("\t")[0]), [10])[0]
     assert np.abs(decoded.astype(int) - clips[0].arrays["video"][10].astype(int)).mean() < 5  # H.264 at 32 px
+
+
+def test_a_still_testing_part_is_not_a_test_case():
+    """Balls at rest after the switch frame leave the benchmark's motion masks empty: no test case;
+    one ball rolling across the room through the testing part is one."""
+    scene = physics_scenes.sample_scene(np.random.default_rng(4), kind="ball-roll")
+    resting = Ball(x=1.5, y=0.3, vx=0.0, vy=0.0, radius=0.3, restitution=0.6, color=(1.0, 0.2, 0.2))
+    still = dataclasses.replace(scene, balls=(resting,))
+    assert not synthetic_physics.testing_part_moves(still, 64, 64)
+    rolling = dataclasses.replace(resting, x=0.5, vx=0.6, release_time=2.5)
+    walled = dataclasses.replace(scene.world, rolling_resistance=0.0)
+    assert synthetic_physics.testing_part_moves(
+        dataclasses.replace(still, balls=(rolling,), world=walled), 64, 64
+    )
+
+
+def test_benchmark_scenes_are_drawn_again_until_the_testing_part_moves():
+    """Scenario 3 of seed 0 (ball-roll) first draws a scene whose rolling ball is gone by the switch
+    frame; the benchmark takes the next draw, which moves in every view."""
+    first_draw = physics_scenes.sample_scene(
+        synthetic_physics._seed(0, synthetic_physics._BENCHMARK, 2), 1.0, "ball-roll"
+    )
+    assert not synthetic_physics.testing_part_moves(first_draw, 64, 64)
+    take_one, _ = synthetic_physics.benchmark_takes(0, 2, 64, 64)
+    assert take_one != first_draw and take_one.kind == "ball-roll"
+    assert synthetic_physics.testing_part_moves(take_one, 64, 64)

@@ -196,3 +196,26 @@ def test_learning_rate_schedule_cosine_decay_after_warmup():
     steps = (5, 10, 35, 60, 110, 200)
     expected = [1e-3, 2e-3, 1e-3 * (1 + np.cos(np.pi / 4)), 1e-3, 0.0, 0.0]
     np.testing.assert_allclose([float(schedule(s)) for s in steps], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_first_clip_loss_weight():
+    """Weight 0 drops the first clip's frames from the loss (its targets no longer matter); weight w
+    mixes the per-clip means as (w·n1·L1 + n2·L2) / (w·n1 + n2), with L1, L2 from weights 1 and 0."""
+    config = load_experiment("tiny_cpu")
+    config.mesh.update(data=1, fsdp=1, tensor=1, sequence=1)
+    config.layout.update(partition="fixed", fixed_partition=(3, 5))
+    batch = _batch((2, 8, 8, 8, 4))
+    key = jax.random.key(3)
+
+    def loss(weight, b=batch):
+        config.layout.first_clip_loss_weight = weight
+        trainer = Trainer(config, make_mesh(config.mesh, jax.devices()[:1]))
+        return float(trainer.loss(trainer.init().params, b, key))
+
+    moved = {**batch, "target": batch["target"].copy()}
+    moved["target"][:, :3] += 1.0  # the first clip's targets only
+    assert loss(0.0, moved) == pytest.approx(loss(0.0), rel=1e-6)
+    assert abs(loss(1.0, moved) - loss(1.0)) > 1e-3
+    later = loss(0.0)
+    first = (8 * loss(1.0) - 5 * later) / 3
+    assert loss(0.5) == pytest.approx((0.5 * 3 * first + 5 * later) / (0.5 * 3 + 5), rel=1e-5)

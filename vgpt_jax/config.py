@@ -110,6 +110,10 @@ def base_config() -> ml_collections.ConfigDict:
     lay.partition = "random"
     lay.fixed_partition = ()
     lay.clean_noise_min = 0.9  # clean inputs are s*x + (1-s)*eps, s ~ U(clean_noise_min, 1)
+    # weight of the first clip's frames in the x1 loss. 1 is the official loss; the first clip has
+    # no clean history, so its frames train generation from nothing, which a model that is always
+    # given conditioning frames (video prediction) may skip with 0
+    lay.first_clip_loss_weight = 1.0
 
     o = c.optim = ml_collections.ConfigDict()
     o.learning_rate = 1e-4
@@ -323,6 +327,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "layout.clean_noise_min",
         config.layout.clean_noise_min,
         "a value in [0, 1]",
+    )
+    _require(
+        config.layout.first_clip_loss_weight >= 0.0,
+        "layout.first_clip_loss_weight",
+        config.layout.first_clip_loss_weight,
+        ">= 0",
     )
     for ax in MESH_AXES:
         v = getattr(config.mesh, ax)

@@ -57,7 +57,7 @@ def training_inputs(
 def x1_loss(prediction: jax.Array, target: jax.Array, frame_weight: jax.Array | None = None) -> jax.Array:
     """Per-frame MSE over (h, w, C), averaged over frames (and batch), in fp32.
 
-    prediction, target (B, F, h, w, C); frame_weight (B, F) selects frames (1 = counts).
+    prediction, target (B, F, h, w, C); frame_weight (B, F) >= 0 makes it a weighted average.
     """
     err = jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32))
     per_frame_mse = jnp.mean(err, axis=(-3, -2, -1))

@@ -175,7 +175,11 @@ class Sampler:
                     a = s.history_noise
                     eps = jax.random.normal(jax.random.fold_in(round_key, 1), history.shape, history.dtype)
                     history = (1 - a) * history + a * eps
-                noise = jax.random.normal(round_key, (context.shape[0], g, *context.shape[2:]), jnp.float32)
+                # the same initial noise every round, as the release re-seeds its generator per round
+                noise = jax.random.normal(
+                    key, (context.shape[0], s.clip_frames, *context.shape[2:]), jnp.float32
+                )
+                noise = noise[:, :g]
                 clip = self.sample_clip(params, history, noise)
                 clip = reencode(clip) if reencode is not None else clip
                 made.append(clip)

@@ -170,7 +170,9 @@ class Trainer(StateInit):
         prediction = self.model.apply(
             {"params": params}, inputs.noisy, inputs.clean, inputs.t, attrs, positions
         )
-        return flow.x1_loss(prediction, target)
+        first_clip_weight = self.config.layout.first_clip_loss_weight
+        frame_weight = None if first_clip_weight == 1.0 else jnp.where(clip_ids == 0, first_clip_weight, 1.0)
+        return flow.x1_loss(prediction, target, frame_weight)
 
     def _train_step(self, state: TrainState, batch: dict[str, jax.Array]):
         loss, grads = jax.value_and_grad(self.loss)(state.params, batch, self.step_key(state.step))
