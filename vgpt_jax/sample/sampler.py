@@ -164,6 +164,10 @@ class Sampler:
         """
         s = self.config.sampling
         key = jax.random.key(s.seed) if key is None else key
+        # the same initial noise every round, as the release re-seeds its generator per round
+        round_noise = jax.random.normal(
+            key, (context.shape[0], s.clip_frames, *context.shape[2:]), jnp.float32
+        )
         frames, made, round_index = context, [], 0
         total = 0
         with tqdm(total=num_frames, desc="sampling", unit="frame", disable=not progress) as bar:
@@ -175,12 +179,7 @@ class Sampler:
                     a = s.history_noise
                     eps = jax.random.normal(jax.random.fold_in(round_key, 1), history.shape, history.dtype)
                     history = (1 - a) * history + a * eps
-                # the same initial noise every round, as the release re-seeds its generator per round
-                noise = jax.random.normal(
-                    key, (context.shape[0], s.clip_frames, *context.shape[2:]), jnp.float32
-                )
-                noise = noise[:, :g]
-                clip = self.sample_clip(params, history, noise)
+                clip = self.sample_clip(params, history, round_noise[:, :g])
                 clip = reencode(clip) if reencode is not None else clip
                 made.append(clip)
                 frames = jnp.concatenate([frames, clip.astype(frames.dtype)], axis=1)
