@@ -41,7 +41,7 @@ from vgpt_jax.evaluation.physics_iq_generate import CONDITIONING_SECONDS, genera
 from vgpt_jax.evaluation.physics_iq_layout import EVAL_SECONDS, split_dir, take_one_videos
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.sample.predict import SAMPLING_FIELDS
+from vgpt_jax.sample.predict import SAMPLING_FIELDS, write_mp4
 from vgpt_jax.train import launch
 from vgpt_jax.train.loop import read_metrics
 from vgpt_jax.train.samples import side_by_side, write_gif
@@ -115,12 +115,17 @@ def video_gpt_stage(config: ml_collections.ConfigDict, workdir: Path, log) -> Pa
 
 
 def copy_last_frame_baseline(data_dir: Path, fps: int, output_dir: Path) -> Path:
-    """For each take-1 test case, its last conditioning frame held for 5 s, under the generated name."""
+    """For each take-1 test case, its last conditioning frame held for 5 s, under the generated name.
+
+    Videos already written are kept (they are written complete, then renamed), as generation does.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     for video in take_one_videos(data_dir):
+        output = output_dir / video.generated_name
+        if output.exists():
+            continue
         last = read_conditioning(split_dir(data_dir, "conditioning", fps) / video.conditioning_name(fps), 1)
-        frames = np.broadcast_to(last, (EVAL_SECONDS * fps, *last.shape[1:]))
-        video_io.write_video(str(output_dir / video.generated_name), frames, fps)
+        write_mp4(output, np.broadcast_to(last, (EVAL_SECONDS * fps, *last.shape[1:])), fps)
     return output_dir
 
 
