@@ -22,8 +22,6 @@ The tokenizer row times encode and decode frames/s of the SDXL-size VAE (random 
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import json
 import os
 import subprocess
@@ -46,28 +44,6 @@ from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flo
 from vgpt_jax.train.step import Trainer, apply_gradients, sharding_context
 
 
-def load_config(path: str, overrides: Sequence[str] = ()):
-    """An experiment's config with ``FIELD=VALUE`` overrides (values as Python literals)."""
-    spec = importlib.util.spec_from_file_location("experiment", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for item in overrides:
-        field, _, text = item.partition("=")
-        *parents, name = field.split(".")
-        node = config
-        for parent in parents:
-            node = node.get(parent)
-        if node is None or name not in node:
-            raise ValueError(f"--set {item!r}: {path} has no field {field!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # a bare word is a string
-        node[name] = value
-    return config
-
-
 def parse_row(row: str) -> tuple[str, str, list[str]]:
     """A train row ``CONFIG[@FRAMES][:FIELD=VALUE]...`` -> (config path, frames or '', overrides):
     another number of frames and overrides of this row only, e.g.
@@ -80,7 +56,7 @@ def parse_row(row: str) -> tuple[str, str, list[str]]:
 def load_row_config(row: str, overrides: Sequence[str] = ()):
     """The config of a train row (:func:`parse_row`), the row's overrides after ``overrides``."""
     path, frames, row_overrides = parse_row(row)
-    config = load_config(path, [*overrides, *row_overrides])
+    config = config_lib.load_experiment(path, [*overrides, *row_overrides])
     if frames:
         config.data.num_frames = int(frames)
     return config
@@ -275,7 +251,7 @@ def bench_sample(
 ) -> dict:
     """One clip of ``generate`` frames after ``history``; the parameters are sharded over ``mesh``
     (default: tensor-parallel over every device, so one clip uses them all)."""
-    config = load_config(path, overrides)
+    config = config_lib.load_experiment(path, overrides)
     config.sampling.update(
         steps=steps,
         cfg_scale=cfg_scale,
@@ -357,7 +333,7 @@ def bench_tokenizer(path: str, frames: int, height: int, width: int, repeats: in
     over every device, in the config's chunks of frames."""
     from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 
-    config = load_config(path)
+    config = config_lib.load_experiment(path)
     config.tokenizer.dtype = "float32"
     tok = ClipTokenizer.from_config(config, make_mesh(config.mesh))
     x = jax.device_put(
@@ -422,7 +398,7 @@ def print_table(rows: list[dict], peak: float) -> None:
                 print(f"  top {kind}: " + "; ".join(f"{name} {ms} ms" for name, ms in kernels))
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--train",
@@ -469,7 +445,7 @@ def main() -> None:
         default="",
         help="the official-path comparator (official_torch_step.py): run beside every train/sample row",
     )
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.official:
         # the comparator runs in a subprocess on the same device: let JAX take memory as it goes
         # rather than 75% of it at start. The growing pool keeps the 75% cap unless told
@@ -500,7 +476,7 @@ def main() -> None:
             official[f"train {path}"] = run_comparator(a.official, args)
         for path in a.sample:
             args = comparator_args(
-                load_config(path, a.set),
+                config_lib.load_experiment(path, a.set),
                 "sample",
                 history=a.history,
                 generate=a.generate,

@@ -114,7 +114,7 @@ class Trainer(StateInit):
     """
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
-        self.config = config_lib.validate(config)
+        self.config = config
         self.mesh = mesh
         self.sizes = config_lib.sizes(config)
         self.model_config = ModelConfig.from_config(config)
