@@ -176,6 +176,11 @@ def test_protocol_and_folder_errors(tmp_path):
         fvd.list_videos(tmp_path)
 
 
+def _mean_pixel(variables, clips, resize):
+    """A stand-in for the network: each clip's mean pixel value, (B, 3)."""
+    return clips.mean(axis=(1, 2, 3)).astype(float)
+
+
 def test_batches_keep_order_across_sizes_and_short_batches(monkeypatch):
     """14 clips, 8 devices, 2 a device: a full batch of 16 is never reached; the frame size changes
     after 11 clips, so the batches are 11 (padded to 16) and 3 (one device each)."""
@@ -213,3 +218,9 @@ def test_fvd_on_camera_footage_ranks_distortions():
     }
     assert score["blurred"] > 10 * score["noised"]
     assert score["shuffled"] > 10 * score["noised"]
+
+
+def test_features_per_second_runs_on_a_stub_network(monkeypatch):
+    monkeypatch.setattr(fvd, "_logits", _mean_pixel)
+    rate = fvd.features_per_second(fvd.I3DFeatures(variables={}), num_clips=3, frames=9, height=8, width=8)
+    assert rate > 0

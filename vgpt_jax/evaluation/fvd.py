@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import json
 import pathlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -242,6 +243,18 @@ class I3DFeatures:
         clips = jax.device_put(batch, NamedSharding(mesh, PartitionSpec("batch")))
         logits = self._apply(self._on_devices[num], clips, resize=self.resize)
         return np.asarray(logits, np.float64)[:b]
+
+
+def features_per_second(
+    features: I3DFeatures, num_clips: int = 128, frames: int = 16, height: int = 256, width: int = 256
+) -> float:
+    """Clips/s of ``features`` on random uint8 clips held on the host (resizing, transfers and
+    the network; no decoding), after one untimed pass that compiles every batch shape."""
+    clips = list(np.random.default_rng(0).integers(0, 256, (num_clips, frames, height, width, 3), np.uint8))
+    features(clips)
+    start = time.perf_counter()
+    features(clips)
+    return num_clips / (time.perf_counter() - start)
 
 
 def _same_shape_batches(clips: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
