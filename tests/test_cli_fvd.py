@@ -39,7 +39,7 @@ def test_errors_name_the_fix(tmp_path):
         run("--generated", tmp_path / "short", "--output-dir", out)
     with pytest.raises(ValueError, match="holds no videos"):
         run("--real", tmp_path / "short", "--generated", tmp_path / "empty", "--output-dir", out)
-    with pytest.raises(ValueError, match=r"1 of 2 videos cannot give 9 frames .*a.mp4 \(5 frames\)"):
+    with pytest.raises(ValueError, match=r"1 of 2 videos cannot give 9 frames at .*a.mp4 \(5 frames\)"):
         write_videos(tmp_path / "long", {"b.mp4": np.zeros((12, 32, 32, 3), np.uint8)})
         run(
             "--real", tmp_path / "long", "--generated", tmp_path / "short", "--output-dir", out, "--frames", 9

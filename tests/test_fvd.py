@@ -156,14 +156,6 @@ def test_statistics_file_round_trip_and_protocol_check(tmp_path):
 # --- clips and batching ---------------------------------------------------------------------------
 
 
-def test_protocol_clip_takes_the_first_frames_with_the_stride():
-    video = np.arange(40, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
-    clip = fvd.protocol_clip(video, fvd.Protocol(frames=10, stride=3))
-    np.testing.assert_array_equal(clip[:, 0, 0, 0], np.arange(0, 30, 3))
-    with pytest.raises(ValueError, match="has 20 frames but the protocol needs 28"):
-        fvd.protocol_clip(video[:20], fvd.Protocol(frames=10, stride=3), name="clip.mp4")
-
-
 def test_protocol_and_folder_errors(tmp_path):
     with pytest.raises(ValueError, match="at least 9 frames"):
         fvd.Protocol(frames=8)

@@ -92,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
     cached = _check_sources(args)
     generated_paths = fvd.list_videos(args.generated)
     real_paths = [] if cached else fvd.list_videos(args.real)
-    fvd.check_videos(real_paths + generated_paths, protocol)
+    fvd.check_videos(real_paths + generated_paths, protocol.frames, protocol.stride)
     out = pathlib.Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -30,6 +30,7 @@ from vgpt_jax.evaluation import i3d
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 RESIZE_MODES = ("squash", "center-crop")
+REENCODE_HINT = "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`"
 # Below this many videos the 400 x 400 covariance has rank < 400: the score is still defined but
 # biased and noisy, so it is reported with a warning.
 FULL_RANK_VIDEOS = i3d.NUM_CLASSES + 1
@@ -53,11 +54,6 @@ class Protocol:
             raise ValueError(f"--stride {self.stride}: the frame stride must be at least 1")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"--resize {self.resize!r}: choose one of {', '.join(RESIZE_MODES)}")
-
-    @property
-    def frames_needed(self) -> int:
-        """Length a video must have: (frames - 1) * stride + 1."""
-        return (self.frames - 1) * self.stride + 1
 
     def describe(self) -> dict[str, Any]:
         """Every field that decides the score, for reports next to the number."""
@@ -140,34 +136,29 @@ def i3d_input(clips: jax.Array, resize: str) -> jax.Array:
 # --- clips ----------------------------------------------------------------------------------------
 
 
-def protocol_clip(video: np.ndarray, protocol: Protocol, name: str = "video") -> np.ndarray:
-    """The protocol's frames of a decoded video: (N, H, W, 3) uint8 -> (frames, H, W, 3)."""
-    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
-        raise ValueError(f"{name}: expected (frames, H, W, 3) uint8 RGB, got {video.shape} {video.dtype}")
-    if len(video) < protocol.frames_needed:
-        raise ValueError(_too_short(name, len(video), protocol))
-    return video[: protocol.frames_needed : protocol.stride]
+def span(num_frames: int, stride: int) -> int:
+    """Frames a video must have to give ``num_frames`` frames at ``stride`` from the first."""
+    return (num_frames - 1) * stride + 1
 
 
-def _too_short(name: str, length: int, protocol: Protocol) -> str:
-    return (
-        f"{name} has {length} frames but the protocol needs {protocol.frames_needed} "
-        f"(--frames {protocol.frames} --stride {protocol.stride}): remove it or lower --frames"
-    )
+def read_video_frames(path: pathlib.Path, num_frames: int, stride: int = 1) -> np.ndarray:
+    """The first ``num_frames`` frames at ``stride`` of a video file, decoding only those:
+    (num_frames, H, W, 3) uint8 RGB; ValueError naming the file if it is short or unreadable."""
+    try:
+        length = video_io.probe(str(path)).num_frames
+        if length < span(num_frames, stride):
+            raise ValueError(
+                f"{path} has {length} frames, fewer than the {span(num_frames, stride)} that "
+                f"{num_frames} frames at stride {stride} span: remove it or ask for fewer frames"
+            )
+        return video_io.read_frames(str(path), range(0, span(num_frames, stride), stride))
+    except video_io.BadVideoError as e:
+        raise ValueError(f"cannot read {e.path} ({e.reason}): {REENCODE_HINT}") from e
 
 
 def read_clip(path: pathlib.Path, protocol: Protocol) -> np.ndarray:
-    """The protocol's frames of a video file, decoding only those: (frames, H, W, 3) uint8 RGB."""
-    try:
-        length = video_io.probe(str(path)).num_frames
-        if length < protocol.frames_needed:
-            raise ValueError(_too_short(str(path), length, protocol))
-        return video_io.read_frames(str(path), range(0, protocol.frames_needed, protocol.stride))
-    except video_io.BadVideoError as e:
-        raise ValueError(
-            f"cannot read {e.path} ({e.reason}): re-encode it, e.g. "
-            "`ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`, or remove it"
-        ) from e
+    """The protocol's frames of a video file: (frames, H, W, 3) uint8 RGB."""
+    return read_video_frames(path, protocol.frames, protocol.stride)
 
 
 def list_videos(directory: str | pathlib.Path) -> list[pathlib.Path]:
@@ -349,23 +340,24 @@ def load_statistics(path: str | pathlib.Path, protocol: Protocol) -> GaussianSta
         return GaussianStatistics(saved["mean"], saved["factor"], int(saved["count"]))
 
 
-def check_videos(paths: Sequence[pathlib.Path], protocol: Protocol) -> None:
-    """ValueError naming the videos that cannot be read or are too short, before any is decoded."""
+def check_videos(paths: Sequence[pathlib.Path], num_frames: int, stride: int = 1) -> None:
+    """ValueError naming the videos that cannot be read or give fewer than ``num_frames`` frames at
+    ``stride``, before any is decoded."""
+    needed = span(num_frames, stride)
 
     def problem(path: pathlib.Path) -> str | None:
         try:
             length = video_io.probe(str(path)).num_frames
         except video_io.BadVideoError as e:
             return f"{path} ({e.reason})"
-        return None if length >= protocol.frames_needed else f"{path} ({length} frames)"
+        return None if length >= needed else f"{path} ({length} frames)"
 
     problems = [p for p in prefetched(problem, paths) if p is not None]
     if problems:
         listed = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise ValueError(
-            f"{len(problems)} of {len(paths)} videos cannot give {protocol.frames_needed} frames "
-            f"(--frames {protocol.frames} --stride {protocol.stride}): {listed}. Remove or re-encode them, "
-            "or lower --frames"
+            f"{len(problems)} of {len(paths)} videos cannot give {num_frames} frames at stride {stride} "
+            f"({needed} frames): {listed}. Remove them, ask for fewer frames, or {REENCODE_HINT}"
         )
 
 
@@ -390,7 +382,7 @@ def fvd_of_directories(
 ) -> dict[str, Any]:
     """FVD between two folders of videos: score, counts, protocol, warnings and the features."""
     real_paths, generated_paths = list_videos(real_dir), list_videos(generated_dir)
-    check_videos(real_paths + generated_paths, protocol)
+    check_videos(real_paths + generated_paths, protocol.frames, protocol.stride)
     features = I3DFeatures(protocol.resize) if features is None else features
     real = video_features(real_paths, protocol, features)
     generated = video_features(generated_paths, protocol, features)
