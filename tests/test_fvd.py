@@ -216,3 +216,21 @@ def test_features_per_second_runs_on_a_stub_network(monkeypatch):
     monkeypatch.setattr(fvd, "_logits", _mean_pixel)
     rate = fvd.features_per_second(fvd.I3DFeatures(variables={}), num_clips=3, frames=9, height=8, width=8)
     assert rate > 0
+
+
+def test_fvd_of_directories_reads_sorted_videos(monkeypatch, tmp_path):
+    """Two folders holding the same videos under other names score 0; a brighter copy does not."""
+    from data_pipelines import video_io
+
+    monkeypatch.setattr(fvd, "_logits", _mean_pixel)
+    features = fvd.I3DFeatures(variables={})
+    for folder, names, offset in (("real", "ab", 0), ("same", "yx", 0), ("bright", "cd", 60)):
+        (tmp_path / folder).mkdir()
+        for name, level in zip(names, (40, 120), strict=True):
+            frames = np.full((12, 16, 16, 3), level + offset, np.uint8)
+            frames[:, :8] += np.arange(12, dtype=np.uint8)[:, None, None, None] * 3  # moving content
+            video_io.write_video(str(tmp_path / folder / f"{name}.mp4"), frames, fps=10)
+    same = fvd.fvd_of_directories(tmp_path / "real", tmp_path / "same", fvd.Protocol(frames=9), features)
+    assert same["num_real"] == same["num_generated"] == 2 and same["fvd"] == pytest.approx(0, abs=1e-6)
+    bright = fvd.fvd_of_directories(tmp_path / "real", tmp_path / "bright", fvd.Protocol(frames=9), features)
+    assert bright["fvd"] > 100 and bright["warnings"]
