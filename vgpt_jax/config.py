@@ -140,8 +140,21 @@ def base_config() -> ml_collections.ConfigDict:
     t.peak_tflops = 0.0  # per-device peak for MFU; 0 = measure a matmul at start
     t.sample_every = 0  # steps between sample videos in workdir/samples (0: none)
     t.sample_fps = 8
+    t.eval_every = 0  # steps between frame-prediction evaluations on config.evaluation (0: none)
     # a params checkpoint (`vgpt convert` / `vgpt export`) whose "model" params start a new run
     t.init_from = ""
+
+    # Frame prediction on held-out videos (vgpt_jax.evaluation.frame_prediction), run every
+    # train.eval_every steps: PSNR, SSIM and FVD of the model's predictions, beside those of a
+    # copy-last-frame baseline. The defaults are the Kinetics-600 protocol's 5 -> 11 frames.
+    ev = c.evaluation = ml_collections.ConfigDict()
+    ev.videos = ""  # a folder of held-out videos (searched recursively)
+    ev.num_videos = 16  # the first ones by sorted path; FVD of fewer than 401 is biased (reported)
+    ev.cond_frames = 5
+    ev.pred_frames = 11
+    ev.stride = 1  # every stride-th frame of the videos
+    ev.fvd_frames = "all"  # FVD over the conditioning + predicted frames ("all") or "pred" only
+    ev.fvd = True  # False: PSNR and SSIM only (FVD runs I3D at 224x224 on every clip)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
