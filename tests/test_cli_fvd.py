@@ -1,21 +1,15 @@
 """`vgpt fvd`: errors before any computation, and a run on camera footage with cached statistics."""
 
 import argparse
-import importlib.util
 import json
 import shutil
 
 import numpy as np
 import pytest
-from conftest import REPO
 from real_footage import camera_clips
 
 from data_pipelines import video_io
-
-# vgpt_jax/cli/ becomes a package when the command registry lands; until then load the module by path
-_spec = importlib.util.spec_from_file_location("vgpt_cli_fvd", REPO / "vgpt_jax" / "cli" / "fvd.py")
-cli_fvd = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli_fvd)
+from vgpt_jax.cli import fvd as cli_fvd
 
 
 def run(*argv: str) -> int:

@@ -1,14 +1,11 @@
 """Frame-prediction evaluation: the baseline, an oracle that predicts the truth, resumable folders,
 and `vgpt predict-eval` on a tiny checkpoint."""
 
-import argparse
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import video_metrics_reference as ref
-from conftest import REPO
 from real_footage import camera_clips
 
 from data_pipelines import video_io
@@ -125,17 +122,12 @@ def test_oracle_fvd_is_zero_and_the_baseline_positive_with_i3d(videos):
 def test_vgpt_predict_eval_on_a_tiny_checkpoint(tmp_path):
     from inference_fixture import moving_square, shared_checkpoints
 
-    spec = importlib.util.spec_from_file_location(
-        "vgpt_cli_predict_eval", REPO / "vgpt_jax/cli/predict_eval.py"
-    )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from vgpt_jax import cli
+
     data = tmp_path / "data"
     data.mkdir()
     video_io.write_video(str(data / "square.mp4"), moving_square(8, 64, 64), fps=10)
     video_io.write_video(str(data / "wide.mp4"), moving_square(8, 40, 56), fps=10)
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
     argv = [
         "--checkpoint",
         str(shared_checkpoints()[1]),
@@ -144,7 +136,7 @@ def test_vgpt_predict_eval_on_a_tiny_checkpoint(tmp_path):
         "--output-dir",
         str(tmp_path / "out"),
     ]
-    assert cli.main(parser.parse_args([*argv, "--cond-frames", "2", "--pred-frames", "3", "--no-fvd"])) == 0
+    assert cli.main(["predict-eval", *argv, "--cond-frames", "2", "--pred-frames", "3", "--no-fvd"]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["num_videos"] == 2 and metrics["model"]["fvd"] is None
     assert np.isfinite(metrics["model"]["psnr"]) and len(metrics["model"]["ssim_per_frame"]) == 3

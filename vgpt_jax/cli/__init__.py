@@ -30,6 +30,8 @@ COMMANDS = {
     "export": "vgpt_jax.cli.export",
     "convert": "vgpt_jax.cli.convert",
     "physics-iq": "vgpt_jax.cli.physics_iq",
+    "fvd": "vgpt_jax.cli.fvd",
+    "predict-eval": "vgpt_jax.cli.predict_eval",
     "bench": "vgpt_jax.cli.bench",
     "demo": "vgpt_jax.cli.demo",
 }

@@ -12,6 +12,8 @@ CONFIG = "overrides"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vgpt_jax.sample.options import add_sampling_arguments
+
     parser.add_argument(
         "--checkpoint", required=True, type=pathlib.Path, help="a training workdir or an export"
     )
@@ -31,16 +33,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="FVD over the conditioning + predicted frames (all: the Kinetics-600 convention) or pred only",
     )
     parser.add_argument("--no-fvd", action="store_true", help="PSNR and SSIM only (FVD runs I3D at 224x224)")
+    add_sampling_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from vgpt_jax.evaluation import frame_prediction, fvd
+    from vgpt_jax.sample.options import sampling_overrides
     from vgpt_jax.sample.predict import Predictor
 
     task = frame_prediction.PredictionTask(args.cond_frames, args.pred_frames, args.stride, args.fvd_frames)
     features = None if args.no_fvd else fvd.I3DFeatures()
     summary = frame_prediction.evaluate_folder(
-        lambda: Predictor.from_checkpoint(args.checkpoint).predict, args.data, task, args.output_dir, features
+        lambda: (
+            Predictor.from_checkpoint(
+                args.checkpoint, overrides=args.config_overrides, **sampling_overrides(args)
+            ).predict
+        ),
+        args.data,
+        task,
+        args.output_dir,
+        features,
     )
     for name in ("model", frame_prediction.BASELINE):
         numbers = summary[name]
