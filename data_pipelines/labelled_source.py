@@ -51,20 +51,25 @@ class Listing:
     videos: list[LabelledVideo] = dataclasses.field(default_factory=list)
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     problems: list[str] = dataclasses.field(default_factory=list)
+    _ids: set[str] = dataclasses.field(default_factory=set, repr=False)
 
     def skip(self, kind: str, where: str, why: str) -> None:
         self.counts[kind] += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(f"{where}: {why}")
 
-    def add(self, path: str, where: str, **fields) -> None:
-        """Keeps the entry if its file exists and is not empty; counts it as missing otherwise."""
-        if not os.path.isfile(path):
+    def add(self, path: str, where: str, video_id: str, **fields) -> None:
+        """Keeps the entry if its file exists and is not empty (else counted as missing) and its id
+        is new (else a bad row: an id names one video)."""
+        if video_id in self._ids:
+            self.skip(BAD_ROWS, where, f"{video_id} is listed twice")
+        elif not os.path.isfile(path):
             self.skip(MISSING, where, f"no such file {path}")
         elif os.path.getsize(path) == 0:
             self.skip(MISSING, where, f"{path} is empty")
         else:
-            self.videos.append(LabelledVideo(path, **fields))
+            self._ids.add(video_id)
+            self.videos.append(LabelledVideo(path, video_id=video_id, **fields))
 
     def describe_skips(self) -> str:
         """'' when nothing was skipped, else e.g. '2 bad rows, 1 missing file skipped (first: ...)'."""
@@ -240,3 +245,20 @@ class LabelledVideoSource:
 
     def __repr__(self) -> str:
         return f"LabelledVideoSource({self.where}, {len(self)} videos)"
+
+
+def open_labelled(path: str, class_index: str | None = None) -> tuple[LabelledVideoSource, list[str]]:
+    """(source, class names) of a manifest (a file) or a folder of class sub-folders.
+
+    A folder's classes come from ``class_index`` (a ``classInd.txt``), else from ``classInd.txt``
+    in the folder if there is one, else from its sorted sub-folder names. A manifest has no class
+    names ([]); ``class_index`` then names them.
+    """
+    names = read_class_index(class_index) if class_index else None
+    if os.path.isdir(path):
+        own_index = os.path.join(path, "classInd.txt")
+        if names is None and os.path.isfile(own_index):
+            names = read_class_index(own_index)
+        listing, names = list_class_folders(path, names)
+        return LabelledVideoSource(listing, f"the folder {path}"), names
+    return LabelledVideoSource(read_manifest(path), f"the manifest {path}"), names or []

@@ -35,6 +35,7 @@ def test_manifest_rows_labels_text_and_skips(tmp_path):
         '{"label": 1}',  # no video
         "[1, 2]",  # not an object
         '{"video": "videos/a.mp4", "label": 1',  # not JSON
+        '{"video": "videos/b.mp4", "label": 1}',  # listed twice
     ]
     manifest = tmp_path / "labels.jsonl"
     manifest.write_text("\n".join(rows) + "\n")
@@ -44,13 +45,13 @@ def test_manifest_rows_labels_text_and_skips(tmp_path):
         ("videos/b.mp4", None, "a ball drops"),
     ]
     assert listing.videos[0].path == os.path.join(str(tmp_path), "videos", "a.mp4")
-    assert dict(listing.counts) == {ls.BAD_ROWS: 6, ls.MISSING: 2}
+    assert dict(listing.counts) == {ls.BAD_ROWS: 7, ls.MISSING: 2}
     assert listing.problems[0].startswith(f"{manifest}:4: no such file")
-    assert "6 bad rows, 2 missing files skipped" in listing.describe_skips()
+    assert "7 bad rows, 2 missing files skipped" in listing.describe_skips()
 
     source = ls.LabelledVideoSource.from_manifest(str(manifest))
     assert len(source) == 2 and isinstance(source[0], VideoRef)  # the clip sampler takes it
-    assert source.counts == {ls.BAD_ROWS: 6, ls.MISSING: 2}
+    assert source.counts == {ls.BAD_ROWS: 7, ls.MISSING: 2}
 
 
 def test_manifest_paths_are_relative_to_the_manifest_not_the_cwd(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ COMMANDS = {
     "physics-iq": "vgpt_jax.cli.physics_iq",
     "fvd": "vgpt_jax.cli.fvd",
     "predict-eval": "vgpt_jax.cli.predict_eval",
+    "features": "vgpt_jax.cli.features",
     "bench": "vgpt_jax.cli.bench",
     "demo": "vgpt_jax.cli.demo",
 }
