@@ -33,6 +33,7 @@ COMMANDS = {
     "fvd": "vgpt_jax.cli.fvd",
     "predict-eval": "vgpt_jax.cli.predict_eval",
     "features": "vgpt_jax.cli.features",
+    "probe": "vgpt_jax.cli.probe",
     "bench": "vgpt_jax.cli.bench",
     "demo": "vgpt_jax.cli.demo",
 }
