@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 import signal
 import threading
 import time
@@ -63,6 +64,48 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="not finite at step 4.*step 3"):
         train(c, str(tmp_path), _batches(nan_at=4), mesh=_mesh(c), log=lambda s: None)
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [3]
+
+
+def _all_finite(tree) -> bool:
+    return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
+
+
+def test_a_non_finite_update_is_never_saved_and_the_kept_checkpoint_resumes(tmp_path):
+    """lr 1e6 overflows the update while the loss (from the weights before it) is still finite: no
+    checkpoint holds a non-finite value, the checkpoint just before the bad step (whose gradient
+    overflows, at any lr) is moved aside, and a rerun from the kept one at a sane lr trains."""
+    from vgpt_jax.checkpoint.manager import abstract_with_shardings
+    from vgpt_jax.train.step import Trainer
+
+    c = _config(10, log_every=5, checkpoint_every=1)
+    c.optim.learning_rate = 1e6
+    with pytest.raises(FloatingPointError, match=r"not finite at step \d+.*from a finite batch") as e:
+        train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lambda s: None)
+    bad, moved, kept = re.search(
+        r"at step (\d+).*checkpoint (\d+), from which .* moved to .*the last checkpoint, step (\d+)",
+        str(e.value),
+    ).groups()
+    bad, moved, kept = int(bad), int(moved), int(kept)
+    assert (moved, kept) == (bad - 1, bad - 2)
+    assert glob.glob(str(tmp_path / "checkpoints" / f"{moved}.bad-*" / "state"))  # kept aside, not deleted
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    assert ckpt.all_steps() == list(range(1, bad - 1))
+    trainer = Trainer(c, _mesh(c))
+    target = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+    for step in ckpt.all_steps():
+        assert _all_finite(ckpt.restore(target, step=step)), step
+    ckpt.close()
+
+    c.optim.learning_rate = 1e-3
+    c.train.steps = bad + 2
+    state = train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lambda s: None)
+    assert int(state.step) == bad + 2 and _all_finite(state)
+
+
+def test_a_nan_batch_before_any_checkpoint_says_there_is_none(tmp_path):
+    c = _config(10, log_every=5)
+    with pytest.raises(FloatingPointError, match="batch of step 1 is not finite.*no checkpoint is kept"):
+        train(c, str(tmp_path), _batches(nan_at=1), mesh=_mesh(c), log=lambda s: None)
 
 
 def test_stalled_data_stops_naming_the_step(tmp_path):

@@ -9,11 +9,13 @@ shardings Orbax would put everything on one device.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from vgpt_jax import config as config_lib
 
@@ -103,6 +105,28 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return config_lib.with_defaults(restored["config"])
+
+    def set_aside(self, step: int) -> str:
+        """Renames ``directory/<step>`` to ``<step>.bad-<time>`` (never deletes it); returns the new path.
+
+        The new name is outside Orbax's step names, so the step is no longer listed, restored or
+        overwritten, and a run that reaches it again saves it afresh.
+        """
+        self.wait()
+        source = epath.Path(self.directory) / str(step)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target, n = source.with_name(f"{step}.bad-{stamp}"), 0
+        while target.exists():  # set aside twice within a second
+            n += 1
+            target = source.with_name(f"{step}.bad-{stamp}-{n}")
+        if jax.process_index() == 0:
+            source.rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self.manager.reload()
+        return os.fspath(target)
 
     def wait(self) -> None:
         """Blocks until every started save is on disk."""

@@ -1,8 +1,9 @@
 """The training loop: data -> jit step -> metrics, with checkpoints, preemption and failure stops.
 
-No host sync happens between log steps: the loss's finiteness is tracked on the device and read
-at log and checkpoint steps, so a NaN stops the run naming the first bad step, and a checkpoint
-is never written from a state that has seen one.
+No host sync happens between log steps: each step reports on the device whether its loss and
+updated state are finite, the first step that was not is tracked there too and read at log and
+checkpoint steps, so a NaN or an overflow stops the run naming the first bad step, and a
+checkpoint is never written from a state that has seen one.
 """
 
 from __future__ import annotations
@@ -25,13 +26,57 @@ from vgpt_jax.checkpoint.params import load_params
 from vgpt_jax.models.video_gpt import num_params
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops
-from vgpt_jax.train.step import Trainer, TrainState
+from vgpt_jax.train.step import BATCH_FINITE, FINITE, Trainer, TrainState
 
 
 @jax.jit
-def _track_first_bad_step(first_bad: jax.Array, loss: jax.Array, step: jax.Array) -> jax.Array:
-    """-1 while every loss so far is finite, else the first step whose loss was not."""
-    return jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step, first_bad)
+def _track_first_bad_step(
+    first_bad: dict[str, jax.Array], finite: jax.Array, batch_finite: jax.Array, step: jax.Array
+) -> dict[str, jax.Array]:
+    """``step``: -1 while every step so far was finite, else the first that was not;
+    ``batch_finite``: whether that step's batch was finite."""
+    new = (first_bad["step"] < 0) & ~finite
+    return {
+        "step": jnp.where(new, step, first_bad["step"]),
+        "batch_finite": jnp.where(new, batch_finite, first_bad["batch_finite"]),
+    }
+
+
+def _no_bad_step() -> dict[str, jax.Array]:
+    return {"step": jnp.array(-1, jnp.int32), "batch_finite": jnp.array(True)}
+
+
+def _kept_checkpoint(ckpt: Checkpointer) -> str:
+    """Where a stopped run can resume from, in words."""
+    step = ckpt.latest_step()
+    if step is None:
+        return "no checkpoint is kept, so a rerun starts from scratch"
+    return f"the last checkpoint, step {step}, is kept in {ckpt.directory}"
+
+
+def _stop_not_finite(bad_step: int, batch_finite: bool, ckpt: Checkpointer) -> FloatingPointError:
+    """The error that stops a run at its first non-finite step, after setting aside a checkpoint
+    that a resume could not get past.
+
+    A resume replays the steps after its checkpoint exactly (the same batches and randomness), and
+    a step's gradient depends only on its parameters, batch and key, not on the learning rate. So
+    when the bad step's batch is finite, the checkpoint just before it would fail the same way
+    whatever a rerun changes; it is renamed aside (kept, not deleted).
+    """
+    if not batch_finite:
+        cause = f"the batch of step {bad_step} is not finite (check the data)"
+    else:
+        cause = (
+            f"the loss or the updated parameters are not finite at step {bad_step}, from a finite batch "
+            "(lower the learning rate)"
+        )
+        if ckpt.latest_step() == bad_step - 1:
+            moved = ckpt.set_aside(bad_step - 1)
+            cause += f"; checkpoint {bad_step - 1}, from which a resume would repeat it, was moved to {moved}"
+    return FloatingPointError(
+        f"not finite at step {bad_step}: {cause}. Stopping; every checkpoint holds a finite state and "
+        f"{_kept_checkpoint(ckpt)}"
+    )
 
 
 class Preemption:
@@ -155,7 +200,7 @@ def train(
     peak_total = peak * jax.device_count()
 
     step = int(state.step)
-    first_bad = jnp.array(-1, jnp.int32)
+    first_bad = _no_bad_step()
     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
     fetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
@@ -167,7 +212,7 @@ def train(
                 except concurrent.futures.TimeoutError:
                     raise TimeoutError(
                         f"the data pipeline produced no batch for {t.data_timeout_s} s at step {step + 1}; "
-                        f"the last good checkpoint ({ckpt.latest_step()}) is kept"
+                        f"{_kept_checkpoint(ckpt)}"
                     ) from None
                 data_wait += time.perf_counter() - t_data
                 if prepare is not None:
@@ -175,15 +220,14 @@ def train(
                 state, metrics = trainer.step(state, trainer.shard_batch(batch))
                 step += 1
                 window_steps += 1
-                first_bad = _track_first_bad_step(first_bad, metrics["loss"], step)
+                first_bad = _track_first_bad_step(
+                    first_bad, metrics.pop(FINITE), metrics.pop(BATCH_FINITE), step
+                )
                 must_save = step % t.checkpoint_every == 0 or step == t.steps
                 if step % t.log_every == 0 or must_save:
-                    bad = int(first_bad)
-                    if bad >= 0:
-                        raise FloatingPointError(
-                            f"the loss is not finite at step {bad}; stopping. The last good checkpoint "
-                            f"(step {ckpt.latest_step()}) is kept in {ckpt.directory}"
-                        )
+                    bad = jax.device_get(first_bad)
+                    if bad["step"] >= 0:
+                        raise _stop_not_finite(int(bad["step"]), bool(bad["batch_finite"]), ckpt)
                     m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     elapsed = time.perf_counter() - window_start
                     step_s = elapsed / window_steps
@@ -206,7 +250,7 @@ def train(
                     on_step(step, state)
                     window_start += time.perf_counter() - hook_start  # not part of the step time
                 if preemption.reached(step):
-                    if int(first_bad) < 0:
+                    if int(first_bad["step"]) < 0:
                         ckpt.save(step, state, config, data_iterator)
                     log(f"preempted: saved step {step} to {ckpt.directory}")
                     break
