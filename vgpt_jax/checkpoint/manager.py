@@ -37,6 +37,7 @@ class Checkpointer:
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._last_saved: int | None = None
 
     def save(
         self,
@@ -46,7 +47,13 @@ class Checkpointer:
         data_iterator=None,
         force: bool = True,
     ) -> bool:
-        """Starts saving ``step``; returns at once when async (call :meth:`wait` before exiting)."""
+        """Starts saving ``step``; returns at once when async (call :meth:`wait` before exiting).
+
+        Saving the step this checkpointer saved last again does nothing (returns False), so a
+        preemption save on a step that was just saved is harmless.
+        """
+        if step == self._last_saved:
+            return False
         items = {"state": ocp.args.StandardSave(state)}
         if config is not None:
             items["config"] = ocp.args.JsonSave(config.to_dict())
@@ -54,7 +61,9 @@ class Checkpointer:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        self._last_saved = step
+        return saved
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -80,8 +80,9 @@ def _stop_not_finite(bad_step: int, batch_finite: bool, ckpt: Checkpointer) -> F
 
 
 class Preemption:
-    """SIGTERM -> finish the current step, save, exit 0. Multi-host runs agree on the step
-    through JAX's preemption sync point; a single process uses its own signal handler."""
+    """SIGTERM -> finish the current step, save it (once, also on a checkpoint or the last step),
+    return normally (exit 0). Multi-host runs agree on the step through JAX's preemption sync
+    point; a single process uses its own signal handler."""
 
     def __init__(self):
         self.requested = False
@@ -223,7 +224,9 @@ def train(
                 first_bad = _track_first_bad_step(
                     first_bad, metrics.pop(FINITE), metrics.pop(BATCH_FINITE), step
                 )
-                must_save = step % t.checkpoint_every == 0 or step == t.steps
+                # a preempted step is saved like a checkpoint step, so never twice
+                preempted = preemption.reached(step)
+                must_save = step % t.checkpoint_every == 0 or step == t.steps or preempted
                 if step % t.log_every == 0 or must_save:
                     bad = jax.device_get(first_bad)
                     if bad["step"] >= 0:
@@ -249,9 +252,7 @@ def train(
                     hook_start = time.perf_counter()
                     on_step(step, state)
                     window_start += time.perf_counter() - hook_start  # not part of the step time
-                if preemption.reached(step):
-                    if int(first_bad["step"]) < 0:
-                        ckpt.save(step, state, config, data_iterator)
+                if preempted:
                     log(f"preempted: saved step {step} to {ckpt.directory}")
                     break
     finally:
