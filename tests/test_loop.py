@@ -3,6 +3,7 @@
 import glob
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -106,6 +107,43 @@ def test_a_nan_batch_before_any_checkpoint_says_there_is_none(tmp_path):
     c = _config(10, log_every=5)
     with pytest.raises(FloatingPointError, match="batch of step 1 is not finite.*no checkpoint is kept"):
         train(c, str(tmp_path), _batches(nan_at=1), mesh=_mesh(c), log=lambda s: None)
+
+
+def _truncate_largest_array_file(step_dir) -> None:
+    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**"), recursive=True) if os.path.isfile(f)]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "r+b") as f:
+        f.truncate(os.path.getsize(largest) // 2)
+
+
+def test_resume_sets_damaged_newest_steps_aside_and_falls_back(tmp_path):
+    """A truncated array file (step 3) and an empty step folder (step 4): both are reported and
+    renamed aside, the run resumes from step 2 and saves 3 and 4 again. When no step restores,
+    the error lists each one tried and nothing is moved."""
+    c = _config(3, log_every=3, checkpoint_every=1)
+    train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lambda s: None)
+    checkpoints = tmp_path / "checkpoints"
+    _truncate_largest_array_file(checkpoints / "3")
+    (checkpoints / "4").mkdir()
+
+    c.train.steps = 4
+    lines = []
+    state = train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lines.append)
+    text = "\n".join(lines)
+    for step in (3, 4):
+        assert re.search(
+            rf"checkpoint step {step} cannot be restored \(.+\); moved to .*/{step}\.bad-", text
+        ), text
+        (aside,) = glob.glob(str(checkpoints / f"{step}.bad-*"))
+    assert f"resumed from {checkpoints} at step 2" in text and int(state.step) == 4
+    assert os.listdir(aside) == [] and Checkpointer(checkpoints).all_steps() == [2, 3, 4]
+
+    for step in (2, 3, 4):  # every step damaged
+        shutil.rmtree(checkpoints / str(step) / "state")
+    with pytest.raises(ValueError, match="no checkpoint .* can be restored") as e:
+        train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lambda s: None)
+    assert re.search(r"tried step 4: .+; step 3: .+; step 2: .+\. Nothing was moved", str(e.value)), e.value
+    assert Checkpointer(checkpoints).all_steps() == [2, 3, 4]
 
 
 def test_stalled_data_stops_naming_the_step(tmp_path):

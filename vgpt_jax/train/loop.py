@@ -26,6 +26,7 @@ from vgpt_jax.checkpoint.params import load_params
 from vgpt_jax.models.video_gpt import num_params
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops
+from vgpt_jax.train.resume import restore_newest
 from vgpt_jax.train.step import BATCH_FINITE, FINITE, Trainer, TrainState
 
 
@@ -180,9 +181,10 @@ def train(
     os.makedirs(workdir, exist_ok=True)
     trainer = Trainer(config, make_mesh(config.mesh) if mesh is None else mesh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.keep_checkpoints)
-    if ckpt.latest_step() is not None:
-        target = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-        state = ckpt.restore(target, data_iterator=data_iterator)
+    target = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+    restored = restore_newest(ckpt, target, data_iterator, log)
+    if restored is not None:
+        state = restored[1]
         log(f"resumed from {ckpt.directory} at step {int(state.step)}")
     else:
         state = trainer.init()
