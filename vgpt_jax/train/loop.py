@@ -28,6 +28,7 @@ from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops
 from vgpt_jax.train.resume import restore_newest
 from vgpt_jax.train.step import BATCH_FINITE, FINITE, Trainer, TrainState
+from vgpt_jax.train.workdir_lock import WorkdirLock
 
 
 @jax.jit
@@ -174,11 +175,17 @@ def train(
     checkpointable Grain iterator pass it again as ``data_iterator`` so its position is saved
     and restored with the state. ``prepare(batch, step)`` maps a pipeline batch to the step's
     inputs (e.g. pixels -> posterior samples, keyed by the step), ``on_step(step, state)`` runs
-    after every step (e.g. writing sample videos). Returns the final state.
+    after every step (e.g. writing sample videos). Returns the final state. The workdir is
+    locked while training (:class:`~vgpt_jax.train.workdir_lock.WorkdirLock`).
     """
     config_lib.validate(config)
-    t = config.train
     os.makedirs(workdir, exist_ok=True)
+    with WorkdirLock(workdir, log):
+        return _train(config, workdir, batches, data_iterator, mesh, log, prepare, on_step)
+
+
+def _train(config, workdir, batches, data_iterator, mesh, log, prepare, on_step) -> TrainState:
+    t = config.train
     trainer = Trainer(config, make_mesh(config.mesh) if mesh is None else mesh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.keep_checkpoints)
     target = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
