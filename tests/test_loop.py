@@ -146,6 +146,33 @@ def test_resume_sets_damaged_newest_steps_aside_and_falls_back(tmp_path):
     assert Checkpointer(checkpoints).all_steps() == [2, 3, 4]
 
 
+def test_resume_with_a_changed_config_names_the_fields(tmp_path):
+    """Fields that change the state's shapes or structure refuse to resume, naming them; others
+    (steps, logging, the learning rate) are listed in a warning and the run goes on."""
+    c = _config(2, log_every=2, checkpoint_every=2)
+    train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lambda s: None)
+
+    bigger = _config(3, log_every=1, checkpoint_every=2)
+    bigger.model.update(hidden_size=128, mlp_dim=256)
+    bigger.optim.grad_clip_norm = 0.0  # no clipping: one transform less in the optimiser state
+    bigger.model.remat_policy = "full"  # changes how the model computes, not its state
+    with pytest.raises(ValueError, match="fields that change the train state") as e:
+        train(bigger, str(tmp_path), _batches(), mesh=_mesh(bigger), log=lambda s: None)
+    refused = "model.hidden_size 64 -> 128, model.mlp_dim 128 -> 256, optim.grad_clip_norm 1.0 -> 0.0."
+    assert refused in str(e.value)
+
+    c.train.update(steps=3, log_every=1)
+    c.optim.learning_rate = 2e-3
+    c.model.remat_policy = "full"
+    lines = []
+    state = train(c, str(tmp_path), _batches(), mesh=_mesh(c), log=lines.append)
+    assert int(state.step) == 3
+    assert (
+        "warning: resuming step 2 with a config changed from the saved one: model.remat_policy 'none' -> "
+        "'full', optim.learning_rate 0.001 -> 0.002, train.log_every 2 -> 1, train.steps 2 -> 3"
+    ) in lines
+
+
 def test_stalled_data_stops_naming_the_step(tmp_path):
     c = _config(10)
     c.train.data_timeout_s = 1.0

@@ -189,7 +189,15 @@ def _train(config, workdir, batches, data_iterator, mesh, log, prepare, on_step)
     trainer = Trainer(config, make_mesh(config.mesh) if mesh is None else mesh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.keep_checkpoints)
     target = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-    restored = restore_newest(ckpt, target, data_iterator, log)
+    restored = restore_newest(
+        ckpt,
+        target,
+        config,
+        state_sections=Trainer.STATE_SECTIONS,
+        optim="optim",
+        data_iterator=data_iterator,
+        log=log,
+    )
     if restored is not None:
         state = restored[1]
         log(f"resumed from {ckpt.directory} at step {int(state.step)}")

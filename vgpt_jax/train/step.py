@@ -138,6 +138,9 @@ class Trainer(StateInit):
       same frames; pass ``target`` again if there is only one).
     """
 
+    # config sections whose fields shape the state (the tokenizer's sizes set the latents')
+    STATE_SECTIONS = ("model.", "tokenizer.")
+
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
         self.config = config_lib.validate(config)
         self.mesh = mesh
