@@ -211,6 +211,12 @@ def predict_file(
     4th). ``output`` gets the prediction (after the conditioning frames with ``with_context``) at
     the input's size, at ``fps`` (default: the input's fps / stride, rounded). Returns the frame count.
     """
+    if Path(output).is_dir():  # checked before sampling, which takes minutes
+        raise FileExistsError(
+            f"--output {output} is a folder: pass the path of the .mp4 file to write, e.g. "
+            f"{Path(output) / 'prediction.mp4'}"
+        )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     info = probe_video(video)
     needed = (cond_frames - 1) * stride + 1
     if info.num_frames < needed:
@@ -222,6 +228,5 @@ def predict_file(
     predictor = Predictor.from_checkpoint(checkpoint, **sampling)
     (predicted,) = predictor.predict([context], num_frames, progress=True)
     frames = np.concatenate([context, predicted]) if with_context else predicted
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import ml_collections
 
+from data_pipelines.clip_sampler import REJECTED, SKIPPED
 from data_pipelines.pipeline import make_pipeline
 from vgpt_jax import config as config_lib
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
@@ -51,13 +52,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
         samples.remember(prepared)
         return prepared
 
-    return loop.train(
-        config,
-        workdir,
-        pipeline,
-        data_iterator=pipeline,
-        mesh=mesh,
-        log=log,
-        prepare=prepare,
-        on_step=samples,
-    )
+    try:
+        return loop.train(
+            config,
+            workdir,
+            pipeline,
+            data_iterator=pipeline,
+            mesh=mesh,
+            log=log,
+            prepare=prepare,
+            on_step=samples,
+        )
+    finally:  # the counts live in the iterator's state: a resumed run's include the earlier runs'
+        log(
+            f"data: {pipeline.counts[SKIPPED]} unreadable videos skipped and {pipeline.counts[REJECTED]} "
+            "refused by the rules on this host since the run began"
+        )
