@@ -223,6 +223,12 @@ def predict_file(
     are the checkpoint's ``config.sampling``; ``overrides`` and ``sampling`` replace single fields
     (see :meth:`Predictor.from_checkpoint`). Returns the frame count.
     """
+    if Path(output).is_dir():  # checked before sampling, which takes minutes
+        raise FileExistsError(
+            f"--output {output} is a folder: pass the path of the .mp4 file to write, e.g. "
+            f"{Path(output) / 'prediction.mp4'}"
+        )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     info = probe_video(video)
     needed = (cond_frames - 1) * stride + 1
     if info.num_frames < needed:
@@ -234,6 +240,5 @@ def predict_file(
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
     (predicted,) = predictor.predict([context], num_frames, progress=True)
     frames = np.concatenate([context, predicted]) if with_context else predicted
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)
