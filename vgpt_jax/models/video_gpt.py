@@ -44,7 +44,7 @@ import numpy as np
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import ATTENTION_RESIDUALS, KVPrefix, SelfAttention, TokenAttrs
+from vgpt_jax.nn.attention import KVPrefix, SelfAttention
 from vgpt_jax.nn.embeddings import (
     PatchEmbed,
     TimestepEmbedder,
@@ -56,7 +56,9 @@ from vgpt_jax.nn.embeddings import (
 from vgpt_jax.nn.initializers import phi3_normal, zeros
 from vgpt_jax.nn.mlp import GatedMLP
 from vgpt_jax.nn.norms import RMSNorm, layer_norm_no_affine
+from vgpt_jax.nn.remat import ATTENTION_RESIDUALS
 from vgpt_jax.nn.rope import inverse_frequencies, rope_cos_sin
+from vgpt_jax.nn.tokens import TokenAttrs
 
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,

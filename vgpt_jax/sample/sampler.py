@@ -21,7 +21,7 @@ from vgpt_jax import config as config_lib
 from vgpt_jax.diffusion import flow
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import VideoGPT
-from vgpt_jax.nn.attention import TokenAttrs
+from vgpt_jax.nn.tokens import TokenAttrs
 
 
 def _rows(x: jax.Array, batch: int) -> jax.Array:
