@@ -40,10 +40,10 @@ import numpy as np
 from vgpt_jax import config as config_lib
 from vgpt_jax import profile
 from vgpt_jax.models.video_gpt import VideoGPT, num_params
-from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, tree_shardings
+from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context, tree_shardings
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
-from vgpt_jax.train.step import Trainer, apply_gradients, sharding_context
+from vgpt_jax.train.step import Trainer, apply_gradients
 
 
 def load_config(path: str, overrides: Sequence[str] = ()):

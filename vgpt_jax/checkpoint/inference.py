@@ -32,7 +32,7 @@ from vgpt_jax.models import clip_tokenizer
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
 from vgpt_jax.parallel import mesh as mesh_lib
-from vgpt_jax.train.step import sharding_context
+from vgpt_jax.parallel.mesh import sharding_context
 
 CHECKPOINTS_DIR = "checkpoints"  # a training workdir's Orbax folder
 

@@ -8,6 +8,7 @@ axes, so a config changes only the mesh sizes to move between 1 CPU, 8 devices, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -70,6 +71,14 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
     shape = mesh_shape(mesh_config, len(devices))
     device_array = np.asarray(devices).reshape(shape)
     return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def sharding_context(mesh: Mesh) -> contextlib.ExitStack:
+    """The mesh and logical rules under which the model is traced (entered outside ``jit``)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(mesh))
+    stack.enter_context(nn.logical_axis_rules(LOGICAL_AXIS_RULES))
+    return stack
 
 
 def logical_sharding(mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:

@@ -36,8 +36,8 @@ from vgpt_jax.evaluation.physics_iq_video import REENCODE_HINT
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
 from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler
-from vgpt_jax.train.step import sharding_context
 
 # config.sampling fields a user may override per run (the CLI's flags)
 SAMPLING_FIELDS = ("steps", "cfg_scale", "clip_frames", "window_frames", "seed")

@@ -30,13 +30,13 @@ from data_pipelines.encode_latents import read_frames
 from data_pipelines.pipeline import open_source
 from vgpt_jax.models import clip_tokenizer as ct
 from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.train.step import (
     StateInit,
     TrainState,
     apply_gradients,
     learning_rate_schedule,
     make_optimizer,
-    sharding_context,
 )
 
 TOKENIZER_DIR = "tokenizer"  # under the workdir
