@@ -41,10 +41,10 @@ from vgpt_jax.evaluation.physics_iq_generate import CONDITIONING_SECONDS, genera
 from vgpt_jax.evaluation.physics_iq_layout import EVAL_SECONDS, split_dir, take_one_videos
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.sample.predict import SAMPLING_FIELDS, write_mp4
+from vgpt_jax.sample.predict import SAMPLING_FIELDS
 from vgpt_jax.train import launch
 from vgpt_jax.train.loop import read_metrics
-from vgpt_jax.train.samples import side_by_side, write_gif
+from vgpt_jax.train.samples import side_by_side
 from vgpt_jax.train.tokenizer import TOKENIZER_DIR, train_tokenizer
 
 WORLD_DIR, LATENTS_DIR, MODEL_DIR, EXPORT_DIR = "world", "latents", "videogpt", "export"
@@ -125,7 +125,7 @@ def copy_last_frame_baseline(data_dir: Path, fps: int, output_dir: Path) -> Path
         if output.exists():
             continue
         last = read_conditioning(split_dir(data_dir, "conditioning", fps) / video.conditioning_name(fps), 1)
-        write_mp4(output, np.broadcast_to(last, (EVAL_SECONDS * fps, *last.shape[1:])), fps)
+        video_io.write_mp4(output, np.broadcast_to(last, (EVAL_SECONDS * fps, *last.shape[1:])), fps)
     return output_dir
 
 
@@ -142,7 +142,7 @@ def write_side_by_side(data_dir: Path, generated: Path, fps: int, output_dir: Pa
         frames = side_by_side(np.concatenate([context, real]), np.concatenate([context, predicted]))
         stem = output_dir / f"{video.id}_{video.scenario.removesuffix('.mp4')}"
         video_io.write_video(f"{stem}.mp4", frames, fps)
-        write_gif(f"{stem}.gif", frames, fps)
+        video_io.write_gif(f"{stem}.gif", frames, fps)
         written.append(f"{stem}.mp4")
     return written
 

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from data_pipelines.video_io import probe_video, read_video, write_mp4
 from vgpt_jax.evaluation.physics_iq_layout import (
     DOWNLOAD_HINT,
     EVAL_SECONDS,
@@ -30,7 +31,7 @@ from vgpt_jax.evaluation.physics_iq_layout import (
     split_dir,
     take_one_videos,
 )
-from vgpt_jax.sample.predict import Predictor, probe_video, read_video, write_mp4
+from vgpt_jax.sample.predict import Predictor
 
 CONDITIONING_SECONDS = 3  # the benchmark's v2v input: the 3 s before the switch frame
 

@@ -16,7 +16,6 @@ mesh; a last partial batch is padded by repeating its last video.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,6 @@ from PIL import Image
 from data_pipelines import transforms, video_io
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import inference_mesh, load_for_inference
-from vgpt_jax.evaluation.physics_iq_video import REENCODE_HINT
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
 from vgpt_jax.parallel import mesh as mesh_lib
@@ -41,7 +39,6 @@ from vgpt_jax.sample.sampler import Sampler
 
 # config.sampling fields a user may override per run (the CLI's flags)
 SAMPLING_FIELDS = ("steps", "cfg_scale", "clip_frames", "window_frames", "seed")
-PARTIAL_DIR = ".partial"  # videos being written, beside the finished ones
 
 
 def with_sampling(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
@@ -72,24 +69,6 @@ def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 def to_uint8(pixels: jax.Array) -> jax.Array:
     """[0, 1] floats -> uint8, rounded to the nearest level (as diffusers' image processor does)."""
     return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-
-
-def probe_video(path: str | os.PathLike) -> video_io.VideoInfo:
-    """Size, frame count and fps of a video; FileNotFoundError/ValueError naming it when unusable."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"the video {path} does not exist")
-    try:
-        return video_io.probe(str(path))
-    except video_io.BadVideoError as error:
-        raise ValueError(f"cannot decode the video {error}: {REENCODE_HINT}") from None
-
-
-def read_video(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
-    """Frames at ``indices``: (len(indices), H, W, 3) uint8 RGB; ValueError naming the file if unreadable."""
-    try:
-        return video_io.read_frames(str(path), indices)
-    except video_io.BadVideoError as error:
-        raise ValueError(f"cannot decode the video {error}: {REENCODE_HINT}") from None
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -175,25 +154,6 @@ class Predictor:
         return out
 
 
-def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
-    """Writes (T, H, W, 3) uint8 RGB as an H.264 MP4 of exactly T frames lasting T / fps seconds.
-
-    The file appears under its name only once complete (written in ``.partial/`` beside it, then
-    renamed), so an interrupted run never leaves a truncated video that looks finished, nor a stray
-    ``.mp4`` among the finished ones. Odd sides lose their last row/column: yuv420p needs even ones.
-    """
-    path = Path(path)
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    partial = path.parent / PARTIAL_DIR / path.name
-    partial.parent.mkdir(exist_ok=True)
-    written = video_io.write_video(str(partial), frames[:, :height, :width], fps)
-    if written != len(frames):  # write_video counts what it encoded; a mismatch is a bug, not input
-        raise RuntimeError(f"wrote {written} of {len(frames)} frames to {partial}")
-    os.replace(partial, path)
-    with contextlib.suppress(OSError):  # kept while other videos are being written
-        partial.parent.rmdir()
-
-
 def predict_file(
     checkpoint: str | os.PathLike,
     video: str | os.PathLike,
@@ -211,17 +171,17 @@ def predict_file(
     4th). ``output`` gets the prediction (after the conditioning frames with ``with_context``) at
     the input's size, at ``fps`` (default: the input's fps / stride, rounded). Returns the frame count.
     """
-    info = probe_video(video)
+    info = video_io.probe_video(video)
     needed = (cond_frames - 1) * stride + 1
     if info.num_frames < needed:
         raise ValueError(
             f"{video} has {info.num_frames} frames, fewer than the {needed} that {cond_frames} conditioning "
             f"frames at stride {stride} span: lower --cond-frames or --stride"
         )
-    context = read_video(video, range(0, needed, stride))
+    context = video_io.read_video(video, range(0, needed, stride))
     predictor = Predictor.from_checkpoint(checkpoint, **sampling)
     (predicted,) = predictor.predict([context], num_frames, progress=True)
     frames = np.concatenate([context, predicted]) if with_context else predicted
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
+    video_io.write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)

@@ -14,9 +14,8 @@ import jax
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from PIL import Image
 
-from data_pipelines.video_io import write_video
+from data_pipelines.video_io import write_gif, write_video
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
 from vgpt_jax.sample.sampler import Sampler
 
@@ -24,12 +23,6 @@ from vgpt_jax.sample.sampler import Sampler
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """[0, 1] floats -> uint8 (rounded)."""
     return np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def write_gif(path: str, frames: np.ndarray, fps: int) -> None:
-    """(T, H, W, 3) uint8 -> an endlessly looping GIF at ``fps``."""
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
 def side_by_side(real: np.ndarray, predicted: np.ndarray) -> np.ndarray:
