@@ -66,7 +66,7 @@ def scaled_posterior(tokenizer, frames: np.ndarray, block: int) -> tuple[np.ndar
     Frames go through the tokenizer ``block`` at a time, the last block zero-padded, so one
     compiled program serves every video length.
     """
-    x = transforms.to_unit_range(frames)
+    x = transforms.uint8_to_signed(frames)
     n = len(x)
     x = np.pad(x, ((0, -n % block), (0, 0), (0, 0), (0, 0)))
     parts = [tokenizer.posterior(x[i : i + block]) for i in range(0, len(x), block)]
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vgpt_jax.bench import load_config
     from vgpt_jax.checkpoint.params import is_params_checkpoint
     from vgpt_jax.checkpoint.params import load_config as load_checkpoint_config
-    from vgpt_jax.models.clip_tokenizer import ClipTokenizer
+    from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
     from vgpt_jax.parallel.mesh import make_mesh
 
     if args.config:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         config = config_lib.base_config()
     config.tokenizer.weights = args.tokenizer
-    tokenizer = ClipTokenizer.from_weights(config, make_mesh(config.mesh))
+    tokenizer = tokenizer_from_weights(config, make_mesh(config.mesh))
     d = config.data
     spec = ClipSpec.from_config(
         d, downsample=tokenizer.cfg.downsample_factor, min_side=d.get("min_side", transforms.MIN_SIDE)

@@ -36,10 +36,15 @@ from data_pipelines.encode_latents import encode_dataset, tokenizer_meta
 from data_pipelines.pipeline import open_source
 from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.params import is_params_checkpoint
+from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
 from vgpt_jax.evaluation import physics_iq
-from vgpt_jax.evaluation.physics_iq_generate import CONDITIONING_SECONDS, generate, read_conditioning
-from vgpt_jax.evaluation.physics_iq_layout import EVAL_SECONDS, split_dir, take_one_videos
-from vgpt_jax.models.clip_tokenizer import ClipTokenizer
+from vgpt_jax.evaluation.physics_iq_generate import generate, read_conditioning
+from vgpt_jax.evaluation.physics_iq_layout import (
+    CONDITIONING_SECONDS,
+    EVAL_SECONDS,
+    split_dir,
+    take_one_videos,
+)
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.sample.predict import SAMPLING_FIELDS
 from vgpt_jax.train import launch
@@ -95,7 +100,7 @@ def latents_stage(config: ml_collections.ConfigDict, world: Path, workdir: Path,
         return latents
     shutil.rmtree(latents, ignore_errors=True)
     start = time.perf_counter()
-    tokenizer = ClipTokenizer.from_weights(config, make_mesh(config.mesh))
+    tokenizer = tokenizer_from_weights(config, make_mesh(config.mesh))
     d = config.data
     spec = ClipSpec.from_config(d, downsample=tokenizer.cfg.downsample_factor, min_side=d.min_side)
     meta = {"tokenizer": tokenizer_meta(tokenizer), "tokenizer_weights": config.tokenizer.weights}

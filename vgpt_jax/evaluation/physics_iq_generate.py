@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from data_pipelines.video_io import probe_video, read_video, write_mp4
 from vgpt_jax.evaluation.physics_iq_layout import (
+    CONDITIONING_SECONDS,
     DOWNLOAD_HINT,
     EVAL_SECONDS,
     RealVideo,
@@ -32,8 +33,6 @@ from vgpt_jax.evaluation.physics_iq_layout import (
     take_one_videos,
 )
 from vgpt_jax.sample.predict import Predictor
-
-CONDITIONING_SECONDS = 3  # the benchmark's v2v input: the 3 s before the switch frame
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ from vgpt_jax.evaluation.physics_iq_video import VideoInfo, probe
 VIEWS = ("perspective-left", "perspective-center", "perspective-right")
 TAKES = ("take-1", "take-2")
 EVAL_SECONDS = 5  # the metrics compare the first 5 s after the switch frame
+CONDITIONING_SECONDS = 3  # the benchmark's v2v input: the 3 s before the switch frame
 DESCRIPTIONS = Path("descriptions") / "descriptions.csv"
 DOWNLOAD_HINT = "download it with the benchmark's code/download_physics_iq_data.py"
 _GENERATED_NAME = re.compile(r"(\d{4})_.*\.mp4")

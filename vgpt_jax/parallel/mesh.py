@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tensor", "sequence")
+from vgpt_jax.config import MESH_AXES
 
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     # parameters
@@ -93,6 +94,16 @@ def tree_shardings(mesh: Mesh, annotated_tree) -> object:
     specs = nn.logical_to_mesh(specs, LOGICAL_AXIS_RULES)
     return jax.tree.map(
         lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec)
+    )
+
+
+def abstract_on_mesh(mesh: Mesh, annotated_tree) -> Any:
+    """A tree of ``nn.Partitioned`` abstract leaves (``jax.eval_shape`` of an init) -> unboxed
+    ShapeDtypeStructs carrying the shardings of their logical names on ``mesh``."""
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        nn.unbox(annotated_tree),
+        tree_shardings(mesh, annotated_tree),
     )
 
 

@@ -32,7 +32,7 @@ from data_pipelines import transforms, video_io
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import inference_mesh, load_for_inference
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
+from vgpt_jax.models.video_gpt import model_from_config
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler
@@ -89,7 +89,7 @@ class _Reencoder:
         self.pixels.append(pixels)
         # The last round's re-encoding goes unused: rollout does not say which round is the last.
         return self.tokenizer.encode(
-            transforms.to_unit_range(pixels), jax.random.fold_in(self.key, len(self.pixels))
+            transforms.uint8_to_signed(pixels), jax.random.fold_in(self.key, len(self.pixels))
         )
 
 
@@ -107,7 +107,7 @@ class Predictor:
         self.params = params
         self.tokenizer = tokenizer
         self.mesh = inference_mesh(config) if mesh is None else mesh
-        self.sampler = Sampler(config, VideoGPT(ModelConfig.from_config(config)))
+        self.sampler = Sampler(config, model_from_config(config))
         d = config.data
         f = tokenizer.cfg.downsample_factor
         self.frame_size = (d.latent_height * f, d.latent_width * f)  # (height, width) in pixels
@@ -125,7 +125,7 @@ class Predictor:
         n = len(videos)
         batch = np.stack([*videos, *[videos[-1]] * (self.batch_size - n)])
         encode_key, sample_key = jax.random.split(jax.random.key(self.config.sampling.seed))
-        context = self.tokenizer.encode(transforms.to_unit_range(batch), jax.random.fold_in(encode_key, 0))
+        context = self.tokenizer.encode(transforms.uint8_to_signed(batch), jax.random.fold_in(encode_key, 0))
         context = jax.device_put(context, self._batch_sharding)
         reencode = _Reencoder(self.tokenizer, encode_key)
         with sharding_context(self.mesh):

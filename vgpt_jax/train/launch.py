@@ -16,7 +16,8 @@ import ml_collections
 from data_pipelines.clip_sampler import ClipSpec
 from data_pipelines.pipeline import make_pipeline, open_source
 from vgpt_jax import config as config_lib
-from vgpt_jax.models.clip_tokenizer import ClipTokenizer, write_weight_fields
+from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
+from vgpt_jax.models.clip_tokenizer import write_weight_fields
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train import loop
 from vgpt_jax.train.inputs import TrainInputs
@@ -36,7 +37,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
     if not os.path.exists(d.source_path):
         raise FileNotFoundError(f"config.data.source_path={d.source_path} does not exist")
     mesh = make_mesh(config.mesh)
-    tokenizer = ClipTokenizer.from_weights(config, mesh)
+    tokenizer = tokenizer_from_weights(config, mesh)
     # checkpoints then carry the tokenizer's own sizes and scaling, which inference reads
     write_weight_fields(tokenizer.cfg, config)
     spec = ClipSpec.from_config(d, downsample=tokenizer.cfg.downsample_factor, min_side=d.min_side)

@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from data_pipelines.video_io import write_gif, write_video
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
+from vgpt_jax.models.video_gpt import model_from_config
 from vgpt_jax.sample.sampler import Sampler
 
 
@@ -38,7 +38,7 @@ class SampleVideos:
         self.fps = config.train.sample_fps
         self.tokenizer = tokenizer
         self.directory = os.path.join(workdir, "samples")
-        self.sampler = Sampler(config, VideoGPT(ModelConfig.from_config(config)))
+        self.sampler = Sampler(config, model_from_config(config))
         self.predict_frames = min(config.sampling.clip_frames, config.data.num_frames - 1)
         self.clip = None
 
