@@ -39,8 +39,8 @@ from data_pipelines import physics_scenes, video_io
 from data_pipelines.array_record_source import ClipRecordWriter
 from data_pipelines.physics_render import draw_balls, render_background
 from data_pipelines.physics_sim import Trajectory, simulate, step_index
-from vgpt_jax.evaluation.physics_iq_layout import CONDITIONING_SECONDS
-from vgpt_jax.evaluation.physics_iq_masks import motion_masks
+from vgpt_jax.evaluation.physics_iq.layout import CONDITIONING_SECONDS
+from vgpt_jax.evaluation.physics_iq.masks import motion_masks
 
 BENCHMARK_DIR = "physics-IQ-benchmark"
 DESCRIPTIONS = os.path.join("descriptions", "descriptions.csv")

@@ -185,7 +185,7 @@ def run() -> None:
         sys.exit(2)
     command = sys.argv[1]
     if command == "physics-iq":
-        from vgpt_jax.evaluation import physics_iq
+        from vgpt_jax.evaluation.physics_iq import command as physics_iq
 
         sys.exit(physics_iq.main(sys.argv[2:]))
     if command == "convert":

@@ -37,14 +37,15 @@ from data_pipelines.pipeline import open_source
 from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.params import is_params_checkpoint
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
-from vgpt_jax.evaluation import physics_iq
-from vgpt_jax.evaluation.physics_iq_generate import generate, read_conditioning
-from vgpt_jax.evaluation.physics_iq_layout import (
+from vgpt_jax.evaluation.physics_iq.generate import generate, read_conditioning
+from vgpt_jax.evaluation.physics_iq.layout import (
     CONDITIONING_SECONDS,
     EVAL_SECONDS,
+    find_descriptions,
     split_dir,
     take_one_videos,
 )
+from vgpt_jax.evaluation.physics_iq.score import score
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.sample.predict import SAMPLING_FIELDS
 from vgpt_jax.train import launch
@@ -125,7 +126,7 @@ def copy_last_frame_baseline(data_dir: Path, fps: int, output_dir: Path) -> Path
     Videos already written are kept (they are written complete, then renamed), as generation does.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    for video in take_one_videos(data_dir):
+    for video in take_one_videos(find_descriptions(data_dir)):
         output = output_dir / video.generated_name
         if output.exists():
             continue
@@ -138,7 +139,7 @@ def write_side_by_side(data_dir: Path, generated: Path, fps: int, output_dir: Pa
     """MP4 + GIF of ``count`` test cases: the real take 1 | the model, conditioning then prediction."""
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for video in take_one_videos(data_dir)[:count]:
+    for video in take_one_videos(find_descriptions(data_dir))[:count]:
         conditioning = split_dir(data_dir, "conditioning", fps) / video.conditioning_name(fps)
         context = read_conditioning(conditioning, CONDITIONING_SECONDS * fps)
         testing = split_dir(data_dir, "testing", fps) / video.testing_name(fps)
@@ -220,7 +221,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
     )
     timed("baseline", copy_last_frame_baseline, benchmark, fps, generated[BASELINE])
     scores = {
-        name: timed(f"score {name}", physics_iq.score, benchmark, folder, workdir / SCORES_DIR / name, fps)
+        name: timed(f"score {name}", score, benchmark, folder, workdir / SCORES_DIR / name, fps)
         for name, folder in generated.items()
     }
     videos = write_side_by_side(
