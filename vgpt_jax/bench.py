@@ -37,11 +37,11 @@ import numpy as np
 
 from vgpt_jax import config as config_lib
 from vgpt_jax import profile
-from vgpt_jax.models.video_gpt import VideoGPT, num_params
-from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, tree_shardings
+from vgpt_jax.models.video_gpt import abstract_params, example_inputs, model_from_config, num_params
+from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
-from vgpt_jax.train.step import Trainer, apply_gradients, sharding_context
+from vgpt_jax.train.step import Trainer, apply_gradients
 
 
 def parse_row(row: str) -> tuple[str, str, list[str]]:
@@ -261,18 +261,12 @@ def bench_sample(
     )
     config.mesh.update(**(mesh or parse_mesh("fsdp=1,tensor=-1")))
     config_lib.validate(config)
-    from vgpt_jax.models.video_gpt import ModelConfig, example_inputs
-
     device_mesh = make_mesh(config.mesh)
-    model = VideoGPT(ModelConfig.from_config(config))
-
-    def init(key):
-        return model.init(key, *example_inputs(config, num_frames=2))["params"]
+    model = model_from_config(config)
 
     def random_params(key):
-        return jax.tree.map(
-            lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), nn.unbox(init(key))
-        )
+        init = nn.unbox(model.init(key, *example_inputs(config, num_frames=2))["params"])
+        return jax.tree.map(lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), init)
 
     sampler = Sampler(config, model)
     d = config.data
@@ -280,7 +274,7 @@ def bench_sample(
     hist = jax.random.normal(jax.random.key(2), shape, jnp.float32)
     noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
     with sharding_context(device_mesh):
-        shardings = tree_shardings(device_mesh, jax.eval_shape(init, jax.random.key(0)))
+        shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
         params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
         row = _time_clip(sampler, params, hist, noise)
     return {

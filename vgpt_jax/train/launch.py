@@ -15,7 +15,8 @@ import ml_collections
 from data_pipelines.clip_sampler import REJECTED, SKIPPED
 from data_pipelines.pipeline import make_pipeline
 from vgpt_jax import config as config_lib
-from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
+from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
+from vgpt_jax.models.clip_tokenizer import TokenizerConfig, write_weight_fields
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train import loop, preflight
 from vgpt_jax.train.inputs import TrainInputs
@@ -33,7 +34,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
         config, preflight.clip_spec(config, TokenizerConfig.from_config(config).downsample_factor)
     )
     mesh = make_mesh(config.mesh)
-    tokenizer = ClipTokenizer.from_weights(config, mesh)
+    tokenizer = tokenizer_from_weights(config, mesh)
     # checkpoints then carry the tokenizer's own sizes and scaling, which inference reads
     write_weight_fields(tokenizer.cfg, config)
     pipeline = make_pipeline(

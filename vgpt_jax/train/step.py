@@ -7,7 +7,6 @@ same structure and all shapes are static. The step takes latents, not pixels.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import flax
@@ -23,6 +22,7 @@ from vgpt_jax.diffusion import flow
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
 from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.parallel.mesh import sharding_context
 
 
 @flax.struct.dataclass
@@ -95,14 +95,6 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
     if optim.grad_clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), adamw)
     return adamw
-
-
-def sharding_context(mesh: Mesh):
-    """The mesh and logical rules under which the model is traced (entered outside ``jit``)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.set_mesh(mesh))
-    stack.enter_context(nn.logical_axis_rules(mesh_lib.LOGICAL_AXIS_RULES))
-    return stack
 
 
 class StateInit:
