@@ -63,7 +63,7 @@ def scaled_posterior(tokenizer, frames: np.ndarray, block: int) -> tuple[np.ndar
     Frames go through the tokenizer ``block`` at a time, the last block zero-padded, so one
     compiled program serves every video length.
     """
-    x = transforms.to_unit_range(frames)
+    x = transforms.uint8_to_signed(frames)
     n = len(x)
     x = np.pad(x, ((0, -n % block), (0, 0), (0, 0), (0, 0)))
     parts = [tokenizer.posterior(x[i : i + block]) for i in range(0, len(x), block)]

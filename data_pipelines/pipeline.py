@@ -105,7 +105,7 @@ def make_global_batch(
     for name, local in host_batch.items():
         global_shape = (global_batch_size, *local.shape[1:])
         array = jax.make_array_from_process_local_data(batch_sharding(mesh, local.ndim), local, global_shape)
-        out[name] = transforms.to_unit_range(array) if name == "video" else array
+        out[name] = transforms.uint8_to_signed(array) if name == "video" else array
     return out
 
 

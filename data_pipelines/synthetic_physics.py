@@ -39,12 +39,12 @@ from data_pipelines import physics_scenes, video_io
 from data_pipelines.array_record_source import ClipRecordWriter
 from data_pipelines.physics_render import draw_balls, render_background
 from data_pipelines.physics_sim import Trajectory, simulate, step_index
-from vgpt_jax.evaluation.physics_iq_masks import motion_masks
+from vgpt_jax.evaluation.physics_iq.layout import CONDITIONING_SECONDS
+from vgpt_jax.evaluation.physics_iq.masks import motion_masks
 
 BENCHMARK_DIR = "physics-IQ-benchmark"
 DESCRIPTIONS = os.path.join("descriptions", "descriptions.csv")
 BENCHMARK_FPS = (8, 16, 24, 30)
-CONDITIONING_SECONDS = 3
 TESTING_SECONDS = 5
 TAKES = ("take-1", "take-2")
 CATEGORY = "Solid Mechanics"

@@ -161,6 +161,6 @@ def fit_to_bucket(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return centre_crop(frames, height, width)
 
 
-def to_unit_range(pixels):
+def uint8_to_signed(pixels):
     """uint8 RGB -> float32 in [-1, 1]: ``(x / 255 - 0.5) / 0.5``. Works on NumPy and JAX arrays."""
     return pixels.astype("float32") / 127.5 - 1.0

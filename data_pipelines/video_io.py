@@ -1,24 +1,34 @@
-"""Video files through PyAV: probe, decode only the frames a clip needs, and write MP4.
+"""Video files through PyAV: probe, decode only the frames a clip needs, and write MP4 and GIF.
 
 Every failure of a file (missing, zero length, corrupt, truncated, no video stream, unsupported
 codec) surfaces as :class:`BadVideoError`, so callers can skip and count it with one ``except``.
 Frame ``i`` is the i-th frame in presentation order, found from timestamps: ``round((pts - start)
 * time_base * fps)``, which is exact for the constant-frame-rate videos of training sets.
+
+:func:`probe_video` and :func:`read_video` are the same reads for a user's own file, where a bad
+video is the user's to fix: they raise FileNotFoundError / ValueError with the fix instead.
+:func:`write_mp4` writes a finished video atomically; :func:`write_gif` a looping preview.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 # Needed frames further apart than this are reached by a new seek rather than by decoding the gap
 # (about two GOPs of common encoders at 30 fps).
 RESEEK_GAP = 120
+PARTIAL_DIR = ".partial"  # videos being written, beside the finished ones
+# Shown with every "cannot decode" error: the fix that works for any input the user may have.
+REENCODE_HINT = "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`"
 
 
 class BadVideoError(Exception):
@@ -169,3 +179,46 @@ def write_video(
             count += 1
         container.mux(stream.encode(None))
     return count
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Size, frame count and fps of a video; FileNotFoundError/ValueError naming it when unusable."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the video {path} does not exist")
+    try:
+        return probe(str(path))
+    except BadVideoError as error:
+        raise ValueError(f"cannot decode the video {error}: {REENCODE_HINT}") from None
+
+
+def read_video(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
+    """Frames at ``indices``: (len(indices), H, W, 3) uint8 RGB; ValueError naming the file if unreadable."""
+    try:
+        return read_frames(str(path), indices)
+    except BadVideoError as error:
+        raise ValueError(f"cannot decode the video {error}: {REENCODE_HINT}") from None
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
+    """Writes (T, H, W, 3) uint8 RGB as an H.264 MP4 of exactly T frames lasting T / fps seconds.
+
+    The file appears under its name only once complete (written in ``.partial/`` beside it, then
+    renamed), so an interrupted run never leaves a truncated video that looks finished, nor a stray
+    ``.mp4`` among the finished ones. Odd sides lose their last row/column: yuv420p needs even ones.
+    """
+    path = Path(path)
+    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    partial = path.parent / PARTIAL_DIR / path.name
+    partial.parent.mkdir(exist_ok=True)
+    written = write_video(str(partial), frames[:, :height, :width], fps)
+    if written != len(frames):  # write_video counts what it encoded; a mismatch is a bug, not input
+        raise RuntimeError(f"wrote {written} of {len(frames)} frames to {partial}")
+    os.replace(partial, path)
+    with contextlib.suppress(OSError):  # kept while other videos are being written
+        partial.parent.rmdir()
+
+
+def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
+    """(T, H, W, 3) uint8 -> an endlessly looping GIF at ``fps``."""
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)

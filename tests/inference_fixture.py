@@ -20,6 +20,7 @@ from conftest import load_experiment
 
 from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.manager import Checkpointer
+from vgpt_jax.checkpoint.tokenizer import save_tokenizer
 from vgpt_jax.models import clip_tokenizer
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig
 from vgpt_jax.parallel.mesh import make_mesh
@@ -49,14 +50,13 @@ def make_workdir(workdir: Path):
     config = tiny_config()
     mesh = make_mesh(config.mesh)
     cfg = TokenizerConfig.from_config(config)
-    init = functools.partial(clip_tokenizer.init_params, clip_tokenizer.AutoencoderKL(cfg))
-    tokenizer_params = _random_like(jax.eval_shape(init, jax.random.key(0)), seed=1, scale=0.1)
+    tokenizer_params = _random_like(clip_tokenizer.abstract_params(cfg), seed=1, scale=0.1)
     # trained with a fitted scaling that the training config does not know; on one device: Orbax
     # saves arrays replicated over many devices far more slowly
     tokenizer_config = ml_collections.ConfigDict(config.to_dict())
     tokenizer_config.tokenizer.scaling_factor = TOKENIZER_SCALING
     fitted = dataclasses.replace(cfg, scaling_factor=TOKENIZER_SCALING)
-    ClipTokenizer(fitted, tokenizer_params).save(workdir / "tokenizer", tokenizer_config)
+    save_tokenizer(ClipTokenizer(fitted, tokenizer_params), workdir / "tokenizer", tokenizer_config)
     config.tokenizer.weights = str(workdir / "tokenizer")
 
     trainer = Trainer(config, mesh)

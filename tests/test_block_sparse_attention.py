@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import NOISY, TokenAttrs, clip_attention, concat_attrs, xla_attention
+from vgpt_jax.nn.attention import clip_attention, xla_attention
 from vgpt_jax.nn.block_sparse_attention import (
     TILE_EMPTY,
     TILE_FULL,
@@ -24,6 +24,7 @@ from vgpt_jax.nn.block_sparse_attention import (
     block_sparse_attention,
     tile_classes,
 )
+from vgpt_jax.nn.tokens import NOISY, TokenAttrs, concat_attrs
 
 HEADS, HEAD_DIM = 2, 16
 SMALL = dict(  # every kernel at 16 x 16 tiles, 4 warps: small shapes, few interpreter steps

@@ -15,6 +15,7 @@ from safetensors.numpy import load_file, save_file
 from data_pipelines.encode_latents import read_frames
 from data_pipelines.pipeline import open_source
 from data_pipelines.synthetic_physics import write_training_set
+from vgpt_jax.checkpoint import tokenizer as tokenizer_ckpt
 from vgpt_jax.convert import vae
 from vgpt_jax.models import clip_tokenizer as ct
 from vgpt_jax.parallel.mesh import make_mesh
@@ -63,7 +64,7 @@ def test_parity_with_diffusers(diffusers_folder):
     with torch.no_grad():
         dist = model.encode(frames).latent_dist
         decoded = model.decode(dist.mean).sample
-    tok = ct.ClipTokenizer.from_diffusers(folder)
+    tok = tokenizer_ckpt.tokenizer_from_diffusers(folder)
     assert tok.cfg.scaling_factor == SCALING and tok.cfg.downsample_factor == 4
 
     mean, std = tok.posterior(_nhwc(frames))
@@ -185,25 +186,25 @@ def test_weights_dispatch_and_save_load_round_trip(diffusers_folder, tmp_path):
     config = load_experiment("tokenizer_tiny")
     config.mesh.update(data=1, fsdp=1, tensor=1, sequence=1)
     mesh = make_mesh(config.mesh, jax.devices()[:1])
-    tok = ct.ClipTokenizer.from_weights(config, mesh)
+    tok = tokenizer_ckpt.tokenizer_from_weights(config, mesh)
     reference = ct.ClipTokenizer.from_config(config, mesh)
     for a, b in zip(jax.tree.leaves(tok.params), jax.tree.leaves(reference.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
-    tok.save(tmp_path / "ckpt", config)
+    tokenizer_ckpt.save_tokenizer(tok, tmp_path / "ckpt", config)
     config.tokenizer.weights = str(tmp_path / "ckpt")
-    loaded = ct.ClipTokenizer.from_weights(config, mesh)
+    loaded = tokenizer_ckpt.tokenizer_from_weights(config, mesh)
     assert loaded.cfg == tok.cfg
     for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(tok.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
     config.tokenizer.weights = str(diffusers_folder[0])
-    imported = ct.ClipTokenizer.from_weights(config, mesh)
+    imported = tokenizer_ckpt.tokenizer_from_weights(config, mesh)
     assert imported.cfg.block_out_channels == (32, 64, 64)
 
     config.tokenizer.weights = str(tmp_path)
     with pytest.raises(ValueError, match=rf"{tmp_path}.*neither a tokenizer params checkpoint"):
-        ct.ClipTokenizer.from_weights(config, mesh)
+        tokenizer_ckpt.tokenizer_from_weights(config, mesh)
 
 
 def test_train_tokenizer_on_physics_videos(tmp_path):
@@ -221,7 +222,7 @@ def test_train_tokenizer_on_physics_videos(tmp_path):
     assert len(losses) == 30 and np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
 
     config.tokenizer.weights = summary["tokenizer"]
-    tok = ct.ClipTokenizer.from_weights(config)
+    tok = tokenizer_ckpt.tokenizer_from_weights(config)
     held_out = np.concatenate([read_frames(ref, 8) for ref in open_source(f"{data}/videos").refs[-2:]])
     target = held_out.astype(np.float64) / 255
     recon = np.clip(np.asarray(tok.decode(tok.encode(held_out / 127.5 - 1)), np.float64) * 0.5 + 0.5, 0, 1)

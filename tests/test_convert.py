@@ -44,7 +44,7 @@ from vgpt_jax.checkpoint.params import load_config, load_params
 from vgpt_jax.convert import official, parity
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import Backbone, VideoGPT
-from vgpt_jax.nn.attention import TokenAttrs
+from vgpt_jax.nn.tokens import TokenAttrs
 
 # the tiny model: head dim 16 -> 8 rotary frequencies; every size the LVM class fixes is the release's
 D, HEADS, LAYERS, MLP, VOCAB = 64, 4, 2, 96, 40

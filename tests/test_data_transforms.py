@@ -103,8 +103,8 @@ def test_size_rejection_rules():
 def test_to_unit_range():
     x = np.array([0, 1, 127, 128, 255], np.uint8)
     expected = (x / 255.0 - 0.5) / 0.5
-    np.testing.assert_allclose(transforms.to_unit_range(x), expected, atol=1e-6)
-    assert transforms.to_unit_range(x).dtype == np.float32
+    np.testing.assert_allclose(transforms.uint8_to_signed(x), expected, atol=1e-6)
+    assert transforms.uint8_to_signed(x).dtype == np.float32
 
 
 def test_fit_to_bucket():

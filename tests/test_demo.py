@@ -9,7 +9,7 @@ from conftest import load_experiment
 
 from data_pipelines import video_io
 from vgpt_jax import demo
-from vgpt_jax.evaluation.physics_iq_layout import read_descriptions
+from vgpt_jax.evaluation.physics_iq.layout import find_descriptions, read_descriptions
 
 
 def _miniature_config():
@@ -40,7 +40,7 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     assert any(line.startswith("Physics-IQ on 3 synthetic test cases") for line in lines)
 
     benchmark = tmp_path / demo.WORLD_DIR / "physics-IQ-benchmark"
-    for video in read_descriptions(benchmark):
+    for video in read_descriptions(find_descriptions(benchmark)):
         if video.take != "take-1":
             continue
         model = tmp_path / demo.GENERATED_DIR / demo.MODEL / video.generated_name

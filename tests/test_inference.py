@@ -13,7 +13,7 @@ from data_pipelines import video_io
 from vgpt_jax import cli
 from vgpt_jax.checkpoint.inference import export, load_for_inference
 from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.sample.predict import Predictor, with_sampling
+from vgpt_jax.sample.predict import Predictor, predict_file, with_sampling
 
 FAST = {"steps": 2, "clip_frames": 3, "window_frames": 7}  # 2 rounds of 3 frames for 6 frames
 
@@ -99,6 +99,20 @@ def test_vgpt_sample_writes_the_prediction(checkpoints, tmp_path, capsys):
         assert float(stream.average_rate) == 5.0
     assert len(frames) == 6 and frames[0].shape == (40, 56, 3)
     assert f"wrote 6 frames to {output}" in capsys.readouterr().out
+
+
+def test_vgpt_sample_refuses_an_existing_folder_as_output_before_sampling(tmp_path, monkeypatch):
+    video, folder = tmp_path / "in.mp4", tmp_path / "out"
+    video_io.write_video(str(video), moving_square(12, 40, 56), fps=10)
+    folder.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampling started")
+
+    monkeypatch.setattr(Predictor, "from_checkpoint", refuse)
+    with pytest.raises(FileExistsError, match=f"--output {folder} is a folder: pass the path of the .mp4"):
+        predict_file(tmp_path / "unused", video, folder, cond_frames=4, num_frames=2)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["in.mp4", "out"]  # no .partial anywhere
 
 
 def test_vgpt_sample_names_a_short_video(checkpoints, tmp_path, capsys):

@@ -15,7 +15,7 @@ import pytest
 from spec_picture import SPEC_PICTURE_ROWS
 
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import CLEAN, NOISY, TokenAttrs, concat_attrs, visible
+from vgpt_jax.nn.tokens import CLEAN, NOISY, TokenAttrs, concat_attrs, visible
 
 # ---------------------------------------------------------------------------------------------
 # Independent reference: the official collator's point of view.

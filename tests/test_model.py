@@ -47,7 +47,6 @@ from vgpt_jax.models import layout
 from vgpt_jax.models import video_gpt as video_gpt_lib
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
 from vgpt_jax.nn import attention as attention_lib
-from vgpt_jax.nn.attention import TokenAttrs
 from vgpt_jax.nn.embeddings import (
     PatchEmbed,
     cropped_pos_embed,
@@ -57,6 +56,7 @@ from vgpt_jax.nn.embeddings import (
     unpatchify,
 )
 from vgpt_jax.nn.rope import apply_rope, inverse_frequencies, rope_cos_sin
+from vgpt_jax.nn.tokens import TokenAttrs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,13 @@ import numpy as np
 import physics_iq_fixture as fx
 import pytest
 
-from vgpt_jax.evaluation import physics_iq
-from vgpt_jax.evaluation.physics_iq_masks import motion_masks, write_mask_video
-from vgpt_jax.evaluation.physics_iq_metrics import frame_mse, iou, view_metrics, weighted_spatial_iou
-from vgpt_jax.evaluation.physics_iq_score import physics_iq as aggregate
-from vgpt_jax.evaluation.physics_iq_video import probe
+from vgpt_jax import cli
+from vgpt_jax.evaluation.physics_iq import score as scoring
+from vgpt_jax.evaluation.physics_iq.aggregate import physics_iq as aggregate
+from vgpt_jax.evaluation.physics_iq.layout import find_descriptions
+from vgpt_jax.evaluation.physics_iq.masks import motion_masks, write_mask_video
+from vgpt_jax.evaluation.physics_iq.metrics import frame_mse, iou, view_metrics, weighted_spatial_iou
+from vgpt_jax.evaluation.physics_iq.video import probe
 
 SCORE_KEYS = (
     "physics_iq",
@@ -375,7 +377,7 @@ def _assert_matches_reference(out_dir, summary, expected, expected_results):
 def test_score_equals_the_reference_with_computed_masks(bench, tmp_path):
     """16 fps (no shipped masks): a model 0.25 s late, every test case, two worker processes."""
     generated = fx.rendered(tmp_path / "late", 16, delay_s=0.25)
-    summary = physics_iq.score(bench, generated, tmp_path / "out", workers=2)
+    summary = scoring.score(bench, generated, tmp_path / "out", workers=2)
     ids = [case[0] for case in fx.all_cases()]
     expected, results = reference(bench, generated, 16, ids, tmp_path, shipped_masks=False)
     _assert_matches_reference(tmp_path / "out", summary, expected, results)
@@ -388,7 +390,7 @@ def test_score_equals_the_reference_on_a_subset_with_shipped_masks(bench, tmp_pa
     """8 fps: shipped real masks, a scenario with 2 of its 3 views, generations at twice the size."""
     ids = {"0001", "0002", "0004", "0005", "0006"}
     generated = fx.rendered(tmp_path / "late", 8, delay_s=0.1, size=(128, 96), ids=ids)
-    summary = physics_iq.score(bench, generated, tmp_path / "out", workers=1)
+    summary = scoring.score(bench, generated, tmp_path / "out", workers=1)
     expected, results = reference(bench, generated, 8, ids, tmp_path, shipped_masks=True)
     _assert_matches_reference(tmp_path / "out", summary, expected, results)
     assert summary["scored_ids"] == sorted(ids) and summary["num_videos"] == 5
@@ -410,14 +412,14 @@ def test_anchors_and_inputs_untouched(bench, tmp_path):
     frozen = fx.repeated_switch_frame(bench, tmp_path / "frozen", 16)
     before = _snapshot(bench, take2, take1, frozen)
 
-    as_take2 = physics_iq.score(bench, take2, tmp_path / "out2", workers=1)
+    as_take2 = scoring.score(bench, take2, tmp_path / "out2", workers=1)
     assert abs(as_take2["physics_iq_raw"] - 100) <= 0.01
-    as_take1 = physics_iq.score(bench, take1, tmp_path / "out1", workers=1)
+    as_take1 = scoring.score(bench, take1, tmp_path / "out1", workers=1)
     assert as_take1["physics_iq_raw"] > 100 and as_take1["physics_iq"] == 100.0
     assert (
         as_take1["spatiotemporal_iou"] == as_take1["spatial_iou"] == as_take1["weighted_spatial_iou"] == 1.0
     )
-    as_frozen = physics_iq.score(bench, frozen, tmp_path / "out3", workers=1)
+    as_frozen = scoring.score(bench, frozen, tmp_path / "out3", workers=1)
     assert as_frozen["physics_iq"] < 50 and as_frozen["spatial_iou"] == 0.0
     assert _snapshot(bench, take2, take1, frozen) == before
 
@@ -426,15 +428,15 @@ def test_changed_videos_are_never_scored_with_cached_masks(bench, tmp_path):
     """Same file names, new content, same output folder: the score is the fresh one."""
     ids = {"0001", "0002", "0003"}
     generated = fx.real_take(bench, tmp_path / "gen", 8, "take-2", ids=ids)
-    first = physics_iq.score(bench, generated, tmp_path / "out", workers=1)
+    first = scoring.score(bench, generated, tmp_path / "out", workers=1)
     cached = sorted((tmp_path / "out" / "mask_cache").rglob("*.mp4"))
-    assert physics_iq.score(bench, generated, tmp_path / "out", workers=1) == first
+    assert scoring.score(bench, generated, tmp_path / "out", workers=1) == first
     assert sorted((tmp_path / "out" / "mask_cache").rglob("*.mp4")) == cached  # unchanged videos: reused
 
     shutil.rmtree(generated)
     fx.rendered(generated, 8, delay_s=0.5, ids=ids)
-    again = physics_iq.score(bench, generated, tmp_path / "out", workers=1)
-    fresh = physics_iq.score(bench, generated, tmp_path / "fresh", workers=1)
+    again = scoring.score(bench, generated, tmp_path / "out", workers=1)
+    fresh = scoring.score(bench, generated, tmp_path / "fresh", workers=1)
     assert again == fresh != first
 
 
@@ -443,9 +445,21 @@ def test_longer_video_warns_and_scores_its_first_5_seconds(bench, tmp_path):
     frames = [fx.render("ball-drop.mp4", "perspective-center", "take-2", 3 + k / 8) for k in range(48)]
     fx.write_video(tmp_path / "exact" / name, frames[:40], 8)
     fx.write_video(tmp_path / "long" / name, frames, 8)
-    expected = physics_iq.score(bench, tmp_path / "exact", tmp_path / "out_exact", workers=1)
+    expected = scoring.score(bench, tmp_path / "exact", tmp_path / "out_exact", workers=1)
     with pytest.warns(UserWarning, match="longer than 5 s"):
-        assert physics_iq.score(bench, tmp_path / "long", tmp_path / "out_long", workers=1) == expected
+        assert scoring.score(bench, tmp_path / "long", tmp_path / "out_long", workers=1) == expected
+
+
+def test_a_video_at_another_resolution_warns(bench, tmp_path):
+    name = "0002_perspective-center_ball-drop.mp4"
+    frames = [fx.render("ball-drop.mp4", "perspective-center", "take-2", 3 + k / 8) for k in range(40)]
+    real = probe(next((bench / "split-videos" / "testing" / "8FPS").glob("*.mp4")))
+    small = [cv2.resize(f, (real.width // 2, real.height // 2)) for f in frames]
+    fx.write_video(tmp_path / "small" / name, small, 8)
+    size = f"{real.width // 2}x{real.height // 2} against {real.width}x{real.height}"
+    want = f"1 generated videos are not at their real video's resolution .*{size}"
+    with pytest.warns(UserWarning, match=want):
+        scoring.score(bench, tmp_path / "small", tmp_path / "out", workers=1)
 
 
 def test_cli_writes_the_outputs(bench, tmp_path, capsys):
@@ -459,7 +473,7 @@ def test_cli_writes_the_outputs(bench, tmp_path, capsys):
         "--output-dir",
         str(tmp_path / "o"),
     ]
-    assert physics_iq.main([*argv, "--fps", "8", "--workers", "1"]) == 0
+    assert cli.main(["physics-iq", *argv, "--fps", "8", "--workers", "1"]) == 0
     assert "PARTIAL" in capsys.readouterr().out
     scores = json.loads((tmp_path / "o" / "scores.json").read_text())
     assert set(SCORE_KEYS) | {"num_videos", "fps", "scored_ids", "categories"} <= set(scores)
@@ -470,8 +484,87 @@ def test_cli_writes_the_outputs(bench, tmp_path, capsys):
     )
     assert (tmp_path / "o" / "physics_iq.png").stat().st_size > 0
 
-    assert physics_iq.main([*argv, "--fps", "16"]) == 1
+    assert cli.main(["physics-iq", *argv, "--fps", "16"]) == 1
     assert "--fps 16" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# Where descriptions.csv is read from: the data folder, the benchmark repository beside it, a flag
+# ----------------------------------------------------------------------------------------------
+
+
+def _data_folder_without_descriptions(bench, root):
+    """root/physics-IQ-benchmark: the benchmark's folders (linked) without descriptions/, as the
+    benchmark's download script writes it."""
+    data = root / "physics-IQ-benchmark"
+    data.mkdir(parents=True)
+    for entry in bench.iterdir():
+        if entry.name != "descriptions":
+            (data / entry.name).symlink_to(entry, target_is_directory=True)
+    return data
+
+
+def _without_mask_path(summary):
+    return {k: v for k, v in summary.items() if k != "real_masks"}
+
+
+def test_descriptions_are_found_in_the_data_folder_then_beside_it(bench, tmp_path):
+    assert find_descriptions(bench) == bench / "descriptions" / "descriptions.csv"
+    repo = tmp_path / "repo"
+    data = _data_folder_without_descriptions(bench, repo)
+    (repo / "descriptions").mkdir()
+    shutil.copyfile(bench / "descriptions" / "descriptions.csv", repo / "descriptions" / "descriptions.csv")
+    assert find_descriptions(data) == repo / "descriptions" / "descriptions.csv"
+    (data / "descriptions").mkdir()
+    (data / "descriptions" / "descriptions.csv").write_text("scenario,category\n")
+    assert find_descriptions(data) == data / "descriptions" / "descriptions.csv"  # the data folder's first
+    other = tmp_path / "mine.csv"
+    other.write_text("scenario,category\n")
+    assert find_descriptions(data, other) == other  # the flag wins over both
+
+
+def test_score_in_the_repository_layout_and_with_the_descriptions_flag(bench, tmp_path, capsys):
+    """The same videos score the same against descriptions found beside the data folder (the benchmark
+    repository's layout) and against a --descriptions file anywhere; without one, the error names
+    every place looked at."""
+    generated = fx.real_take(bench, tmp_path / "gen", 8, "take-2", ids={"0004", "0005", "0006"})
+    expected = scoring.score(bench, generated, tmp_path / "out", workers=1)
+
+    repo = tmp_path / "repo"
+    data = _data_folder_without_descriptions(bench, repo)
+    (repo / "descriptions").mkdir()
+    shutil.copyfile(bench / "descriptions" / "descriptions.csv", repo / "descriptions" / "descriptions.csv")
+    in_repo = scoring.score(data, generated, tmp_path / "out_repo", workers=1)
+    assert _without_mask_path(in_repo) == _without_mask_path(expected)
+    assert in_repo["real_masks"] == str(data / "video-masks" / "real" / "8FPS")
+
+    bare = _data_folder_without_descriptions(bench, tmp_path / "bare")
+    descriptions = tmp_path / "elsewhere" / "benchmark-descriptions.csv"
+    descriptions.parent.mkdir()
+    shutil.copyfile(bench / "descriptions" / "descriptions.csv", descriptions)
+    argv = ["score", "--data-dir", str(bare), "--generated-dir", str(generated), "--workers", "1"]
+    assert (
+        cli.main(
+            ["physics-iq", *argv, "--output-dir", str(tmp_path / "o"), "--descriptions", str(descriptions)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    flagged = json.loads((tmp_path / "o" / "scores.json").read_text())
+    assert _without_mask_path(flagged) == _without_mask_path(expected)
+
+    assert cli.main(["physics-iq", *argv, "--output-dir", str(tmp_path / "o2")]) == 1
+    error = capsys.readouterr().err
+    assert str(bare / "descriptions" / "descriptions.csv") in error
+    assert str(tmp_path / "bare" / "descriptions" / "descriptions.csv") in error
+    assert "--descriptions FILE" in error
+    missing = tmp_path / "no-such.csv"
+    assert (
+        cli.main(["physics-iq", *argv, "--output-dir", str(tmp_path / "o3"), "--descriptions", str(missing)])
+        == 1
+    )
+    assert f"--descriptions {missing} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -574,6 +667,6 @@ def test_bad_input_is_a_clear_error(bench, tmp_path, case):
     data_dir, generated, fps, error, message = case(bench, tmp_path / "gen")
     inputs = _snapshot(generated)
     with pytest.raises(error, match=message):
-        physics_iq.score(data_dir, generated, tmp_path / "out", fps=fps, workers=1)
+        scoring.score(data_dir, generated, tmp_path / "out", fps=fps, workers=1)
     assert not (tmp_path / "out").exists()  # nothing half-computed is left behind
     assert _snapshot(generated) == inputs

@@ -11,7 +11,7 @@ from inference_fixture import shared_checkpoints
 
 from data_pipelines import video_io
 from data_pipelines.synthetic_physics import write_benchmark
-from vgpt_jax.evaluation import physics_iq
+from vgpt_jax import cli
 
 FPS = 8
 # 4 conditioning frames, then 40 frames in 2 rounds of 20 (one compiled program)
@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     checkpoint = str(shared_checkpoints()[1])
     generated = root / "generated"
     args = ["generate", "--checkpoint", checkpoint, "--data-dir", bench, "--fps", str(FPS)]
-    assert physics_iq.main([*args, "--output-dir", str(generated), *FAST]) == 0
+    assert cli.main(["physics-iq", *args, "--output-dir", str(generated), *FAST]) == 0
     return root / "physics-IQ-benchmark", checkpoint, generated
 
 
@@ -63,7 +63,7 @@ def test_generate_skips_finished_videos(setup, tmp_path, capsys):
     first.unlink()
     before = {p: p.stat().st_mtime_ns for p in others}
     args = ["generate", "--checkpoint", checkpoint, "--data-dir", str(bench), "--fps", str(FPS)]
-    assert physics_iq.main([*args, "--output-dir", str(output), *FAST]) == 0
+    assert cli.main(["physics-iq", *args, "--output-dir", str(output), *FAST]) == 0
     assert "generated 1 videos (2 were already there)" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in others} == before
     assert _frames_fps_size_duration(first)[0] == 40
@@ -74,11 +74,39 @@ def test_run_generates_then_scores(setup, tmp_path):
     bench, checkpoint, generated = setup
     args = ["run", "--checkpoint", checkpoint, "--data-dir", str(bench), "--fps", str(FPS), "--workers", "1"]
     assert (
-        physics_iq.main([*args, "--output-dir", str(tmp_path), "--generated-dir", str(generated), *FAST]) == 0
+        cli.main(
+            ["physics-iq", *args, "--output-dir", str(tmp_path), "--generated-dir", str(generated), *FAST]
+        )
+        == 0
     )
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["num_videos"] == 3 and scores["fps"] == FPS
     assert 0.0 <= scores["physics_iq"] <= 100.0
+
+
+def test_generate_and_run_read_the_descriptions_beside_the_data_folder(setup, tmp_path, capsys):
+    """The benchmark repository's layout: repo/descriptions/descriptions.csv beside the downloaded
+    repo/physics-IQ-benchmark. Every video exists already, so generate only checks the inputs."""
+    bench, checkpoint, generated = setup
+    repo = tmp_path / "repo"
+    shutil.copytree(bench, repo / "physics-IQ-benchmark", ignore=shutil.ignore_patterns("descriptions"))
+    shutil.copytree(bench / "descriptions", repo / "descriptions")
+    data = str(repo / "physics-IQ-benchmark")
+    args = ["--checkpoint", checkpoint, "--data-dir", data, "--fps", str(FPS), *FAST]
+    assert cli.main(["physics-iq", "generate", *args, "--output-dir", str(generated)]) == 0
+    assert "generated 0 videos (3 were already there)" in capsys.readouterr().out
+    run = [
+        "run",
+        *args,
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--generated-dir",
+        str(generated),
+        "--workers",
+        "1",
+    ]
+    assert cli.main(["physics-iq", *run]) == 0
+    assert json.loads((tmp_path / "o" / "scores.json").read_text())["num_videos"] == 3
 
 
 def _write(path, frames=10, fps=FPS):
@@ -119,6 +147,14 @@ def _case(setup, tmp_path, case):
     elif case == "unknown ID":
         _write(output / "0999_x.mp4")
         expect = "unknown test-case ID 0999"
+    elif case == "no descriptions":
+        shutil.rmtree(data / "descriptions")
+        expect = f"no descriptions.csv in {data / 'descriptions' / 'descriptions.csv'} nor {tmp_path}"
+    elif case == "missing --descriptions file":
+        extra, expect = (
+            ["--descriptions", str(tmp_path / "none.csv")],
+            f"{tmp_path / 'none.csv'} does not exist",
+        )
     else:  # a known ID under another name would be a second video for that case
         _write(output / "0001_other.mp4")
         expect = f"{output / '0001_other.mp4'} is a video for test case 0001, which this run writes as {name}"
@@ -139,13 +175,15 @@ def _case(setup, tmp_path, case):
         "duplicate ID",
         "unknown ID",
         "known ID under another name",
+        "no descriptions",
+        "missing --descriptions file",
     ],
 )
 def test_generate_names_the_bad_input(setup, tmp_path, capsys, case):
     """Each bad input stops the run before the checkpoint is read (it does not exist here)."""
     args, expect = _case(setup, tmp_path, case)
     try:
-        status = physics_iq.main(["generate", "--checkpoint", str(tmp_path / "no-checkpoint"), *args])
+        status = cli.main(["physics-iq", "generate", "--checkpoint", str(tmp_path / "no-checkpoint"), *args])
     except SystemExit as exit_:  # argparse rejects a malformed flag
         status = exit_.code
     assert status in (1, 2)

@@ -8,7 +8,7 @@ from conftest import load_experiment, perturbed
 
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
-from vgpt_jax.nn.attention import TokenAttrs
+from vgpt_jax.nn.tokens import TokenAttrs
 from vgpt_jax.sample.sampler import Sampler
 
 

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import TokenAttrs, concat_attrs, visible, xla_attention
+from vgpt_jax.nn.attention import xla_attention
 from vgpt_jax.nn.splash import KeyRanges, key_ranges, splash_attention, tile_runs
+from vgpt_jax.nn.tokens import TokenAttrs, concat_attrs, visible
 
 
 def stack_rows(*rows: TokenAttrs) -> TokenAttrs:

@@ -9,8 +9,8 @@ import pytest
 from conftest import load_experiment
 
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
-from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.train.step import Trainer, learning_rate_schedule, sharding_context
+from vgpt_jax.parallel.mesh import make_mesh, sharding_context
+from vgpt_jax.train.step import Trainer, learning_rate_schedule
 
 
 def _run(config, devices, steps, batch, initial_state=None):

@@ -8,7 +8,7 @@ matmul peak measured in the same run. T is the official sequence length of the c
 clip partition (its seeded draw); our step also computes the clean copies of the last clip, which
 count as overhead, not as tokens.
 
-  python -m vgpt_jax.bench --train experiments/videogpt_1b.py --sample experiments/videogpt_1b.py
+  vgpt bench --train experiments/videogpt_1b.py --sample experiments/videogpt_1b.py
 
 ``--official PATH`` (``make bench OFFICIAL_BENCH=PATH``) also runs the comparator, the official
 compute path in PyTorch, on every train and sample row with the same dimensions, frames, tokens
@@ -37,11 +37,11 @@ import numpy as np
 
 from vgpt_jax import config as config_lib
 from vgpt_jax import profile
-from vgpt_jax.models.video_gpt import VideoGPT, num_params
-from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, tree_shardings
+from vgpt_jax.models.video_gpt import abstract_params, example_inputs, model_from_config, num_params
+from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
-from vgpt_jax.train.step import Trainer, apply_gradients, sharding_context
+from vgpt_jax.train.step import Trainer, apply_gradients
 
 
 def parse_row(row: str) -> tuple[str, str, list[str]]:
@@ -261,18 +261,12 @@ def bench_sample(
     )
     config.mesh.update(**(mesh or parse_mesh("fsdp=1,tensor=-1")))
     config_lib.validate(config)
-    from vgpt_jax.models.video_gpt import ModelConfig, example_inputs
-
     device_mesh = make_mesh(config.mesh)
-    model = VideoGPT(ModelConfig.from_config(config))
-
-    def init(key):
-        return model.init(key, *example_inputs(config, num_frames=2))["params"]
+    model = model_from_config(config)
 
     def random_params(key):
-        return jax.tree.map(
-            lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), nn.unbox(init(key))
-        )
+        init = nn.unbox(model.init(key, *example_inputs(config, num_frames=2))["params"])
+        return jax.tree.map(lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), init)
 
     sampler = Sampler(config, model)
     d = config.data
@@ -280,7 +274,7 @@ def bench_sample(
     hist = jax.random.normal(jax.random.key(2), shape, jnp.float32)
     noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
     with sharding_context(device_mesh):
-        shardings = tree_shardings(device_mesh, jax.eval_shape(init, jax.random.key(0)))
+        shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
         params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
         row = _time_clip(sampler, params, hist, noise)
     return {
@@ -398,8 +392,8 @@ def print_table(rows: list[dict], peak: float) -> None:
                 print(f"  top {kind}: " + "; ".join(f"{name} {ms} ms" for name, ms in kernels))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``vgpt bench`` (``--config.a.b=VALUE`` overrides every row's config)."""
     p.add_argument(
         "--train",
         nargs="*",
@@ -408,13 +402,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
     p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
-    p.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="config overrides for every train and sample row, e.g. model.remat_policy=none",
-    )
     p.add_argument(
         "--mesh", default="", help="train mesh sizes, e.g. fsdp=2 or fsdp=1,sequence=2 (default: FSDP)"
     )
@@ -445,7 +432,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="",
         help="the official-path comparator (official_torch_step.py): run beside every train/sample row",
     )
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace, overrides: Sequence[str] = ()) -> None:
+    """Times every row the flags ``a`` ask for; ``overrides`` (``FIELD=VALUE``) apply to every row."""
     if a.official:
         # the comparator runs in a subprocess on the same device: let JAX take memory as it goes
         # rather than 75% of it at start. The growing pool keeps the 75% cap unless told
@@ -471,12 +461,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     official: dict[str, dict] = {}
     if a.official:  # first, while our process holds almost none of the device's memory
         for path in a.train:
-            config = load_row_config(path, a.set)
+            config = load_row_config(path, overrides)
             args = comparator_args(config, "train", frames=config.data.num_frames, seed=a.seed, steps=a.steps)
             official[f"train {path}"] = run_comparator(a.official, args)
         for path in a.sample:
             args = comparator_args(
-                config_lib.load_experiment(path, a.set),
+                config_lib.load_experiment(path, overrides),
                 "sample",
                 history=a.history,
                 generate=a.generate,
@@ -487,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         (
             f"train {path}",
             lambda path=path: bench_train(
-                path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch, a.set, a.profile
+                path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch, overrides, a.profile
             ),
         )
         for path in a.train
@@ -496,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         (
             f"sample {path}",
             lambda path=path: bench_sample(
-                path, a.history, a.generate, a.denoise_steps, a.cfg, parse_mesh(a.sample_mesh), a.set
+                path, a.history, a.generate, a.denoise_steps, a.cfg, parse_mesh(a.sample_mesh), overrides
             ),
         )
         for path in a.sample
@@ -528,7 +518,3 @@ def main(argv: Sequence[str] | None = None) -> None:
             json.dump(
                 {"device": jax.devices()[0].device_kind, "peak_tflops": peak, "rows": rows}, f, indent=1
             )
-
-
-if __name__ == "__main__":
-    main()

@@ -514,12 +514,48 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for field in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
         _require(getattr(t, field) >= 1, f"train.{field}", getattr(t, field), ">= 1")
     _require(t.data_timeout_s > 0, "train.data_timeout_s", t.data_timeout_s, "> 0 seconds")
-    o = config.optim
-    _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, ">= 0")
-    decay = o.get("decay_steps", 0)  # absent from configs saved before it existed
-    _require(decay >= 0, "optim.decay_steps", decay, ">= 0 (0 = constant after the warm-up)")
-    _require(o.grad_clip_norm >= 0, "optim.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
+    for optim, section in ((config.optim, "optim"), (config.tokenizer.optim, "tokenizer.optim")):
+        _validate_optimizer(optim, section)
+    _validate_partition(config)
     return config
+
+
+def _validate_optimizer(o: ml_collections.ConfigDict, section: str) -> None:
+    """The fields train.step.make_optimizer reads: AdamW's and the schedule's signs and ranges."""
+    _require(
+        o.learning_rate >= 0,
+        f"{section}.learning_rate",
+        o.learning_rate,
+        ">= 0 (a negative rate climbs the loss; 0 keeps the parameters)",
+    )
+    for beta in ("b1", "b2"):
+        v = getattr(o, beta)
+        _require(0 <= v < 1, f"{section}.{beta}", v, "a decay rate in [0, 1)")
+    _require(o.eps > 0, f"{section}.eps", o.eps, "> 0 (it keeps Adam's division finite)")
+    _require(o.weight_decay >= 0, f"{section}.weight_decay", o.weight_decay, ">= 0")
+    _require(o.warmup_steps >= 0, f"{section}.warmup_steps", o.warmup_steps, ">= 0")
+    decay = o.get("decay_steps", 0)  # absent from configs saved before it existed
+    _require(decay >= 0, f"{section}.decay_steps", decay, ">= 0 (0 = constant after the warm-up)")
+    _require(o.grad_clip_norm >= 0, f"{section}.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
+
+
+def _validate_partition(config: ml_collections.ConfigDict) -> None:
+    lay, n = config.layout, config.data.num_frames
+    if lay.partition != "fixed":
+        return
+    clips = tuple(lay.fixed_partition)
+    _require(
+        len(clips) > 0 and all(isinstance(k, int) and k >= 1 for k in clips),
+        "layout.fixed_partition",
+        clips,
+        "the frames of each clip (positive integers) when layout.partition is 'fixed'",
+    )
+    _require(
+        sum(clips) == n,
+        "layout.fixed_partition",
+        clips,
+        f"clip lengths that sum to data.num_frames = {n} (they sum to {sum(clips)})",
+    )
 
 
 def rope_attention_scaling(config: ml_collections.ConfigDict) -> float:

@@ -37,15 +37,20 @@ from data_pipelines.pipeline import open_source
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.params import is_params_checkpoint
-from vgpt_jax.evaluation import physics_iq
-from vgpt_jax.evaluation.physics_iq_generate import CONDITIONING_SECONDS, generate, read_conditioning
-from vgpt_jax.evaluation.physics_iq_layout import EVAL_SECONDS, split_dir, take_one_videos
-from vgpt_jax.models.clip_tokenizer import ClipTokenizer
+from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
+from vgpt_jax.evaluation.physics_iq.generate import generate, read_conditioning
+from vgpt_jax.evaluation.physics_iq.layout import (
+    CONDITIONING_SECONDS,
+    EVAL_SECONDS,
+    find_descriptions,
+    split_dir,
+    take_one_videos,
+)
+from vgpt_jax.evaluation.physics_iq.score import score
 from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.sample.predict import write_mp4
 from vgpt_jax.train import launch
 from vgpt_jax.train.loop import read_metrics
-from vgpt_jax.train.samples import side_by_side, write_gif
+from vgpt_jax.train.samples import side_by_side
 from vgpt_jax.train.tokenizer import TOKENIZER_DIR, train_tokenizer
 
 WORLD_DIR, LATENTS_DIR, MODEL_DIR, EXPORT_DIR = "world", "latents", "videogpt", "export"
@@ -96,7 +101,7 @@ def latents_stage(config: ml_collections.ConfigDict, world: Path, workdir: Path,
         return latents
     shutil.rmtree(latents, ignore_errors=True)
     start = time.perf_counter()
-    tokenizer = ClipTokenizer.from_weights(config, make_mesh(config.mesh))
+    tokenizer = tokenizer_from_weights(config, make_mesh(config.mesh))
     d = config.data
     spec = ClipSpec.from_config(d, downsample=tokenizer.cfg.downsample_factor, min_side=d.min_side)
     meta = {"tokenizer": tokenizer_meta(tokenizer), "tokenizer_weights": config.tokenizer.weights}
@@ -121,12 +126,12 @@ def copy_last_frame_baseline(data_dir: Path, fps: int, output_dir: Path) -> Path
     Videos already written are kept (they are written complete, then renamed), as generation does.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    for video in take_one_videos(data_dir):
+    for video in take_one_videos(find_descriptions(data_dir)):
         output = output_dir / video.generated_name
         if output.exists():
             continue
         last = read_conditioning(split_dir(data_dir, "conditioning", fps) / video.conditioning_name(fps), 1)
-        write_mp4(output, np.broadcast_to(last, (EVAL_SECONDS * fps, *last.shape[1:])), fps)
+        video_io.write_mp4(output, np.broadcast_to(last, (EVAL_SECONDS * fps, *last.shape[1:])), fps)
     return output_dir
 
 
@@ -134,7 +139,7 @@ def write_side_by_side(data_dir: Path, generated: Path, fps: int, output_dir: Pa
     """MP4 + GIF of ``count`` test cases: the real take 1 | the model, conditioning then prediction."""
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for video in take_one_videos(data_dir)[:count]:
+    for video in take_one_videos(find_descriptions(data_dir))[:count]:
         conditioning = split_dir(data_dir, "conditioning", fps) / video.conditioning_name(fps)
         context = read_conditioning(conditioning, CONDITIONING_SECONDS * fps)
         testing = split_dir(data_dir, "testing", fps) / video.testing_name(fps)
@@ -143,7 +148,7 @@ def write_side_by_side(data_dir: Path, generated: Path, fps: int, output_dir: Pa
         frames = side_by_side(np.concatenate([context, real]), np.concatenate([context, predicted]))
         stem = output_dir / f"{video.id}_{video.scenario.removesuffix('.mp4')}"
         video_io.write_video(f"{stem}.mp4", frames, fps)
-        write_gif(f"{stem}.gif", frames, fps)
+        video_io.write_gif(f"{stem}.gif", frames, fps)
         written.append(f"{stem}.mp4")
     return written
 
@@ -216,7 +221,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
     timed("generate", generate, exported, benchmark, generated[MODEL], fps, config.demo.cond_frames)
     timed("baseline", copy_last_frame_baseline, benchmark, fps, generated[BASELINE])
     scores = {
-        name: timed(f"score {name}", physics_iq.score, benchmark, folder, workdir / SCORES_DIR / name, fps)
+        name: timed(f"score {name}", score, benchmark, folder, workdir / SCORES_DIR / name, fps)
         for name, folder in generated.items()
     }
     videos = write_side_by_side(

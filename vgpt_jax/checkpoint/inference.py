@@ -14,26 +14,22 @@ Parameters land on the mesh's shardings (the config's mesh by default), never on
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
-import jax
 import ml_collections
 from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
-from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
+from vgpt_jax.checkpoint.manager import Checkpointer
 from vgpt_jax.checkpoint.params import is_params_checkpoint, load_config, load_params, save_params
-from vgpt_jax.models import clip_tokenizer
+from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
+from vgpt_jax.models import clip_tokenizer, video_gpt
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
 from vgpt_jax.parallel import mesh as mesh_lib
-from vgpt_jax.train.step import sharding_context
 
 CHECKPOINTS_DIR = "checkpoints"  # a training workdir's Orbax folder
 
@@ -47,25 +43,6 @@ def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
         fallback = ml_collections.ConfigDict({ax: 1 for ax in mesh_lib.MESH_AXES} | {"fsdp": -1})
         warnings.warn(f"{error}; sampling on mesh {fallback.to_dict()} instead", stacklevel=2)
         return mesh_lib.make_mesh(fallback)
-
-
-def abstract_model_params(config: ml_collections.ConfigDict, mesh: Mesh) -> Any:
-    """ShapeDtypeStructs of the Video-GPT parameters carrying their shardings on ``mesh``."""
-    model = VideoGPT(ModelConfig.from_config(config))
-    with sharding_context(mesh):
-        # Two frames suffice: no parameter depends on the sequence length.
-        boxed = jax.eval_shape(
-            lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"], jax.random.key(0)
-        )
-        shardings = mesh_lib.tree_shardings(mesh, boxed)
-    return abstract_with_shardings(nn.unbox(boxed), shardings)
-
-
-def _abstract_tokenizer_params(cfg: TokenizerConfig, mesh: Mesh) -> Any:
-    """ShapeDtypeStructs of the tokenizer parameters, replicated on ``mesh`` as ClipTokenizer keeps them."""
-    init = functools.partial(clip_tokenizer.init_params, clip_tokenizer.AutoencoderKL(cfg))
-    boxed = jax.eval_shape(init, jax.random.key(0))
-    return abstract_with_shardings(nn.unbox(boxed), mesh_lib.tree_shardings(mesh, boxed))
 
 
 def _check_tokenizer(config: ml_collections.ConfigDict, source: Path) -> TokenizerConfig:
@@ -114,9 +91,9 @@ def load_for_inference(
     config = config_lib.validate(config_lib.apply_overrides(saved, overrides))
     tokenizer_cfg = _check_tokenizer(config, path)
     mesh = inference_mesh(config) if mesh is None else mesh
-    model_abstract = abstract_model_params(config, mesh)
+    model_abstract = video_gpt.abstract_params(config, mesh)
     if exported:
-        abstract = {"model": model_abstract, "tokenizer": _abstract_tokenizer_params(tokenizer_cfg, mesh)}
+        abstract = {"model": model_abstract, "tokenizer": clip_tokenizer.abstract_params(tokenizer_cfg, mesh)}
         restored = load_params(path, abstract)
         return config, restored["model"], ClipTokenizer(tokenizer_cfg, restored["tokenizer"], mesh)
     params = checkpoints.restore_params(model_abstract)
@@ -127,7 +104,7 @@ def load_for_inference(
             "initialised and its pixels are meaningless; set it to the trained tokenizer",
             stacklevel=2,
         )
-    tokenizer = ClipTokenizer.from_weights(config, mesh)
+    tokenizer = tokenizer_from_weights(config, mesh)
     # the weights' own sizes and scaling win over the training config's (and go into an export)
     write_weight_fields(tokenizer.cfg, config)
     _check_tokenizer(config, path)

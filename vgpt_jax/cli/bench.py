@@ -9,11 +9,13 @@ CONFIG = "overrides"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("argv", nargs=argparse.REMAINDER, help="bench flags (vgpt bench -- --help)")
+    from vgpt_jax import bench
+
+    bench.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from vgpt_jax import bench
 
-    bench.main(args.argv)
+    bench.run(args, args.config_overrides)
     return 0

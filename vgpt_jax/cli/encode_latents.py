@@ -17,13 +17,13 @@ def main(args: argparse.Namespace) -> int:
     from data_pipelines.clip_sampler import REJECTED, SKIPPED, ClipSpec
     from data_pipelines.encode_latents import encode_dataset, tokenizer_meta
     from data_pipelines.pipeline import open_source
-    from vgpt_jax.models.clip_tokenizer import ClipTokenizer
+    from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
     from vgpt_jax.parallel.mesh import make_mesh
 
     config, d = args.config, args.config.data
     if not d.source_path:
         raise ValueError("config.data.source_path is empty: pass --config.data.source_path=DIR (videos)")
-    tokenizer = ClipTokenizer.from_weights(config, make_mesh(config.mesh))
+    tokenizer = tokenizer_from_weights(config, make_mesh(config.mesh))
     spec = ClipSpec.from_config(d, downsample=tokenizer.cfg.downsample_factor, min_side=d.min_side)
     meta = {
         "tokenizer": tokenizer_meta(tokenizer),

@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import flax
-import flax.linen as nn
-import jax
 import ml_collections
 import ml_dtypes
 import numpy as np
 from tqdm.auto import tqdm
 
 from vgpt_jax import config as config_lib
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
+from vgpt_jax.models.video_gpt import abstract_params
 from vgpt_jax.nn.embeddings import sincos_2d_table
 
 CONFIG_FILE = "config.json"
@@ -186,14 +184,6 @@ def to_official(mapping: Mapping, param: np.ndarray) -> np.ndarray:
     if mapping.layout == "linear":
         return param.reshape(math.prod(param.shape[: mapping.in_dims]), -1).T
     return param
-
-
-def abstract_params(config: ml_collections.ConfigDict) -> dict:
-    """ShapeDtypeStructs of the Video-GPT parameters of ``config`` (no memory for the arrays)."""
-    model = VideoGPT(ModelConfig.from_config(config))
-    # Two frames suffice: no parameter depends on the sequence length.
-    init = lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"]  # noqa: E731
-    return nn.unbox(jax.eval_shape(init, jax.random.key(0)))
 
 
 def pos_embed_table(config: ml_collections.ConfigDict) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
-from vgpt_jax.nn.attention import TokenAttrs
+from vgpt_jax.nn.tokens import TokenAttrs
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:

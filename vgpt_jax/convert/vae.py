@@ -13,11 +13,9 @@ import pathlib
 import re
 
 import flax
-import flax.linen as nn
-import jax
 import numpy as np
 
-from vgpt_jax.models.clip_tokenizer import AutoencoderKL, TokenizerConfig, init_params
+from vgpt_jax.models.clip_tokenizer import TokenizerConfig, abstract_params
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -132,7 +130,7 @@ def _from_torch(array: np.ndarray) -> np.ndarray:
 
 def params_from_tensors(tensors: dict[str, np.ndarray], cfg: TokenizerConfig, source: str = "weights"):
     """Our parameter tree (fp32 NumPy) from diffusers tensors that must match ``cfg`` exactly."""
-    abstract = nn.unbox(jax.eval_shape(lambda k: init_params(AutoencoderKL(cfg), k), jax.random.key(0)))
+    abstract = abstract_params(cfg)
     flat = flax.traverse_util.flatten_dict(abstract)
     params, missing = {}, []
     for path, leaf in flat.items():

@@ -43,19 +43,19 @@ from tqdm import tqdm
 
 from data_pipelines import transforms, video_io
 from data_pipelines.labelled_source import LabelledVideo
-from vgpt_jax.checkpoint.inference import abstract_model_params
 from vgpt_jax.evaluation.fvd import prefetched
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 from vgpt_jax.models.video_gpt import (
     ModelConfig,
-    VideoGPT,
+    abstract_params,
     check_feature_layers,
     clean_stream_features,
     example_inputs,
+    model_from_config,
 )
 from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.predict import to_model_resolution
-from vgpt_jax.train.step import sharding_context
 
 POOLINGS = {
     "mean": "mean over every patch token of every frame",
@@ -163,8 +163,8 @@ def pixel_tokens(pixels: np.ndarray, side: int) -> np.ndarray:
 
 def random_model_params(config: ml_collections.ConfigDict, mesh: Mesh, seed: int):
     """Freshly initialised Video-GPT parameters (the training init), laid out on ``mesh``."""
-    model = VideoGPT(ModelConfig.from_config(config))
-    shardings = jax.tree.map(lambda a: a.sharding, abstract_model_params(config, mesh))
+    model = model_from_config(config)
+    shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, mesh))
 
     def init(key):
         return nn.unbox(model.init(key, *example_inputs(config, num_frames=2))["params"])
@@ -220,7 +220,7 @@ class Extractor:
         return [layer_name(layer) for layer in self.layers] + ([PIXELS] if self.spec.pixels else [])
 
     def _batch(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        pixels = transforms.to_unit_range(clips)
+        pixels = transforms.uint8_to_signed(clips)
         latents = jax.device_put(self.tokenizer.encode(pixels), self._sharding)
         with sharding_context(self.mesh):
             pooled = np.asarray(

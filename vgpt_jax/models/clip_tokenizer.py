@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -41,7 +40,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgpt_jax import config as config_lib
-from vgpt_jax.checkpoint import params as params_ckpt
 from vgpt_jax.parallel import mesh as mesh_lib
 
 # The tokenizer's parameters are small (84 M for the SDXL size) and its convolutions have no
@@ -501,8 +499,8 @@ def decode(
     return x.reshape(*lead, *x.shape[1:])
 
 
-def to_unit_range(frames: jax.Array) -> jax.Array:
-    """Decoder output in [-1, 1] -> displayable pixels: x·0.5 + 0.5 clamped to [0, 1]."""
+def signed_to_unit(frames: jax.Array) -> jax.Array:
+    """Decoder output in [-1, 1] -> displayable pixels in [0, 1]: x·0.5 + 0.5, clamped."""
     return jnp.clip(frames * 0.5 + 0.5, 0.0, 1.0)
 
 
@@ -512,13 +510,11 @@ def init_params(model: AutoencoderKL, key: jax.Array):
     return model.init(key, jnp.zeros((1, f, f, model.cfg.in_channels)), jax.random.key(0))["params"]
 
 
-def abstract_params(cfg: TokenizerConfig, mesh: Mesh):
-    """ShapeDtypeStructs of the (unboxed) parameters with their replicated shardings on ``mesh``."""
+def abstract_params(cfg: TokenizerConfig, mesh: Mesh | None = None):
+    """ShapeDtypeStructs of the (unboxed) parameters, no memory for the arrays; with ``mesh``,
+    carrying their (replicated) shardings on it."""
     boxed = jax.eval_shape(functools.partial(init_params, AutoencoderKL(cfg)), jax.random.key(0))
-    shardings = mesh_lib.tree_shardings(mesh, boxed)
-    return jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), shardings
-    )
+    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed)
 
 
 def single_device_mesh() -> Mesh:
@@ -569,51 +565,6 @@ class ClipTokenizer:
         key = jax.random.key(config.seed) if key is None else key
         return cls(cfg, init_params(AutoencoderKL(cfg), key), mesh)
 
-    @classmethod
-    def from_diffusers(cls, folder, mesh: Mesh | None = None, chunk_frames: int = 8) -> ClipTokenizer:
-        """Imports a diffusers ``AutoencoderKL`` folder (config.json + safetensors); needs no torch."""
-        from vgpt_jax.convert import vae  # the converter builds on this module
-
-        cfg, params = vae.import_vae(folder, chunk_frames=chunk_frames)
-        return cls(cfg, params, mesh)
-
-    @classmethod
-    def load(cls, directory, mesh: Mesh | None = None) -> ClipTokenizer:
-        """A tokenizer written by :meth:`save`; its sizes come from the config saved beside it."""
-        cfg = TokenizerConfig.from_config(params_ckpt.load_config(directory))
-        mesh = single_device_mesh() if mesh is None else mesh
-        return cls(cfg, params_ckpt.load_params(directory, abstract_params(cfg, mesh)), mesh)
-
-    @classmethod
-    def from_weights(cls, config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> ClipTokenizer:
-        """The tokenizer ``config.tokenizer.weights`` names.
-
-        '' -> random init (:meth:`from_config`); a params checkpoint -> :meth:`load`; a diffusers
-        folder -> :meth:`from_diffusers` (with ``config.tokenizer.chunk_frames``).
-        """
-        from vgpt_jax.convert import vae
-
-        weights = config.tokenizer.weights
-        if not weights:
-            return cls.from_config(config, mesh)
-        if params_ckpt.is_params_checkpoint(weights):
-            return cls.load(weights, mesh)
-        if os.path.isfile(os.path.join(weights, vae.CONFIG_FILE)) and os.path.isfile(
-            os.path.join(weights, vae.WEIGHTS_FILE)
-        ):
-            return cls.from_diffusers(weights, mesh, chunk_frames=config.tokenizer.chunk_frames)
-        found = sorted(os.listdir(weights))[:8] if os.path.isdir(weights) else "nothing (no such folder)"
-        raise ValueError(
-            f"config.tokenizer.weights = {weights!r} is neither a tokenizer params checkpoint "
-            f"({params_ckpt.CONFIG_FILE} + {params_ckpt.PARAMS_DIR}/, written by vgpt_jax.train.tokenizer) "
-            f"nor a diffusers AutoencoderKL folder ({vae.CONFIG_FILE} + {vae.WEIGHTS_FILE}); found {found}. "
-            "Use '' for a randomly initialised tokenizer"
-        )
-
-    def save(self, directory, config: ml_collections.ConfigDict) -> str:
-        """Writes the parameters and ``config`` (whose tokenizer section built them): a params checkpoint."""
-        return params_ckpt.save_params(directory, self.params, config)
-
     def _run(self, fn, x, *args):
         """Flattens to frames, pads to the device count, runs ``fn``, and restores the leading axes.
 
@@ -643,4 +594,4 @@ class ClipTokenizer:
 
     def decode_to_pixels(self, latents) -> jax.Array:
         """The release's decode: scaled latents -> frames in [0, 1] (x·0.5 + 0.5, clamped)."""
-        return to_unit_range(self.decode(latents))
+        return signed_to_unit(self.decode(latents))

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgpt_jax.nn.attention import CLEAN, NOISY, TokenAttrs, visible
+from vgpt_jax.nn.tokens import CLEAN, NOISY, TokenAttrs, visible
 
 
 def random_clip_ids(key: jax.Array, num_frames: int) -> jax.Array:

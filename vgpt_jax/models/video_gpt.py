@@ -42,10 +42,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import ATTENTION_RESIDUALS, KVPrefix, SelfAttention, TokenAttrs, batched_attrs
+from vgpt_jax.nn.attention import KVPrefix, SelfAttention
 from vgpt_jax.nn.embeddings import (
     PatchEmbed,
     TimestepEmbedder,
@@ -57,7 +58,10 @@ from vgpt_jax.nn.embeddings import (
 from vgpt_jax.nn.initializers import phi3_normal, zeros
 from vgpt_jax.nn.mlp import GatedMLP
 from vgpt_jax.nn.norms import RMSNorm, layer_norm_no_affine
+from vgpt_jax.nn.remat import ATTENTION_RESIDUALS
 from vgpt_jax.nn.rope import inverse_frequencies, rope_cos_sin
+from vgpt_jax.nn.tokens import TokenAttrs, batched_attrs
+from vgpt_jax.parallel import mesh as mesh_lib
 
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -374,6 +378,11 @@ class VideoGPT(nn.Module):
         return self.head(hidden[:, history.shape[1] :], t, noisy.shape[-3], noisy.shape[-2])
 
 
+def model_from_config(config: ml_collections.ConfigDict) -> VideoGPT:
+    """The Video-GPT module that ``config.model`` describes."""
+    return VideoGPT(ModelConfig.from_config(config))
+
+
 def check_feature_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
     """Layer numbers (1 = after the first decoder layer) sorted and without repeats; ValueError
     naming the model's depth if one is outside 1..num_layers."""
@@ -429,6 +438,16 @@ def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, num_frames
     clip_ids = jnp.broadcast_to(layout.per_frame_clip_ids(n), (batch, n))
     attrs, positions = layout.training_layout(clip_ids, config_lib.sizes(config).tokens_per_frame)
     return lat, lat, jnp.zeros((batch, n)), attrs, positions
+
+
+def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Any:
+    """ShapeDtypeStructs of the (unboxed) Video-GPT parameters of ``config``, no memory for the
+    arrays; with ``mesh``, carrying their shardings on it."""
+    model = model_from_config(config)
+    # Two frames suffice: no parameter depends on the sequence length.
+    init = lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"]  # noqa: E731
+    boxed = jax.eval_shape(init, jax.random.key(0))
+    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed)
 
 
 def num_params(params) -> int:

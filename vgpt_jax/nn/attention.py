@@ -1,9 +1,9 @@
 """Attention with Video-GPT's block-causal visibility rule evaluated from token attributes.
 
 The mask is data, never a stored (L, L) matrix: every token carries ``TokenAttrs`` and
-:func:`visible` decides, for any (query, key) pair, whether the query may look at the key (spec
-§5.1). Backends evaluate that rule inside the attention computation; ``xla`` is the reference
-that every other backend is tested against.
+:func:`vgpt_jax.nn.tokens.visible` decides, for any (query, key) pair, whether the query may look
+at the key (spec §5.1). Backends evaluate that rule inside the attention computation; ``xla`` is
+the reference that every other backend is tested against.
 """
 
 from __future__ import annotations
@@ -18,71 +18,9 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from vgpt_jax.nn.initializers import phi3_normal
+from vgpt_jax.nn.remat import ATTENTION_OUT, ATTENTION_QKV
 from vgpt_jax.nn.rope import apply_rope
-
-# Names of the values a remat policy saves to keep the attention forward out of the backward:
-# q, k, v after RoPE and the output here; the output and log-sum-exp inside a kernel's VJP.
-ATTENTION_QKV, ATTENTION_OUT, ATTENTION_LSE = "attention_qkv", "attention_out", "attention_lse"
-ATTENTION_RESIDUALS = (ATTENTION_QKV, ATTENTION_OUT, ATTENTION_LSE)
-
-CLEAN, NOISY = 0, 1
-# Within-block order o: noisy block [<|diffusion|>=0, TIME=1, patches=2]; clean block
-# [<img>=0, patches=1, </img>=2].
-ORDER_MARKER, ORDER_SECOND, ORDER_THIRD = 0, 1, 2
-
-
-class TokenAttrs(NamedTuple):
-    """Per-token attributes; each field (..., T) int32 (``is_pad`` bool)."""
-
-    kind: jax.Array  # CLEAN or NOISY
-    frame: jax.Array  # global frame index
-    clip: jax.Array  # clip index (frames of one clip share it; clips are ordered in time)
-    order: jax.Array  # within-block order o (see ORDER_*)
-    is_pad: jax.Array  # pad tokens: invisible to real queries; pad queries see everything
-
-
-def concat_attrs(first: TokenAttrs, second: TokenAttrs) -> TokenAttrs:
-    """Joins two attribute sequences along the token axis."""
-    return TokenAttrs(*(jnp.concatenate([a, b], axis=-1) for a, b in zip(first, second, strict=True)))
-
-
-def round_up(n: int, multiple: int) -> int:
-    """The smallest multiple of ``multiple`` that is >= n."""
-    return -(-n // multiple) * multiple
-
-
-def pad_tokens(x: jax.Array, length: int, fill=0) -> jax.Array:
-    """(B, T, ...) -> (B, length, ...), the new tokens set to ``fill``."""
-    return jnp.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
-
-
-def batched_attrs(attrs: TokenAttrs, batch: int) -> TokenAttrs:
-    """Attribute fields (T,) or (B, T) broadcast to (batch, T)."""
-    return TokenAttrs(*(jnp.broadcast_to(a, (batch, jnp.shape(a)[-1])) for a in attrs))
-
-
-def visible(q: TokenAttrs, k: TokenAttrs) -> jax.Array:
-    """Spec §5.1: may query q attend key k? q fields (..., Tq), k fields (..., Tk) -> (..., Tq, Tk).
-
-    - k clean: q clean sees earlier clean frames and, in its own frame, keys of order <= its own;
-      q noisy sees clean frames of strictly earlier clips.
-    - k noisy: only noisy queries of the same clip, with key order <= query order.
-    - pad keys are seen by pad queries only; pad queries see every key.
-    """
-
-    def col(x):
-        return x[..., :, None]
-
-    def row(x):
-        return x[..., None, :]
-
-    q_noisy, k_noisy = col(q.kind) == NOISY, row(k.kind) == NOISY
-    order_ok = row(k.order) <= col(q.order)
-    clean_clean = (row(k.frame) < col(q.frame)) | ((row(k.frame) == col(q.frame)) & order_ok)
-    noisy_clean = row(k.clip) < col(q.clip)
-    noisy_noisy = (row(k.clip) == col(q.clip)) & order_ok
-    rule = jnp.where(k_noisy, q_noisy & noisy_noisy, jnp.where(q_noisy, noisy_clean, clean_clean))
-    return col(q.is_pad) | (~row(k.is_pad) & rule)
+from vgpt_jax.nn.tokens import TokenAttrs, batched_attrs, concat_attrs, pad_tokens, round_up, visible
 
 
 def _masked_softmax_attention(q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.Array:
@@ -234,7 +172,7 @@ def attend(
     if backend == "xla":
         return xla_attention(q, k, v, q_attrs, k_attrs, query_chunk)
     if backend == "splash":
-        from vgpt_jax.nn.splash import splash_attention  # imports this module's TokenAttrs
+        from vgpt_jax.nn.splash import splash_attention
 
         kernel = functools.partial(splash_attention, interpret=interpret)
         return per_shard(kernel, q, k, v, q_attrs, k_attrs)

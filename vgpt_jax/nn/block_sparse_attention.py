@@ -56,15 +56,8 @@ from jax.ad_checkpoint import checkpoint_name
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from vgpt_jax.nn.attention import (
-    ATTENTION_LSE,
-    ATTENTION_OUT,
-    NOISY,
-    TokenAttrs,
-    batched_attrs,
-    pad_tokens,
-    round_up,
-)
+from vgpt_jax.nn.remat import ATTENTION_LSE, ATTENTION_OUT
+from vgpt_jax.nn.tokens import NOISY, TokenAttrs, batched_attrs, pad_tokens, round_up
 
 TILE_EMPTY, TILE_PARTIAL, TILE_FULL = 0, 1, 2
 

@@ -32,7 +32,8 @@ import numpy as np
 
 from vgpt_jax.models import layout
 from vgpt_jax.nn import block_sparse_attention as bsa
-from vgpt_jax.nn.attention import TokenAttrs, clip_attention, concat_attrs, visible, xla_attention
+from vgpt_jax.nn.attention import clip_attention, xla_attention
+from vgpt_jax.nn.tokens import TokenAttrs, concat_attrs, visible
 
 HEADS, HEAD_DIM, PATCHES = 16, 128, 220
 INTERPRET = False

@@ -69,7 +69,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask_info as mask_info_lib
 
-from vgpt_jax.nn.attention import NOISY, TokenAttrs, batched_attrs, pad_tokens, round_up
+from vgpt_jax.nn.tokens import NOISY, TokenAttrs, batched_attrs, pad_tokens, round_up
 
 LANES = 128  # splash tiles: block_q and block_kv must be multiples of the TPU lane width
 _MASK_VALUE = splash_kernel.DEFAULT_MASK_VALUE

@@ -8,8 +8,10 @@ axes, so a config changes only the mesh sizes to move between 1 CPU, 8 devices, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tensor", "sequence")
+from vgpt_jax.config import MESH_AXES
 
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     # parameters
@@ -72,6 +74,14 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
     return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
+def sharding_context(mesh: Mesh) -> contextlib.ExitStack:
+    """The mesh and logical rules under which the model is traced (entered outside ``jit``)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(mesh))
+    stack.enter_context(nn.logical_axis_rules(LOGICAL_AXIS_RULES))
+    return stack
+
+
 def logical_sharding(mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:
     """NamedSharding of an array whose dimensions carry these logical names."""
     spec = nn.logical_to_mesh_axes(tuple(logical_axes), LOGICAL_AXIS_RULES)
@@ -84,6 +94,16 @@ def tree_shardings(mesh: Mesh, annotated_tree) -> object:
     specs = nn.logical_to_mesh(specs, LOGICAL_AXIS_RULES)
     return jax.tree.map(
         lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec)
+    )
+
+
+def abstract_on_mesh(mesh: Mesh, annotated_tree) -> Any:
+    """A tree of ``nn.Partitioned`` abstract leaves (``jax.eval_shape`` of an init) -> unboxed
+    ShapeDtypeStructs carrying the shardings of their logical names on ``mesh``."""
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        nn.unbox(annotated_tree),
+        tree_shardings(mesh, annotated_tree),
     )
 
 

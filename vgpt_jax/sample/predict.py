@@ -16,7 +16,6 @@ mesh; a last partial batch is padded by repeating its last video.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,12 +31,11 @@ from PIL import Image
 from data_pipelines import transforms, video_io
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import inference_mesh, load_for_inference
-from vgpt_jax.evaluation.physics_iq_video import REENCODE_HINT
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
+from vgpt_jax.models.video_gpt import model_from_config
 from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler
-from vgpt_jax.train.step import sharding_context
 
 PARTIAL_DIR = ".partial"  # videos being written, beside the finished ones
 
@@ -72,24 +70,6 @@ def to_uint8(pixels: jax.Array) -> jax.Array:
     return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
-def probe_video(path: str | os.PathLike) -> video_io.VideoInfo:
-    """Size, frame count and fps of a video; FileNotFoundError/ValueError naming it when unusable."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"the video {path} does not exist")
-    try:
-        return video_io.probe(str(path))
-    except video_io.BadVideoError as error:
-        raise ValueError(f"cannot decode the video {error}: {REENCODE_HINT}") from None
-
-
-def read_video(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
-    """Frames at ``indices``: (len(indices), H, W, 3) uint8 RGB; ValueError naming the file if unreadable."""
-    try:
-        return video_io.read_frames(str(path), indices)
-    except video_io.BadVideoError as error:
-        raise ValueError(f"cannot decode the video {error}: {REENCODE_HINT}") from None
-
-
 def _to_host(x: jax.Array) -> np.ndarray:
     """A sharded array as one NumPy array on every process."""
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
@@ -108,7 +88,7 @@ class _Reencoder:
         self.pixels.append(pixels)
         # The last round's re-encoding goes unused: rollout does not say which round is the last.
         return self.tokenizer.encode(
-            transforms.to_unit_range(pixels), jax.random.fold_in(self.key, len(self.pixels))
+            transforms.uint8_to_signed(pixels), jax.random.fold_in(self.key, len(self.pixels))
         )
 
 
@@ -126,7 +106,7 @@ class Predictor:
         self.params = params
         self.tokenizer = tokenizer
         self.mesh = inference_mesh(config) if mesh is None else mesh
-        self.sampler = Sampler(config, VideoGPT(ModelConfig.from_config(config)))
+        self.sampler = Sampler(config, model_from_config(config))
         d = config.data
         f = tokenizer.cfg.downsample_factor
         self.frame_size = (d.latent_height * f, d.latent_width * f)  # (height, width) in pixels
@@ -155,7 +135,7 @@ class Predictor:
         n = len(videos)
         batch = np.stack([*videos, *[videos[-1]] * (self.batch_size - n)])
         encode_key, sample_key = jax.random.split(jax.random.key(self.config.sampling.seed))
-        context = self.tokenizer.encode(transforms.to_unit_range(batch), jax.random.fold_in(encode_key, 0))
+        context = self.tokenizer.encode(transforms.uint8_to_signed(batch), jax.random.fold_in(encode_key, 0))
         context = jax.device_put(context, self._batch_sharding)
         reencode = _Reencoder(self.tokenizer, encode_key)
         with sharding_context(self.mesh):
@@ -184,25 +164,6 @@ class Predictor:
         return out
 
 
-def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
-    """Writes (T, H, W, 3) uint8 RGB as an H.264 MP4 of exactly T frames lasting T / fps seconds.
-
-    The file appears under its name only once complete (written in ``.partial/`` beside it, then
-    renamed), so an interrupted run never leaves a truncated video that looks finished, nor a stray
-    ``.mp4`` among the finished ones. Odd sides lose their last row/column: yuv420p needs even ones.
-    """
-    path = Path(path)
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    partial = path.parent / PARTIAL_DIR / path.name
-    partial.parent.mkdir(exist_ok=True)
-    written = video_io.write_video(str(partial), frames[:, :height, :width], fps)
-    if written != len(frames):  # write_video counts what it encoded; a mismatch is a bug, not input
-        raise RuntimeError(f"wrote {written} of {len(frames)} frames to {partial}")
-    os.replace(partial, path)
-    with contextlib.suppress(OSError):  # kept while other videos are being written
-        partial.parent.rmdir()
-
-
 def predict_file(
     checkpoint: str | os.PathLike,
     video: str | os.PathLike,
@@ -223,17 +184,22 @@ def predict_file(
     are the checkpoint's ``config.sampling``; ``overrides`` and ``sampling`` replace single fields
     (see :meth:`Predictor.from_checkpoint`). Returns the frame count.
     """
-    info = probe_video(video)
+    if Path(output).is_dir():  # checked before sampling, which takes minutes
+        raise FileExistsError(
+            f"--output {output} is a folder: pass the path of the .mp4 file to write, e.g. "
+            f"{Path(output) / 'prediction.mp4'}"
+        )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    info = video_io.probe_video(video)
     needed = (cond_frames - 1) * stride + 1
     if info.num_frames < needed:
         raise ValueError(
             f"{video} has {info.num_frames} frames, fewer than the {needed} that {cond_frames} conditioning "
             f"frames at stride {stride} span: lower --cond-frames or --stride"
         )
-    context = read_video(video, range(0, needed, stride))
+    context = video_io.read_video(video, range(0, needed, stride))
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
     (predicted,) = predictor.predict([context], num_frames, progress=True)
     frames = np.concatenate([context, predicted]) if with_context else predicted
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
+    video_io.write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)

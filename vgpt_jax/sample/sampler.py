@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from vgpt_jax.diffusion import flow
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import VideoGPT
-from vgpt_jax.nn.attention import TokenAttrs
+from vgpt_jax.nn.tokens import TokenAttrs
 
 
 def _rows(x: jax.Array, batch: int) -> jax.Array:

@@ -17,7 +17,7 @@ import ml_collections
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import visible
+from vgpt_jax.nn.tokens import visible
 
 
 def official_partition(frames: int, seed: int) -> list[int]:

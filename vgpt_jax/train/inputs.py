@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from data_pipelines.encode_latents import LATENT_MEAN, LATENT_STD
+
 VIDEO = "video"
-LATENT_MEAN, LATENT_STD = "latent_mean", "latent_std"
 # a stream of keys of its own: the train step folds (seed, step) for its noise and partitions
 _POSTERIOR_STREAM = 0x1A7E
 

@@ -14,22 +14,15 @@ import jax
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from PIL import Image
 
-from data_pipelines.video_io import write_video
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT
+from data_pipelines.video_io import write_gif, write_video
+from vgpt_jax.models.video_gpt import model_from_config
 from vgpt_jax.sample.sampler import Sampler
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """[0, 1] floats -> uint8 (rounded)."""
     return np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def write_gif(path: str, frames: np.ndarray, fps: int) -> None:
-    """(T, H, W, 3) uint8 -> an endlessly looping GIF at ``fps``."""
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
 def side_by_side(real: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -45,7 +38,7 @@ class SampleVideos:
         self.fps = config.train.sample_fps
         self.tokenizer = tokenizer
         self.directory = os.path.join(workdir, "samples")
-        self.sampler = Sampler(config, VideoGPT(ModelConfig.from_config(config)))
+        self.sampler = Sampler(config, model_from_config(config))
         self.predict_frames = min(config.sampling.clip_frames, config.data.num_frames - 1)
         self.clip = None
 

@@ -7,7 +7,6 @@ same structure and all shapes are static. The step takes latents, not pixels.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import flax
@@ -23,6 +22,7 @@ from vgpt_jax.diffusion import flow
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
 from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.parallel.mesh import sharding_context
 
 
 @flax.struct.dataclass
@@ -42,6 +42,31 @@ def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTran
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+
+
+def tree_is_finite(tree: Any) -> jax.Array:
+    """A device bool scalar: every floating-point leaf of ``tree`` is finite (integer leaves always are)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+# Metrics keys of the step's finiteness (device bools, popped by the loop): whether the loss and
+# the updated parameters and optimiser state are finite, and whether the step's batch is.
+FINITE = "finite"
+BATCH_FINITE = "batch_finite"
+
+
+def finiteness(loss: jax.Array, updated: TrainState, batch: Any) -> dict[str, jax.Array]:
+    """The step's :data:`FINITE` and :data:`BATCH_FINITE` flags.
+
+    The loss comes from the parameters before the update, so it alone would let a step that
+    overflows the update pass; a checkpoint is only ever written from a state called finite. The
+    batch's flag tells a bad input from diverged parameters.
+    """
+    return {
+        FINITE: jnp.isfinite(loss) & tree_is_finite((updated.params, updated.opt_state)),
+        BATCH_FINITE: tree_is_finite(batch),
+    }
 
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
@@ -70,14 +95,6 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
     if optim.grad_clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), adamw)
     return adamw
-
-
-def sharding_context(mesh: Mesh):
-    """The mesh and logical rules under which the model is traced (entered outside ``jit``)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.set_mesh(mesh))
-    stack.enter_context(nn.logical_axis_rules(mesh_lib.LOGICAL_AXIS_RULES))
-    return stack
 
 
 class StateInit:
@@ -112,6 +129,9 @@ class Trainer(StateInit):
       ``clean`` (B, N, h, w, C): the clean copies' inputs (an independent posterior sample of the
       same frames; pass ``target`` again if there is only one).
     """
+
+    # config sections whose fields shape the state (the tokenizer's sizes set the latents')
+    STATE_SECTIONS = ("model.", "tokenizer.")
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
         self.config = config
@@ -181,10 +201,11 @@ class Trainer(StateInit):
             "grad_norm": optax.tree.norm(grads),
             "learning_rate": learning_rate_schedule(self.config.optim)(state.step),
         }
-        return apply_gradients(state, grads, self.optimizer), metrics
+        updated = apply_gradients(state, grads, self.optimizer)
+        return updated, {**metrics, **finiteness(loss, updated, batch)}
 
     def step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One optimiser step; ``state`` is donated."""
+        """One optimiser step; ``state`` is donated. The metrics include the :func:`finiteness` flags."""
         with sharding_context(self.mesh):
             return self._step(state, batch)
 

@@ -28,15 +28,16 @@ from data_pipelines import transforms, video_io
 from data_pipelines.clip_sampler import ClipSpec
 from data_pipelines.encode_latents import read_frames
 from data_pipelines.pipeline import open_source
+from vgpt_jax.checkpoint.tokenizer import save_tokenizer
 from vgpt_jax.models import clip_tokenizer as ct
 from vgpt_jax.parallel import mesh as mesh_lib
+from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.train.step import (
     StateInit,
     TrainState,
     apply_gradients,
     learning_rate_schedule,
     make_optimizer,
-    sharding_context,
 )
 
 TOKENIZER_DIR = "tokenizer"  # under the workdir
@@ -137,7 +138,7 @@ class TokenizerTrainer(StateInit):
         mean, std = ct.posterior(self.model, params, frames, mesh=self.mesh)
         sample = mean + std * jax.random.normal(key, mean.shape, mean.dtype)
         latents = jnp.stack([mean, sample]) * self.cfg.scaling_factor  # one decoder program for both
-        pixels = ct.to_unit_range(ct.decode(self.model, params, latents, mesh=self.mesh))
+        pixels = ct.signed_to_unit(ct.decode(self.model, params, latents, mesh=self.mesh))
         return (pixels[0], pixels[1]), latents[0]
 
     def evaluate(self, params, frames: np.ndarray) -> dict[str, float]:
@@ -148,7 +149,7 @@ class TokenizerTrainer(StateInit):
         x = self.shard(frames)
         with sharding_context(self.mesh):
             (from_mean, from_sample), latents = self._reconstruct(params, x, self.step_key(EVAL_STEP))
-        target = ct.to_unit_range(x)
+        target = ct.signed_to_unit(x)
         return {
             "psnr": float(psnr(target, from_mean)),
             "psnr_sample": float(psnr(target, from_sample)),
@@ -221,7 +222,7 @@ def random_batches(frames: np.ndarray, batch: int, seed: int) -> Iterator[np.nda
     """An endless stream of (batch, H, W, 3) float32 frames in [-1, 1] drawn uniformly from ``frames``."""
     rng = np.random.default_rng(seed)
     while True:
-        yield transforms.to_unit_range(frames[rng.integers(0, len(frames), batch)])
+        yield transforms.uint8_to_signed(frames[rng.integers(0, len(frames), batch)])
 
 
 def train_tokenizer(
@@ -246,7 +247,7 @@ def train_tokenizer(
     train_frames = np.concatenate(videos[: -t.eval_videos])
     held_out = np.concatenate(videos[-t.eval_videos :])
     # evaluation splits the frames over the data-parallel devices like a batch
-    held_out = transforms.to_unit_range(
+    held_out = transforms.uint8_to_signed(
         held_out[: len(held_out) // trainer.data_parallel * trainer.data_parallel]
     )
     log(
@@ -264,7 +265,7 @@ def train_tokenizer(
         log(f"scaling_factor set to {cfg.scaling_factor:.5f} (held-out latent std 1)")
     summary["scaling_factor"] = cfg.scaling_factor
     directory = os.path.join(workdir, TOKENIZER_DIR)
-    ct.ClipTokenizer(cfg, state.params, trainer.mesh).save(directory, config)
+    save_tokenizer(ct.ClipTokenizer(cfg, state.params, trainer.mesh), directory, config)
     summary.update(seconds=time.perf_counter() - start, tokenizer=directory)
     log(f"tokenizer saved to {directory}; {summary['seconds']:.1f} s in all")
     return summary

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vgpt_jax.evaluation.physics_iq_video import probe, read_frames
+from vgpt_jax.evaluation.physics_iq.video import probe, read_frames
 
 METRIC_SCALE = 4  # metrics at (W // 4, H // 4) of the real take-1 video
 

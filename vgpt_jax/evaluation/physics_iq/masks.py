@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vgpt_jax.evaluation.physics_iq_video import probe, read_frames
+from vgpt_jax.evaluation.physics_iq.video import probe, read_frames
 
 THRESHOLD = 10  # grey levels; a pixel moves where |blurred grey - background| > THRESHOLD
 BACKGROUND_RATE = 0.3  # weight of the current frame in the running-average background

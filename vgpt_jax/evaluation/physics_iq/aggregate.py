@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vgpt_jax.evaluation.physics_iq_layout import VIEWS
+from vgpt_jax.evaluation.physics_iq.layout import VIEWS
 
 Results = Mapping[str, Mapping[str, Mapping[str, Any]]]
 

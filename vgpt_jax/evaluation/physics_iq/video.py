@@ -12,8 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# Shown with every "cannot decode" error: the fix that works for any input the user may have.
-REENCODE_HINT = "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`"
+from data_pipelines.video_io import REENCODE_HINT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,17 +22,18 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from vgpt_jax.evaluation.physics_iq_layout import (
+from data_pipelines.video_io import probe_video, read_video, write_mp4
+from vgpt_jax.evaluation.physics_iq.layout import (
+    CONDITIONING_SECONDS,
     DOWNLOAD_HINT,
     EVAL_SECONDS,
     RealVideo,
+    find_descriptions,
     find_generated,
     split_dir,
     take_one_videos,
 )
-from vgpt_jax.sample.predict import Predictor, probe_video, read_video, write_mp4
-
-CONDITIONING_SECONDS = 3  # the benchmark's v2v input: the 3 s before the switch frame
+from vgpt_jax.sample.predict import Predictor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,9 @@ def _check_existing_ids(output_dir: Path, jobs: Sequence[Job]) -> None:
             )
 
 
-def plan(data_dir: Path, output_dir: Path, fps: int, cond_frames: int) -> tuple[list[Job], list[Job]]:
+def plan(
+    data_dir: Path, output_dir: Path, fps: int, cond_frames: int, descriptions: Path | None = None
+) -> tuple[list[Job], list[Job]]:
     """(to generate, already finished) for every take-1 test case; checks all inputs first.
 
     Raises FileNotFoundError/ValueError naming the file and the fix.
@@ -120,7 +123,7 @@ def plan(data_dir: Path, output_dir: Path, fps: int, cond_frames: int) -> tuple[
         )
     if not data_dir.is_dir():
         raise FileNotFoundError(f"the Physics-IQ data folder {data_dir} does not exist: {DOWNLOAD_HINT}")
-    videos = take_one_videos(data_dir)
+    videos = take_one_videos(find_descriptions(data_dir, descriptions))
     folder = _conditioning_dir(data_dir, fps)
     jobs = [Job(v, folder / v.conditioning_name(fps), output_dir / v.generated_name) for v in videos]
     for job in jobs:
@@ -142,6 +145,8 @@ def generate(
     output_dir: str | os.PathLike,
     fps: int,
     cond_frames: int | None = None,
+    descriptions: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
     **sampling,
 ) -> dict:
     """Writes the generated video of every take-1 test case that ``output_dir`` does not hold yet.
@@ -152,17 +157,20 @@ def generate(
       output_dir: where `{ID}_{view}_{scenario}.mp4` go (created if missing).
       fps: the benchmark fps folder to condition on and to write at.
       cond_frames: conditioning frames (the last ones of the 3 s video); default all 3·fps.
-      sampling: overrides of config.sampling (steps, cfg_scale, clip_frames, window_frames, seed).
+      descriptions: the benchmark's descriptions.csv; default: see ``layout.find_descriptions``.
+      overrides, sampling: fields that replace the checkpoint's own config (``FIELD=VALUE``), and
+        config.sampling fields by name (steps, cfg_scale, clip_frames, window_frames, seed).
 
     Returns:
       {"generated": n, "skipped": n (finished before), "output_dir": str}.
     """
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     cond_frames = CONDITIONING_SECONDS * fps if cond_frames is None else cond_frames
-    todo, finished = plan(data_dir, output_dir, fps, cond_frames)
+    descriptions = None if descriptions is None else Path(descriptions)
+    todo, finished = plan(data_dir, output_dir, fps, cond_frames, descriptions)
     if todo:
         output_dir.mkdir(parents=True, exist_ok=True)
-        predictor = Predictor.from_checkpoint(checkpoint, **sampling)
+        predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
         total = len(todo) + len(finished)
         with tqdm(total=total, initial=len(finished), desc="Physics-IQ generate", unit="video") as bar:
             for start in range(0, len(todo), predictor.batch_size):

@@ -3,10 +3,10 @@
 `resolve_inputs` checks everything a user can get wrong before any work starts, and raises a
 FileNotFoundError/ValueError that names the file and the fix; nothing here writes to disk.
 
-Real videos are the rows of `descriptions/descriptions.csv`, whose `scenario` column reads
-`{ID}_{view}_{take}_{name}.mp4`. A test case is a take-1 video; its generated video is any
-`{ID}_….mp4` in the generated folder with that take-1 ID, and it is compared with the take-1 and
-take-2 testing videos of the same view and scenario.
+Real videos are the rows of `descriptions.csv` (:func:`find_descriptions` says where it is looked
+for), whose `scenario` column reads `{ID}_{view}_{take}_{name}.mp4`. A test case is a take-1
+video; its generated video is any `{ID}_….mp4` in the generated folder with that take-1 ID, and it
+is compared with the take-1 and take-2 testing videos of the same view and scenario.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import dataclasses
 import re
 from pathlib import Path
 
-from vgpt_jax.evaluation.physics_iq_video import VideoInfo, probe
+from vgpt_jax.evaluation.physics_iq.video import VideoInfo, probe
 
 VIEWS = ("perspective-left", "perspective-center", "perspective-right")
 TAKES = ("take-1", "take-2")
 EVAL_SECONDS = 5  # the metrics compare the first 5 s after the switch frame
+CONDITIONING_SECONDS = 3  # the benchmark's v2v input: the 3 s before the switch frame
 DESCRIPTIONS = Path("descriptions") / "descriptions.csv"
 DOWNLOAD_HINT = "download it with the benchmark's code/download_physics_iq_data.py"
 _GENERATED_NAME = re.compile(r"(\d{4})_.*\.mp4")
@@ -86,16 +87,35 @@ def split_dir(data_dir: Path, part: str, fps: int) -> Path:
     return data_dir / "split-videos" / part / f"{fps}FPS"
 
 
-def take_one_videos(data_dir: Path) -> list[RealVideo]:
+def find_descriptions(data_dir: Path, descriptions: Path | None = None) -> Path:
+    """The descriptions.csv of a run: `descriptions` when given, else the first that exists of
+    `data_dir`/descriptions/descriptions.csv and descriptions/descriptions.csv beside `data_dir` (the
+    benchmark repository's layout: its download script writes physics-IQ-benchmark/ next to its
+    descriptions/). FileNotFoundError naming every place looked at."""
+    if descriptions is not None:
+        if not descriptions.is_file():
+            raise FileNotFoundError(
+                f"--descriptions {descriptions} does not exist: pass the benchmark repository's "
+                f"{DESCRIPTIONS}"
+            )
+        return descriptions
+    candidates = (data_dir / DESCRIPTIONS, data_dir.resolve().parent / DESCRIPTIONS)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no descriptions.csv in {candidates[0]} nor {candidates[1]}: pass --descriptions FILE, the "
+        f"{DESCRIPTIONS} of the benchmark's code repository (google-deepmind/physics-IQ-benchmark)"
+    )
+
+
+def take_one_videos(descriptions: Path) -> list[RealVideo]:
     """The take-1 videos of descriptions.csv: one per test case, the ones a model is compared with."""
-    return [v for v in read_descriptions(data_dir) if v.take == TAKES[0]]
+    return [v for v in read_descriptions(descriptions) if v.take == TAKES[0]]
 
 
-def read_descriptions(data_dir: Path) -> list[RealVideo]:
-    """The real videos listed in `data_dir`/descriptions/descriptions.csv."""
-    path = data_dir / DESCRIPTIONS
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: --data-dir must be the physics-IQ-benchmark folder")
+def read_descriptions(path: Path) -> list[RealVideo]:
+    """The real videos listed in the descriptions.csv at `path`."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"scenario", "category"} <= set(rows[0]):
@@ -196,14 +216,18 @@ def _check_shipped_mask(path: Path, fps: int, num_frames: int) -> None:
         )
 
 
-def resolve_inputs(data_dir: Path, generated_dir: Path, fps: int | None = None) -> Inputs:
+def resolve_inputs(
+    data_dir: Path, generated_dir: Path, fps: int | None = None, descriptions: Path | None = None
+) -> Inputs:
     """Checks and collects the inputs of scoring `generated_dir` against the benchmark in `data_dir`.
 
     fps: the generated videos' frame rate, read from them when None (they must agree with it).
+    descriptions: the descriptions.csv; looked for by :func:`find_descriptions` when None.
     """
     if not data_dir.is_dir():
         raise FileNotFoundError(f"the Physics-IQ data folder {data_dir} does not exist: {DOWNLOAD_HINT}")
-    pairs = _pair_takes(read_descriptions(data_dir), data_dir / DESCRIPTIONS)
+    descriptions = find_descriptions(data_dir, descriptions)
+    pairs = _pair_takes(read_descriptions(descriptions), descriptions)
     generated = find_generated(generated_dir, set(pairs))
     infos = {path: probe(path) for path in generated.values()}
     fps = _generated_fps(infos, fps)

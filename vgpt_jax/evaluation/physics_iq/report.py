@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vgpt_jax.evaluation.physics_iq_layout import VIEWS
-from vgpt_jax.evaluation.physics_iq_metrics import VIEW_METRICS
-from vgpt_jax.evaluation.physics_iq_score import Results
+from vgpt_jax.evaluation.physics_iq.aggregate import Results
+from vgpt_jax.evaluation.physics_iq.layout import VIEWS
+from vgpt_jax.evaluation.physics_iq.metrics import VIEW_METRICS
 
 CSV_COLUMNS = ("scenario", *(f"{name}_{view}" for view in VIEWS for name in VIEW_METRICS))
 _IOU_METRICS = (
