@@ -17,6 +17,11 @@ step time, tokens/s, MFU and peak memory and our speed-up over it to the row.
 
 The tokenizer row times encode and decode frames/s of the SDXL-size VAE (random weights, fp32) at
 320x176 (``--tokenizer CONFIG ...``; on a CPU the tiny tokenizer at 64x64; ``--tokenizer`` alone skips).
+
+``--features CONFIG ...`` adds rows of `vgpt features`' extraction speed (tokenizer encode and the
+clean stream through ``--feature-layers``' deepest layer, random weights) in clips/s at
+``--feature-clip`` (16 frames of 320x240 by default), with the minutes one clip of each of
+UCF-101's 13,320 videos would take.
 """
 
 from __future__ import annotations
@@ -357,6 +362,33 @@ def bench_tokenizer(path: str, frames: int, height: int, width: int, repeats: in
     }
 
 
+UCF101_VIDEOS = 13320  # the videos of UCF-101 (both splits): one clip each for the probe
+
+
+def bench_features(
+    path: str,
+    layers: Sequence[int],
+    frames: int,
+    height: int,
+    width: int,
+    batch_per_device: int,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """Clips/s of `vgpt features` (tokenizer encode, the clean stream through max(layers) layers,
+    pooling) for a config with random weights, and the minutes one view of UCF-101 would take."""
+    from vgpt_jax.evaluation.features import extraction_speed
+
+    config = config_lib.load_experiment(path, overrides)
+    row = extraction_speed(config, layers, frames, height, width, batch_per_device)
+    return {
+        "row": f"features {path.rsplit('/', 1)[-1][:-3]} layers {','.join(map(str, layers))}, "
+        f"{frames} frames {width}x{height}",
+        **row,
+        "ucf101_min": round(UCF101_VIDEOS / row["clips_per_s"] / 60, 1),
+        "peak_mem_gib": peak_memory_gib(),
+    }
+
+
 def print_table(rows: list[dict], peak: float) -> None:
     print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}  matmul peak {peak:.3g} TFLOP/s")
     cols = [
@@ -373,6 +405,7 @@ def print_table(rows: list[dict], peak: float) -> None:
         "official_max_mem_gib",
         "speedup",
         "clips_per_s",
+        "ucf101_min",
         "encode_frames_per_s",
         "decode_frames_per_s",
         "peak_mem_gib",
@@ -425,6 +458,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="tokenizer configs to time encode/decode of (default: the SDXL VAE at 320x176; none: skip)",
     )
     p.add_argument("--tokenizer-frames", type=int, default=32, help="frames per encode/decode call")
+    p.add_argument(
+        "--features",
+        nargs="*",
+        default=[],
+        help="configs to time feature extraction of (vgpt features, random weights; default: none)",
+    )
+    p.add_argument("--feature-layers", default="8,16,24", help="layers of the features rows")
+    p.add_argument(
+        "--feature-clip",
+        default="16x240x320",
+        help="FRAMESxHEIGHTxWIDTH of a features clip (default 16x240x320)",
+    )
+    p.add_argument("--feature-batch", type=int, default=4, help="clips per device of the features rows")
     p.add_argument("--json", default="", help="also write the rows here")
     p.add_argument("--profile", action="store_true", help="trace the train rows: device time by kernel kind")
     p.add_argument(
@@ -497,6 +543,15 @@ def run(a: argparse.Namespace, overrides: Sequence[str] = ()) -> None:
             lambda path=path: bench_tokenizer(path, a.tokenizer_frames, *tokenizer_size),
         )
         for path in a.tokenizer
+    ]
+    feature_layers = [int(layer) for layer in a.feature_layers.split(",")]
+    clip = [int(n) for n in a.feature_clip.split("x")]
+    jobs += [
+        (
+            f"features {path}",
+            lambda path=path: bench_features(path, feature_layers, *clip, a.feature_batch, overrides),
+        )
+        for path in a.features
     ]
     if a.data_workers:
         jobs.append(("data", lambda: bench_data(a.data_workers)))

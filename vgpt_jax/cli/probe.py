@@ -103,9 +103,10 @@ def main(args: argparse.Namespace) -> int:
         if counts["unlabelled"]:
             print(f"  {counts['unlabelled']} videos without a label skipped")
         for feature, result in run["results"].items():
-            top1, top_k = 100 * result["top1"], 100 * result[f"top{probe.TOP_K}"]
+            top_k = result[f"top{probe.TOP_K}"]
+            top_k_text = "n/a" if top_k is None else f"{100 * top_k:5.1f}%"
             print(
-                f"  {feature:>7}: top-1 {top1:5.1f}%  top-{result['k']} {top_k:5.1f}%"
+                f"  {feature:>7}: top-1 {100 * result['top1']:5.1f}%  top-{probe.TOP_K} {top_k_text}"
                 f"  (weight decay {result['weight_decay']:g}, chance {100 / result['num_classes']:.1f}%)"
             )
     print(f"wrote {output / 'probe.json'} and {output / 'probe.png'}")

@@ -238,7 +238,8 @@ def probe(
     settings: ProbeSettings,
 ) -> dict[str, Any]:
     """The weight-decay sweep on a held-out part of the train split, then the chosen classifier
-    trained on all of it and scored on the test split: {top1, top5, k, weight_decay, val_top1}."""
+    trained on all of it and scored on the test split: {top1, top5, weight_decay, val_top1}; top5 is
+    None for 5 classes or fewer, where it is 100% by construction."""
     if len(train_x) < 2 or not len(test_x):
         raise ValueError(
             f"the probe needs 2 or more labelled train videos and 1 or more test videos with features, "
@@ -253,11 +254,9 @@ def probe(
     best = max(settings.weight_decays, key=lambda wd: val_top1[wd])  # the first of equals
     train_z, test_z = standardise(train_x, test_x)
     logits = logits_of(fit_linear(train_z, train_y, num_classes, best, settings), test_z)
-    k = min(TOP_K, num_classes)
     return {
         "top1": top_k_accuracy(logits, test_y, 1),
-        f"top{TOP_K}": top_k_accuracy(logits, test_y, k),
-        "k": k,
+        f"top{TOP_K}": top_k_accuracy(logits, test_y, TOP_K) if num_classes > TOP_K else None,
         "weight_decay": best,
         "val_top1": {str(wd): acc for wd, acc in val_top1.items()},
     }
@@ -308,18 +307,24 @@ def plot_accuracy(report: Mapping[str, Any], path: str | pathlib.Path) -> None:
 
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
-    num_classes = 0
+    num_classes, all_depths = 0, set()
     for i, (name, run) in enumerate(report["runs"].items()):
         color = f"C{i}"
         layers = {r["layer"]: r for r in run["results"].values() if r["layer"] is not None}
         depth = sorted(layers)
+        all_depths.update(depth)
         for metric, style in (("top1", "-o"), (f"top{TOP_K}", "--^")):
-            if depth:
+            if depth and layers[depth[0]][metric] is not None:
                 values = [100 * layers[d][metric] for d in depth]
                 ax.plot(depth, values, style, color=color, label=f"{name} {metric}")
         if PIXELS in run["results"]:
             pixels = run["results"][PIXELS]
-            ax.axhline(100 * pixels["top1"], color=color, linestyle=":", label=f"{name} raw pixels top1")
+            ax.axhline(
+                100 * pixels["top1"],
+                color=color,
+                linestyle=":",
+                label=f"raw pixels top1 ({name}'s extraction)",
+            )
         num_classes = max(num_classes, *(r["num_classes"] for r in run["results"].values()))
     ax.axhline(100 / num_classes, color="grey", linewidth=0.8, label="chance top1")
     spec = next(iter(report["runs"].values()))["meta"]["spec"]
@@ -329,6 +334,7 @@ def plot_accuracy(report: Mapping[str, Any], path: str | pathlib.Path) -> None:
         title=f"linear probe: {spec['pooling']} pooling, {spec['views']} x {spec['num_frames']} frames",
         ylim=(0, 100),
     )
+    ax.set_xticks(sorted(all_depths))
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=110)
 
