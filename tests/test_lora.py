@@ -447,3 +447,13 @@ def test_export_merges_the_adapters_and_keeps_them_on_request(tmp_path):
     merged_out = apply(merged_config, merged, inputs)
     assert np.std(adapted_out) > 0.1
     assert rel_err(merged_out, adapted_out) < 1e-5
+
+
+def test_an_official_folder_is_refused_for_a_model_with_adapters():
+    from vgpt_jax.convert.official import check_official
+
+    config = config_lib.base_config()
+    check_official(config)
+    config.lora.rank = 8
+    with pytest.raises(ValueError, match=r"no LoRA adapters.*without --keep-adapter"):
+        check_official(config)

@@ -331,6 +331,11 @@ def check_official(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             "config.model.rope.factors = 'short': the official model always uses the long factors"
         )
+    if config.lora.rank > 0:
+        raise ValueError(
+            f"config.lora.rank = {config.lora.rank}: an official folder holds no LoRA adapters; export the "
+            "checkpoint with them merged into the weights first (`vgpt export` without --keep-adapter)"
+        )
 
 
 def phi3_config_json(config: ml_collections.ConfigDict, dtype: str) -> dict:

@@ -29,6 +29,11 @@ ours (``params/...``)                                   official tensor -> ours
 ``final_layer/linear/kernel`` (D, p·p·C), ``bias``       ``final_layer.linear.{weight: T, bias}``
 (no parameter: recomputed)                               ``pos_embed`` (1, 192·192, D) buffer
 =====================================================  ==============================================
+
+With ``config.lora.rank`` r > 0, each attention kernel named in ``config.lora.targets`` gets its
+adapter beside it (:mod:`vgpt_jax.nn.lora`): ``backbone/layers/attention/qkv_lora_a`` [L] (D, r),
+``qkv_lora_b`` [L] (r, 3, H, Dh), ``out_lora_a`` [L] (H, Dh, r), ``out_lora_b`` [L] (r, D). They
+have no official tensor: ``vgpt export`` merges them into ``qkv`` and ``out``.
 """
 
 from __future__ import annotations
