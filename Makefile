@@ -36,4 +36,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check vgpt_jax experiments data_pipelines tests setup.py
 
 bench: $(STAMP)
-	$(PY) -m vgpt_jax.bench $(if $(OFFICIAL_BENCH),--official $(OFFICIAL_BENCH)) $(BENCH_ARGS)
+	$(VENV)/bin/vgpt bench $(if $(OFFICIAL_BENCH),--official $(OFFICIAL_BENCH)) $(BENCH_ARGS)

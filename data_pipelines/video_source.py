@@ -1,4 +1,5 @@
-"""A Grain random-access source over video files: a folder, or a ``.txt`` index like the official one.
+"""A Grain random-access source over video files: a folder, a ``.txt`` index like the official one,
+or a single video file (a one-video dataset).
 
 The source only lists files; decoding happens in the clip sampler (inside Grain's workers). An
 index line is ``path<TAB>frame_count`` (path relative to the index's folder unless absolute); the
@@ -43,19 +44,25 @@ def list_folder(root: str) -> list[VideoRef]:
 def read_index(index_path: str) -> list[VideoRef]:
     """Entries of a ``path<TAB>frame_count`` index; blank lines and lines starting with '#' are skipped."""
     base = os.path.dirname(os.path.abspath(index_path))
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{index_path} is not a text index: pass a folder of videos, one video file ("
+            f"{', '.join(VIDEO_EXTENSIONS)}), or a .txt index of 'path<TAB>frame_count' lines"
+        ) from None
     refs = []
-    with open(index_path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            path, sep, count = line.rpartition("\t")
-            if not sep or not count.strip().isdigit():
-                raise ValueError(
-                    f"{index_path}:{line_number}: expected 'path<TAB>frame_count', got {line!r}; "
-                    "write one video per line with its frame count after a tab"
-                )
-            refs.append(VideoRef(os.path.join(base, path), int(count)))
+    for line_number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        path, sep, count = line.rpartition("\t")
+        if not sep or not count.strip().isdigit():
+            raise ValueError(
+                f"{index_path}:{line_number}: expected 'path<TAB>frame_count', got {line!r}; "
+                "write one video per line with its frame count after a tab"
+            )
+        refs.append(VideoRef(os.path.join(base, path), int(count)))
     return refs
 
 
@@ -70,7 +77,7 @@ def _describe_folder(root: str) -> str:
 
 
 class VideoFileSource:
-    """Grain ``RandomAccessDataSource`` of :class:`VideoRef` (folder or ``.txt`` index)."""
+    """Grain ``RandomAccessDataSource`` of :class:`VideoRef` (folder, ``.txt`` index or one video)."""
 
     def __init__(self, path: str, probe_limit: int = 32):
         if not os.path.exists(path):
@@ -86,6 +93,8 @@ class VideoFileSource:
                     f"no video files in {path!r} (looked recursively for {', '.join(VIDEO_EXTENSIONS)}); "
                     f"{_describe_folder(path)}"
                 )
+        elif path.lower().endswith(VIDEO_EXTENSIONS):
+            self.refs = [VideoRef(path)]  # one video file: a one-video dataset
         else:
             self.refs = read_index(path)
             if not self.refs:

@@ -6,13 +6,14 @@ on. The tokenizer recipe is ``tokenizer_tiny.py``'s. ``demo`` sizes the world an
 """
 
 import os
-import runpy
 
 import ml_collections
 
+from vgpt_jax.config import load_experiment
+
 
 def get_config():
-    c = runpy.run_path(os.path.join(os.path.dirname(__file__), "tokenizer_tiny.py"))["get_config"]()
+    c = load_experiment(os.path.join(os.path.dirname(__file__), "tokenizer_tiny.py"))
 
     # tokenizer_tiny's recipe at half its batch and 700 steps: a quarter of its time, for the demo's
     # 15 minutes (Video-GPT needs the CPU more than the last dB of PSNR; 1000 steps gave 29.2 dB)

@@ -16,11 +16,12 @@ Measured on 2 CPU cores (264 synthetic-physics videos, 256 for training): see th
 """
 
 import os
-import runpy
+
+from vgpt_jax.config import load_experiment
 
 
 def get_config():
-    c = runpy.run_path(os.path.join(os.path.dirname(__file__), "tiny_cpu.py"))["get_config"]()
+    c = load_experiment(os.path.join(os.path.dirname(__file__), "tiny_cpu.py"))
     t = c.tokenizer
     # 16 latent channels (not the SDXL VAE's 4): at 8x downsampling on these frames they gain ~4 dB
     # held out for the same CPU time; the Video-GPT that models these latents must agree

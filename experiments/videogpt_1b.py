@@ -5,10 +5,11 @@ have no LongRoPE factor table, so RoPE is plain (theta 10000). With the block-sp
 trains without recomputation in 66.7 GiB (H200: 0.48 s a step against 0.55 s with full remat).
 """
 
-from vgpt_jax.config import base_config
+from vgpt_jax.config import base_config, with_variant
 
 
-def get_config():
+def get_config(arg: str = ""):
+    """``arg``: '' for the experiment, ``runlocal`` for its CPU-sized variant."""
     c = base_config()
     m = c.model
     m.hidden_size = 2048
@@ -21,4 +22,4 @@ def get_config():
     c.data.num_frames = 48
     c.data.frame_interval = 4
     c.layout.partition = "random"
-    return c
+    return with_variant(c, arg)

@@ -4,10 +4,11 @@ The 3.76 B release backbone (spec §3). As actually run, stage 1's AdamW used to
 (betas 0.9/0.999, eps 1e-8): the script passes 0.95 but the train script ignores it (spec §8).
 """
 
-from vgpt_jax.config import base_config
+from vgpt_jax.config import base_config, with_variant
 
 
-def get_config():
+def get_config(arg: str = ""):
+    """``arg``: '' for the experiment, ``runlocal`` for its CPU-sized variant."""
     c = base_config()
     c.data.num_frames = 16
     c.data.frame_interval = 4
@@ -15,4 +16,4 @@ def get_config():
     c.layout.partition = "per_frame"  # one t per frame = one t per one-frame clip
     c.optim.b2 = 0.999
     c.optim.eps = 1e-8
-    return c
+    return with_variant(c, arg)

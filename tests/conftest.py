@@ -7,11 +7,12 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+from vgpt_jax import config as config_lib  # noqa: E402
 
 # XLA:CPU compiles threefry slowly (~0.2 s a draw); identical programs recur across tests and
 # across the xdist workers, so share compiled executables through the persistent cache.
@@ -22,12 +23,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_experiment(name: str):
-    """get_config() of experiments/<name>.py."""
-    path = REPO / "experiments" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"experiments.{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """get_config() of experiments/<name>.py, through the one experiment loader."""
+    return config_lib.load_experiment(str(REPO / "experiments" / f"{name}.py"))
 
 
 def perturbed(params, scale: float = 0.05, seed: int = 1):

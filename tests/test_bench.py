@@ -3,10 +3,11 @@
 import pytest
 
 from vgpt_jax import bench
+from vgpt_jax.config import load_experiment
 
 
 def test_comparator_args_carry_the_config_sizes():
-    config = bench.load_config("experiments/videogpt_1b.py")
+    config = load_experiment("experiments/videogpt_1b.py")
     args = bench.comparator_args(config, "train", frames=48, seed=3, steps=5)
     flags = dict(a[2:].split("=", 1) for a in args)
     assert flags == {
@@ -41,9 +42,9 @@ def test_mesh_and_config_overrides():
     assert bench.parse_mesh("fsdp=2,sequence=2") == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
     with pytest.raises(ValueError, match="expected AXIS=SIZE"):
         bench.parse_mesh("pipeline=2")
-    config = bench.load_config(
+    config = load_experiment(
         "experiments/tiny_cpu.py", ["model.remat_policy=dots", "optim.learning_rate=3e-4"]
     )
     assert config.model.remat_policy == "dots" and config.optim.learning_rate == 3e-4
     with pytest.raises(ValueError, match="no field 'model.nope'"):
-        bench.load_config("experiments/tiny_cpu.py", ["model.nope=1"])
+        load_experiment("experiments/tiny_cpu.py", ["model.nope=1"])

@@ -97,3 +97,50 @@ def test_mesh_that_does_not_fit_the_devices_is_a_clear_error():
     c.mesh.update(data=3, fsdp=-1)
     with pytest.raises(ValueError, match="does not divide 8"):
         mesh_shape(c.mesh, 8)
+
+
+def test_a_mistyped_field_names_the_nearest_valid_ones(capsys):
+    from vgpt_jax import cli
+
+    assert cli.main(["info", "--config", "experiments/tiny_cpu.py", "--config.optim.learnig_rate=1e-3"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "vgpt info: error: config has no field 'optim.learnig_rate'; did you mean optim.learning_rate or "
+    )
+
+
+def test_overrides_keep_types_and_never_touch_the_experiment():
+    base = load_experiment("tiny_cpu")
+    c = config_lib.apply_overrides(
+        base, ["optim.learning_rate=1", "layout.fixed_partition=[3, 5]", "model.attention.backend=xla"]
+    )
+    assert c.optim.learning_rate == 1.0 and isinstance(c.optim.learning_rate, float)
+    assert c.layout.fixed_partition == (3, 5) and c.model.attention.backend == "xla"
+    assert base.optim.learning_rate == 1e-3 and base.layout.fixed_partition == ()
+    with pytest.raises(ValueError, match=r"config.model.hidden_size = 'wide' is not allowed: a int"):
+        config_lib.apply_overrides(base, ["model.hidden_size=wide"])
+    with pytest.raises(ValueError, match="no value"):
+        config_lib.apply_overrides(base, ["model.hidden_size"])
+
+
+def test_runlocal_is_the_same_experiment_at_cpu_size():
+    """``FILE.py:runlocal`` keeps the experiment's recipe (stage 1: per-frame clips, b2 0.999) at
+    tiny_cpu's sizes."""
+    local = config_lib.validate(config_lib.load_experiment("experiments/videogpt_stage1.py:runlocal"))
+    tiny = load_experiment("tiny_cpu")
+    assert local.layout.partition == "per_frame" and local.optim.b2 == 0.999
+    assert local.model.to_dict() == tiny.model.to_dict()
+    assert local.tokenizer.to_dict() == tiny.tokenizer.to_dict()
+    with pytest.raises(ValueError, match="unknown experiment argument 'huge'"):
+        config_lib.load_experiment("experiments/videogpt_stage1.py:huge")
+
+
+def test_user_errors_are_one_line_without_a_traceback(tmp_path):
+    """A bad value on `vgpt train` is one line on stderr, fast: no traceback, no compile."""
+    result = _vgpt(
+        "train", "--config", "experiments/tiny_cpu.py", "--workdir", str(tmp_path), "--config.mesh.fsdp=0"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "vgpt train: error: config.mesh.fsdp = 0 is not allowed: -1 (fill) or a positive integer"
+    ]

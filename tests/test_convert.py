@@ -38,6 +38,7 @@ from numpy_reference import (
 )
 from safetensors.numpy import load_file, save_file
 
+from vgpt_jax import cli
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.params import load_config, load_params
 from vgpt_jax.convert import official, parity
@@ -421,13 +422,13 @@ def test_load_save_load_is_bit_exact(tmp_path, tensors, dtype):
 def test_cli_round_trip_through_orbax(tmp_path, folder, loaded):
     config, params = loaded
     ckpt = tmp_path / "ckpt"
-    assert official.main(["--official", str(folder), "--output", str(ckpt)]) == 0
+    assert cli.main(["convert", "--official", str(folder), "--output", str(ckpt)]) == 0
     assert json.loads(load_config(ckpt).to_json()) == json.loads(config.to_json())
     restored = load_params(ckpt)
     assert set(restored) == {"model"}  # no vae/ in this folder
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), restored["model"], params)
     out = tmp_path / "official"
-    assert official.main(["--to-official", str(ckpt), "--output", str(out)]) == 0
+    assert cli.main(["convert", "--to-official", str(ckpt), "--output", str(out)]) == 0
     assert_same_tensors(folder, out)
     assert official.read_config(out).to_dict() == config.to_dict()
 

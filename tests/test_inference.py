@@ -1,5 +1,8 @@
 """Loading for inference, `vgpt export` and `vgpt sample`: tiny_cpu with a tiny random tokenizer."""
 
+import json
+import shutil
+
 import av
 import jax
 import numpy as np
@@ -10,7 +13,7 @@ from data_pipelines import video_io
 from vgpt_jax import cli
 from vgpt_jax.checkpoint.inference import export, load_for_inference
 from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.sample.predict import Predictor, with_sampling
+from vgpt_jax.sample.predict import Predictor, predict_file, with_sampling
 
 FAST = {"steps": 2, "clip_frames": 3, "window_frames": 7}  # 2 rounds of 3 frames for 6 frames
 
@@ -88,9 +91,7 @@ def test_vgpt_sample_writes_the_prediction(checkpoints, tmp_path, capsys):
     video_io.write_video(str(video), moving_square(12, 40, 56), fps=10)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
     args = ["--checkpoint", str(checkpoints[1]), "--video", str(video), "--output", str(output)]
-    status = cli._own_flags_main(
-        "sample", [*args, "--cond-frames", "4", "--num-frames", "6", "--stride", "2", *flags]
-    )
+    status = cli.main(["sample", *args, "--cond-frames", "4", "--num-frames", "6", "--stride", "2", *flags])
     assert status == 0, capsys.readouterr().err
     with av.open(str(output)) as container:
         stream = container.streams.video[0]
@@ -100,13 +101,51 @@ def test_vgpt_sample_writes_the_prediction(checkpoints, tmp_path, capsys):
     assert f"wrote 6 frames to {output}" in capsys.readouterr().out
 
 
+def test_vgpt_sample_refuses_an_existing_folder_as_output_before_sampling(tmp_path, monkeypatch):
+    video, folder = tmp_path / "in.mp4", tmp_path / "out"
+    video_io.write_video(str(video), moving_square(12, 40, 56), fps=10)
+    folder.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampling started")
+
+    monkeypatch.setattr(Predictor, "from_checkpoint", refuse)
+    with pytest.raises(FileExistsError, match=f"--output {folder} is a folder: pass the path of the .mp4"):
+        predict_file(tmp_path / "unused", video, folder, cond_frames=4, num_frames=2)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["in.mp4", "out"]  # no .partial anywhere
+
+
 def test_vgpt_sample_names_a_short_video(checkpoints, tmp_path, capsys):
     video = tmp_path / "short.mp4"
     video_io.write_video(str(video), moving_square(5, 40, 56), fps=10)
     args = ["--checkpoint", str(checkpoints[1]), "--video", str(video), "--output", str(tmp_path / "o.mp4")]
-    assert (
-        cli._own_flags_main("sample", [*args, "--cond-frames", "4", "--num-frames", "2", "--stride", "2"])
-        == 1
-    )
+    assert cli.main(["sample", *args, "--cond-frames", "4", "--num-frames", "2", "--stride", "2"]) == 1
     err = capsys.readouterr().err
     assert str(video) in err and "has 5 frames, fewer than the 7" in err
+
+
+@pytest.mark.parametrize(
+    "flags,expected", [([], 1.0), (["--cfg-scale", "2.5"], 2.5), (["--config.sampling.cfg_scale=3"], 3.0)]
+)
+def test_vgpt_sample_starts_from_the_checkpoints_sampling(
+    checkpoints, tmp_path, monkeypatch, flags, expected
+):
+    """A checkpoint saved with sampling.cfg_scale = 1.0 samples at 1.0 (not the paper's 1.5) unless a
+    flag names another value; the other fields stay the checkpoint's."""
+    export_dir = tmp_path / "export"
+    shutil.copytree(checkpoints[1], export_dir)
+    saved = json.loads((export_dir / "config.json").read_text())
+    saved["sampling"].update(cfg_scale=1.0, steps=3)
+    (export_dir / "config.json").write_text(json.dumps(saved))
+    seen = {}
+
+    def fake_predict(self, videos, num_frames, progress=False):
+        seen.update(self.config.sampling.to_dict())
+        return [np.zeros((num_frames, *videos[0].shape[1:]), np.uint8)]
+
+    monkeypatch.setattr(Predictor, "predict", fake_predict)
+    video = tmp_path / "in.mp4"
+    video_io.write_video(str(video), moving_square(6, 40, 56), fps=10)
+    args = ["--checkpoint", str(export_dir), "--video", str(video), "--output", str(tmp_path / "o.mp4")]
+    assert cli.main(["sample", *args, "--cond-frames", "4", "--num-frames", "2", *flags]) == 0
+    assert seen["cfg_scale"] == expected and seen["steps"] == 3

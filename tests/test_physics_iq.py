@@ -450,6 +450,18 @@ def test_longer_video_warns_and_scores_its_first_5_seconds(bench, tmp_path):
         assert scoring.score(bench, tmp_path / "long", tmp_path / "out_long", workers=1) == expected
 
 
+def test_a_video_at_another_resolution_warns(bench, tmp_path):
+    name = "0002_perspective-center_ball-drop.mp4"
+    frames = [fx.render("ball-drop.mp4", "perspective-center", "take-2", 3 + k / 8) for k in range(40)]
+    real = probe(next((bench / "split-videos" / "testing" / "8FPS").glob("*.mp4")))
+    small = [cv2.resize(f, (real.width // 2, real.height // 2)) for f in frames]
+    fx.write_video(tmp_path / "small" / name, small, 8)
+    size = f"{real.width // 2}x{real.height // 2} against {real.width}x{real.height}"
+    want = f"1 generated videos are not at their real video's resolution .*{size}"
+    with pytest.warns(UserWarning, match=want):
+        scoring.score(bench, tmp_path / "small", tmp_path / "out", workers=1)
+
+
 def test_cli_writes_the_outputs(bench, tmp_path, capsys):
     generated = fx.real_take(bench, tmp_path / "gen", 8, "take-2", ids={"0004", "0005", "0006"})
     argv = [

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 
 from data_pipelines.array_record_source import ClipRecordWriter
+from vgpt_jax.checkpoint.manager import Checkpointer
 from vgpt_jax.train.loop import read_metrics
 
 STEPS = 12
@@ -31,11 +32,12 @@ def _latent_dataset(directory) -> str:
     return str(directory)
 
 
-def _start(workdir, data_dir) -> subprocess.Popen:
+def _start(workdir, data_dir, sigterm_steps: str = "") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = str(REPO / "tests")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])  # this tree, not an install
+    worker = [sys.executable, str(REPO / "tests" / "resume_worker.py"), str(workdir), data_dir, str(STEPS)]
     return subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "resume_worker.py"), str(workdir), data_dir, str(STEPS)],
+        worker + ([sigterm_steps] if sigterm_steps else []),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -48,12 +50,38 @@ def _batches(workdir) -> dict[int, str]:
         return dict(line.split() for line in f)  # a resumed run rewrites steps: the last one wins
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The latent dataset and the workdir of a run of STEPS steps that nothing interrupted."""
+    data_dir = _latent_dataset(tmp_path_factory.mktemp("latents"))
+    whole = tmp_path_factory.mktemp("whole")
+    proc = _start(whole, data_dir)
+    _, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    return data_dir, whole
+
+
+def _saved_steps(workdir) -> list[int]:
+    ckpt = Checkpointer(workdir / "checkpoints")
+    steps = ckpt.all_steps()
+    ckpt.close()
+    return steps
+
+
+def _assert_equal_runs(got_workdir, want_workdir):
+    want, got = read_metrics(str(want_workdir)), read_metrics(str(got_workdir))
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert got[step]["loss"] == want[step]["loss"], step
+        assert got[step]["grad_norm"] == want[step]["grad_norm"], step
+    assert _batches(got_workdir) == _batches(want_workdir)
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    data_dir = _latent_dataset(tmp_path / "latents")
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    for w in (whole, killed):
-        w.mkdir()
+def test_sigkill_then_resume_equals_an_uninterrupted_run(uninterrupted, tmp_path):
+    data_dir, whole = uninterrupted
+    killed = tmp_path / "killed"
+    killed.mkdir()
 
     proc = _start(killed, data_dir)
     deadline = time.time() + 300
@@ -68,17 +96,30 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     killed_at = max(read_metrics(str(killed)))
     assert 6 <= killed_at < STEPS
 
-    outputs = {}
-    for w in (killed, whole):
-        proc = _start(w, data_dir)
-        outputs[w], err = proc.communicate(timeout=400)
-        assert proc.returncode == 0, err[-3000:]
-    resumed = re.search(r"resumed from \S+ at step (\d+)", outputs[killed])
-    assert resumed and int(resumed.group(1)) in (4, 8), outputs[killed][-2000:]
+    proc = _start(killed, data_dir)
+    output, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    resumed = re.search(r"resumed from \S+ at step (\d+)", output)
+    assert resumed and int(resumed.group(1)) in (4, 8), output[-2000:]
+    _assert_equal_runs(killed, whole)
 
-    want, got = read_metrics(str(whole)), read_metrics(str(killed))
-    assert sorted(got) == list(range(1, STEPS + 1))
-    for step in range(1, STEPS + 1):
-        assert got[step]["loss"] == want[step]["loss"], step
-        assert got[step]["grad_norm"] == want[step]["grad_norm"], step
-    assert _batches(killed) == _batches(whole)
+
+@pytest.mark.slow
+def test_sigterm_on_checkpoint_ordinary_and_last_steps_saves_once_and_resumes_exactly(
+    uninterrupted, tmp_path
+):
+    """SIGTERM on checkpoint step 4 (its asynchronous save just started), on ordinary step 6 and on
+    the last step 12: each run saves that step once, exits 0, and the three runs together equal
+    an uninterrupted one."""
+    data_dir, whole = uninterrupted
+    preempted = tmp_path / "preempted"
+    preempted.mkdir()
+    for resumed_at, stopped_at, kept in ((None, 4, [4]), (4, 6, [4, 6]), (6, 12, [6, 8, 12])):
+        proc = _start(preempted, data_dir, sigterm_steps="4,6,12")
+        output, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-3000:]
+        assert re.findall(r"preempted: saved step (\d+)", output) == [str(stopped_at)], output[-2000:]
+        resumed = re.findall(r"resumed from \S+ at step (\d+)", output)
+        assert resumed == ([] if resumed_at is None else [str(resumed_at)]), output[-2000:]
+        assert _saved_steps(preempted) == kept
+    _assert_equal_runs(preempted, whole)

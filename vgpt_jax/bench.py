@@ -8,7 +8,7 @@ matmul peak measured in the same run. T is the official sequence length of the c
 clip partition (its seeded draw); our step also computes the clean copies of the last clip, which
 count as overhead, not as tokens.
 
-  python -m vgpt_jax.bench --train experiments/videogpt_1b.py --sample experiments/videogpt_1b.py
+  vgpt bench --train experiments/videogpt_1b.py --sample experiments/videogpt_1b.py
 
 ``--official PATH`` (``make bench OFFICIAL_BENCH=PATH``) also runs the comparator, the official
 compute path in PyTorch, on every train and sample row with the same dimensions, frames, tokens
@@ -22,8 +22,6 @@ The tokenizer row times encode and decode frames/s of the SDXL-size VAE (random 
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import json
 import os
 import subprocess
@@ -46,28 +44,6 @@ from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flo
 from vgpt_jax.train.step import Trainer, apply_gradients
 
 
-def load_config(path: str, overrides: Sequence[str] = ()):
-    """An experiment's config with ``FIELD=VALUE`` overrides (values as Python literals)."""
-    spec = importlib.util.spec_from_file_location("experiment", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for item in overrides:
-        field, _, text = item.partition("=")
-        *parents, name = field.split(".")
-        node = config
-        for parent in parents:
-            node = node.get(parent)
-        if node is None or name not in node:
-            raise ValueError(f"--set {item!r}: {path} has no field {field!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # a bare word is a string
-        node[name] = value
-    return config
-
-
 def parse_row(row: str) -> tuple[str, str, list[str]]:
     """A train row ``CONFIG[@FRAMES][:FIELD=VALUE]...`` -> (config path, frames or '', overrides):
     another number of frames and overrides of this row only, e.g.
@@ -80,7 +56,7 @@ def parse_row(row: str) -> tuple[str, str, list[str]]:
 def load_row_config(row: str, overrides: Sequence[str] = ()):
     """The config of a train row (:func:`parse_row`), the row's overrides after ``overrides``."""
     path, frames, row_overrides = parse_row(row)
-    config = load_config(path, [*overrides, *row_overrides])
+    config = config_lib.load_experiment(path, [*overrides, *row_overrides])
     if frames:
         config.data.num_frames = int(frames)
     return config
@@ -275,7 +251,7 @@ def bench_sample(
 ) -> dict:
     """One clip of ``generate`` frames after ``history``; the parameters are sharded over ``mesh``
     (default: tensor-parallel over every device, so one clip uses them all)."""
-    config = load_config(path, overrides)
+    config = config_lib.load_experiment(path, overrides)
     config.sampling.update(
         steps=steps,
         cfg_scale=cfg_scale,
@@ -351,7 +327,7 @@ def bench_tokenizer(path: str, frames: int, height: int, width: int, repeats: in
     over every device, in the config's chunks of frames."""
     from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 
-    config = load_config(path)
+    config = config_lib.load_experiment(path)
     config.tokenizer.dtype = "float32"
     tok = ClipTokenizer.from_config(config, make_mesh(config.mesh))
     x = jax.device_put(
@@ -416,8 +392,8 @@ def print_table(rows: list[dict], peak: float) -> None:
                 print(f"  top {kind}: " + "; ".join(f"{name} {ms} ms" for name, ms in kernels))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``vgpt bench`` (``--config.a.b=VALUE`` overrides every row's config)."""
     p.add_argument(
         "--train",
         nargs="*",
@@ -426,13 +402,6 @@ def main() -> None:
     )
     p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
     p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
-    p.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="config overrides for every train and sample row, e.g. model.remat_policy=none",
-    )
     p.add_argument(
         "--mesh", default="", help="train mesh sizes, e.g. fsdp=2 or fsdp=1,sequence=2 (default: FSDP)"
     )
@@ -463,7 +432,10 @@ def main() -> None:
         default="",
         help="the official-path comparator (official_torch_step.py): run beside every train/sample row",
     )
-    a = p.parse_args()
+
+
+def run(a: argparse.Namespace, overrides: Sequence[str] = ()) -> None:
+    """Times every row the flags ``a`` ask for; ``overrides`` (``FIELD=VALUE``) apply to every row."""
     if a.official:
         # the comparator runs in a subprocess on the same device: let JAX take memory as it goes
         # rather than 75% of it at start. The growing pool keeps the 75% cap unless told
@@ -489,12 +461,12 @@ def main() -> None:
     official: dict[str, dict] = {}
     if a.official:  # first, while our process holds almost none of the device's memory
         for path in a.train:
-            config = load_row_config(path, a.set)
+            config = load_row_config(path, overrides)
             args = comparator_args(config, "train", frames=config.data.num_frames, seed=a.seed, steps=a.steps)
             official[f"train {path}"] = run_comparator(a.official, args)
         for path in a.sample:
             args = comparator_args(
-                load_config(path, a.set),
+                config_lib.load_experiment(path, overrides),
                 "sample",
                 history=a.history,
                 generate=a.generate,
@@ -505,7 +477,7 @@ def main() -> None:
         (
             f"train {path}",
             lambda path=path: bench_train(
-                path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch, a.set, a.profile
+                path, a.steps, a.seed, peak, parse_mesh(a.mesh), a.global_batch, overrides, a.profile
             ),
         )
         for path in a.train
@@ -514,7 +486,7 @@ def main() -> None:
         (
             f"sample {path}",
             lambda path=path: bench_sample(
-                path, a.history, a.generate, a.denoise_steps, a.cfg, parse_mesh(a.sample_mesh), a.set
+                path, a.history, a.generate, a.denoise_steps, a.cfg, parse_mesh(a.sample_mesh), overrides
             ),
         )
         for path in a.sample
@@ -546,7 +518,3 @@ def main() -> None:
             json.dump(
                 {"device": jax.devices()[0].device_kind, "peak_tflops": peak, "rows": rows}, f, indent=1
             )
-
-
-if __name__ == "__main__":
-    main()

@@ -7,8 +7,14 @@ runs once, before anything is built, and names the field, the value and what is 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import importlib.util
 import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -134,8 +140,21 @@ def base_config() -> ml_collections.ConfigDict:
     t.peak_tflops = 0.0  # per-device peak for MFU; 0 = measure a matmul at start
     t.sample_every = 0  # steps between sample videos in workdir/samples (0: none)
     t.sample_fps = 8
+    t.eval_every = 0  # steps between frame-prediction evaluations on config.evaluation (0: none)
     # a params checkpoint (`vgpt convert` / `vgpt export`) whose "model" params start a new run
     t.init_from = ""
+
+    # Frame prediction on held-out videos (vgpt_jax.evaluation.frame_prediction), run every
+    # train.eval_every steps: PSNR, SSIM and FVD of the model's predictions, beside those of a
+    # copy-last-frame baseline. The defaults are the Kinetics-600 protocol's 5 -> 11 frames.
+    ev = c.evaluation = ml_collections.ConfigDict()
+    ev.videos = ""  # a folder of held-out videos (searched recursively)
+    ev.num_videos = 16  # the first ones by sorted path; FVD of fewer than 401 is biased (reported)
+    ev.cond_frames = 5
+    ev.pred_frames = 11
+    ev.stride = 1  # every stride-th frame of the videos
+    ev.fvd_frames = "all"  # FVD over the conditioning + predicted frames ("all") or "pred" only
+    ev.fvd = True  # False: PSNR and SSIM only (FVD runs I3D at 224x224 on every clip)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
@@ -194,6 +213,38 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def local_variant(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of an experiment at a size that runs in seconds on a CPU: same recipe, tiny model.
+
+    The model, data sizes, tokenizer and mesh become ``experiments/tiny_cpu.py``'s; everything else
+    (partition rule, intervals, optimiser, schedule) stays the experiment's, so a change to an
+    experiment can be tried end to end on a laptop before it goes to a pod.
+    """
+    c = ml_collections.ConfigDict(config.to_dict())
+    m = c.model
+    m.update(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, mlp_dim=128, vocab_size=8)
+    m.update(pos_embed_max_size=16, pos_embed_base_size=8, dtype="float32", remat_policy="none")
+    m.tokens.update(pad=0, diffusion=1, image_start=2, image_end=3)
+    m.rope.factors = "none"  # LongRoPE's factors belong to the 96-wide heads of the release
+    c.data.update(num_frames=8, latent_height=8, latent_width=8, per_device_batch_size=1)
+    c.mesh.update(data=-1, fsdp=1, tensor=1, sequence=1)
+    c.sampling.update(steps=10, clip_frames=4, window_frames=8)
+    # 8x downsampling to the 8x8x4 latent of 64x64 frames
+    c.tokenizer.update(block_out_channels=(8, 16, 32, 64), layers_per_block=1, norm_num_groups=2)
+    c.tokenizer.chunk_frames = 32
+    return c
+
+
+VARIANTS = {"": lambda c: c, "runlocal": local_variant}
+
+
+def with_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """``config`` as the experiment argument ``variant`` asks (``FILE.py:runlocal``); '' = as is."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown experiment argument {variant!r}: one of {sorted(VARIANTS)}")
+    return VARIANTS[variant](config)
+
+
 def with_defaults(saved: dict) -> ml_collections.ConfigDict:
     """A saved config (e.g. a checkpoint's JSON) with every field it predates set to its default.
 
@@ -209,6 +260,113 @@ def with_defaults(saved: dict) -> ml_collections.ConfigDict:
         return out
 
     return ml_collections.ConfigDict(merge(base_config().to_dict(), saved))
+
+
+# experiments/ beside the package (a source checkout): bare names like "tiny_cpu" resolve there
+EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+
+
+def experiment_file(name: str) -> str:
+    """An experiment's file: ``name`` as a path, else ``EXPERIMENTS_DIR/name.py`` for a bare name."""
+    if os.path.isfile(name):
+        return name
+    candidate = os.path.join(EXPERIMENTS_DIR, name if name.endswith(".py") else f"{name}.py")
+    if os.sep not in name and os.path.isfile(candidate):
+        return candidate
+    raise FileNotFoundError(f"no experiment file {name!r} (give a path like experiments/tiny_cpu.py)")
+
+
+def load_experiment(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """The config of ``spec`` = ``FILE[:ARG]`` (big_vision style: ``get_config(ARG)``) with overrides.
+
+    ``overrides`` are ``FIELD=VALUE`` strings (see :func:`apply_overrides`). The experiment's own
+    config is never shared: the result is a fresh, unlocked ConfigDict.
+    """
+    path, sep, arg = spec.partition(":")
+    path = experiment_file(path)
+    module_name = "experiment_" + os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} defines no get_config(): an experiment file returns its config from it")
+    config = module.get_config(arg) if sep else module.get_config()
+    return apply_overrides(config, overrides)
+
+
+def field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every leaf field of ``config`` as a dotted path, e.g. ``model.attention.backend``."""
+    paths = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            paths.extend(field_paths(value, path + "."))
+        else:
+            paths.append(path)
+    return paths
+
+
+def _unknown_field(config: ml_collections.ConfigDict, field: str) -> ValueError:
+    nearest = difflib.get_close_matches(field, field_paths(config), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(nearest)}?" if nearest else ""
+    return ValueError(f"config has no field {field!r}{hint}")
+
+
+def parse_value(text: str):
+    """A command-line value: a Python literal (``3``, ``1e-4``, ``(3, 5)``, ``True``), else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _field_node(config: ml_collections.ConfigDict, field: str) -> tuple[ml_collections.ConfigDict, str]:
+    """(the section holding ``field``, its name); an unknown field names the nearest valid ones."""
+    *parents, name = field.split(".")
+    node = config
+    for parent in parents:
+        node = node.get(parent) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        raise _unknown_field(config, field)
+    if isinstance(node[name], ml_collections.ConfigDict):
+        raise ValueError(f"config.{field} is a section: set one of its fields ({field}.NAME=VALUE)")
+    return node, name
+
+
+def with_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``{dotted field: value}`` set; ``config`` itself is not changed.
+
+    Values must have the field's type (an int for a float is fine; a list for a tuple is converted).
+    """
+    config = ml_collections.ConfigDict(config.to_dict())
+    for field, value in fields.items():
+        node, name = _field_node(config, field)
+        old = node[name]
+        if isinstance(old, tuple) and isinstance(value, list | tuple):
+            value = tuple(value)
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if old is not None and not isinstance(value, type(old)):
+            raise ValueError(
+                f"config.{field} = {value!r} is not allowed: a {type(old).__name__} value, like {old!r}"
+            )
+        node[name] = value
+    return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with each command-line ``FIELD=VALUE`` applied (see :func:`with_fields`).
+
+    Values are Python literals; a string field takes the text as it is (``name=1`` is ``'1'``).
+    """
+    fields = {}
+    for item in overrides:
+        field, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"config override {item!r} has no value: write FIELD=VALUE")
+        node, name = _field_node(config, field)
+        fields[field] = text if isinstance(node[name], str) else parse_value(text)
+    return with_fields(config, fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,12 +514,48 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for field in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
         _require(getattr(t, field) >= 1, f"train.{field}", getattr(t, field), ">= 1")
     _require(t.data_timeout_s > 0, "train.data_timeout_s", t.data_timeout_s, "> 0 seconds")
-    o = config.optim
-    _require(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, ">= 0")
-    decay = o.get("decay_steps", 0)  # absent from configs saved before it existed
-    _require(decay >= 0, "optim.decay_steps", decay, ">= 0 (0 = constant after the warm-up)")
-    _require(o.grad_clip_norm >= 0, "optim.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
+    for optim, section in ((config.optim, "optim"), (config.tokenizer.optim, "tokenizer.optim")):
+        _validate_optimizer(optim, section)
+    _validate_partition(config)
     return config
+
+
+def _validate_optimizer(o: ml_collections.ConfigDict, section: str) -> None:
+    """The fields train.step.make_optimizer reads: AdamW's and the schedule's signs and ranges."""
+    _require(
+        o.learning_rate >= 0,
+        f"{section}.learning_rate",
+        o.learning_rate,
+        ">= 0 (a negative rate climbs the loss; 0 keeps the parameters)",
+    )
+    for beta in ("b1", "b2"):
+        v = getattr(o, beta)
+        _require(0 <= v < 1, f"{section}.{beta}", v, "a decay rate in [0, 1)")
+    _require(o.eps > 0, f"{section}.eps", o.eps, "> 0 (it keeps Adam's division finite)")
+    _require(o.weight_decay >= 0, f"{section}.weight_decay", o.weight_decay, ">= 0")
+    _require(o.warmup_steps >= 0, f"{section}.warmup_steps", o.warmup_steps, ">= 0")
+    decay = o.get("decay_steps", 0)  # absent from configs saved before it existed
+    _require(decay >= 0, f"{section}.decay_steps", decay, ">= 0 (0 = constant after the warm-up)")
+    _require(o.grad_clip_norm >= 0, f"{section}.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
+
+
+def _validate_partition(config: ml_collections.ConfigDict) -> None:
+    lay, n = config.layout, config.data.num_frames
+    if lay.partition != "fixed":
+        return
+    clips = tuple(lay.fixed_partition)
+    _require(
+        len(clips) > 0 and all(isinstance(k, int) and k >= 1 for k in clips),
+        "layout.fixed_partition",
+        clips,
+        "the frames of each clip (positive integers) when layout.partition is 'fixed'",
+    )
+    _require(
+        sum(clips) == n,
+        "layout.fixed_partition",
+        clips,
+        f"clip lengths that sum to data.num_frames = {n} (they sum to {sum(clips)})",
+    )
 
 
 def rope_attention_scaling(config: ml_collections.ConfigDict) -> float:

@@ -34,6 +34,7 @@ from data_pipelines.array_record_source import INDEX_FILE
 from data_pipelines.clip_sampler import ClipSpec
 from data_pipelines.encode_latents import encode_dataset, tokenizer_meta
 from data_pipelines.pipeline import open_source
+from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.params import is_params_checkpoint
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
@@ -47,7 +48,6 @@ from vgpt_jax.evaluation.physics_iq.layout import (
 )
 from vgpt_jax.evaluation.physics_iq.score import score
 from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.sample.predict import SAMPLING_FIELDS
 from vgpt_jax.train import launch
 from vgpt_jax.train.loop import read_metrics
 from vgpt_jax.train.samples import side_by_side
@@ -209,16 +209,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
     world = timed("world", make_world, config, workdir, log)
     benchmark = world / synthetic_physics.BENCHMARK_DIR
     tokenizer = timed("tokenizer", tokenizer_stage, config, world, workdir, log)
-    config.tokenizer.weights = str(workdir / TOKENIZER_DIR)
-    config.data.source_path = str(timed("latents", latents_stage, config, world, workdir, log))
+    latents = timed("latents", latents_stage, config, world, workdir, log)
+    config = config_lib.with_fields(
+        config, {"tokenizer.weights": str(workdir / TOKENIZER_DIR), "data.source_path": str(latents)}
+    )
     exported = timed("video_gpt", video_gpt_stage, config, workdir, log)
 
-    fps, s = config.demo.fps, config.sampling
+    # the export carries the training config's sampling settings, which generation starts from
+    fps = config.demo.fps
     generated = {MODEL: workdir / GENERATED_DIR / MODEL, BASELINE: workdir / GENERATED_DIR / BASELINE}
-    sampling = {k: s[k] for k in SAMPLING_FIELDS}
-    timed(
-        "generate", generate, exported, benchmark, generated[MODEL], fps, config.demo.cond_frames, **sampling
-    )
+    timed("generate", generate, exported, benchmark, generated[MODEL], fps, config.demo.cond_frames)
     timed("baseline", copy_last_frame_baseline, benchmark, fps, generated[BASELINE])
     scores = {
         name: timed(f"score {name}", score, benchmark, folder, workdir / SCORES_DIR / name, fps)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +75,20 @@ def _workdir_checkpoints(path: Path) -> Checkpointer:
 
 
 def load_for_inference(
-    path: str | os.PathLike, mesh: Mesh | None = None
+    path: str | os.PathLike, mesh: Mesh | None = None, overrides: Sequence[str] = ()
 ) -> tuple[ml_collections.ConfigDict, Any, ClipTokenizer]:
     """(config, Video-GPT params, tokenizer) of a training workdir or a params-only export.
 
-    ``mesh``: where the parameters go; default :func:`inference_mesh` of the checkpoint's config.
-    Raises FileNotFoundError if ``path`` is neither kind of checkpoint.
+    The config is the checkpoint's own, with ``overrides`` (``FIELD=VALUE``, e.g.
+    ``sampling.cfg_scale=1.0``) applied, validated here. ``mesh``: where the parameters go;
+    default :func:`inference_mesh` of the checkpoint's config. Raises FileNotFoundError if
+    ``path`` is neither kind of checkpoint.
     """
     path = Path(path)
     exported = is_params_checkpoint(path)
     checkpoints = None if exported else _workdir_checkpoints(path)
-    config = config_lib.validate(load_config(path) if exported else checkpoints.restore_config())
+    saved = load_config(path) if exported else checkpoints.restore_config()
+    config = config_lib.validate(config_lib.apply_overrides(saved, overrides))
     tokenizer_cfg = _check_tokenizer(config, path)
     mesh = inference_mesh(config) if mesh is None else mesh
     model_abstract = video_gpt.abstract_params(config, mesh)

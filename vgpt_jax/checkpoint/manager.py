@@ -9,11 +9,13 @@ shardings Orbax would put everything on one device.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from vgpt_jax import config as config_lib
 
@@ -35,6 +37,7 @@ class Checkpointer:
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._last_saved: int | None = None
 
     def save(
         self,
@@ -44,7 +47,13 @@ class Checkpointer:
         data_iterator=None,
         force: bool = True,
     ) -> bool:
-        """Starts saving ``step``; returns at once when async (call :meth:`wait` before exiting)."""
+        """Starts saving ``step``; returns at once when async (call :meth:`wait` before exiting).
+
+        Saving the step this checkpointer saved last again does nothing (returns False), so a
+        preemption save on a step that was just saved is harmless.
+        """
+        if step == self._last_saved:
+            return False
         items = {"state": ocp.args.StandardSave(state)}
         if config is not None:
             items["config"] = ocp.args.JsonSave(config.to_dict())
@@ -52,7 +61,9 @@ class Checkpointer:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        self._last_saved = step
+        return saved
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -103,6 +114,28 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return config_lib.with_defaults(restored["config"])
+
+    def set_aside(self, step: int) -> str:
+        """Renames ``directory/<step>`` to ``<step>.bad-<time>`` (never deletes it); returns the new path.
+
+        The new name is outside Orbax's step names, so the step is no longer listed, restored or
+        overwritten, and a run that reaches it again saves it afresh.
+        """
+        self.wait()
+        source = epath.Path(self.directory) / str(step)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target, n = source.with_name(f"{step}.bad-{stamp}"), 0
+        while target.exists():  # set aside twice within a second
+            n += 1
+            target = source.with_name(f"{step}.bad-{stamp}-{n}")
+        if jax.process_index() == 0:
+            source.rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self.manager.reload()
+        return os.fspath(target)
 
     def wait(self) -> None:
         """Blocks until every started save is on disk."""

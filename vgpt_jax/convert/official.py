@@ -15,7 +15,6 @@ arrays, so the host holds the parameters plus one tensor; writing streams the sa
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -601,37 +600,3 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str | N
     config = load_config(checkpoint)
     tree = load_params(checkpoint)
     return save(output, config, tree.get("model", tree), dtype)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vgpt convert",
-        description="Convert between the official Video-GPT model folder and a params-only Orbax checkpoint.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--official", metavar="DIR", help="an official folder (config.json, model.safetensors, ...)"
-    )
-    source.add_argument(
-        "--to-official", metavar="CKPT", help="a params-only checkpoint (vgpt convert / export)"
-    )
-    parser.add_argument(
-        "--output", required=True, help="the checkpoint (--official) or folder (--to-official)"
-    )
-    parser.add_argument(
-        "--param-dtype", default="float32", choices=DTYPES, help="parameter dtype (--official)"
-    )
-    parser.add_argument(
-        "--dtype", choices=DTYPES, help="tensor dtype (--to-official; default: the parameters')"
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``vgpt convert --official DIR --output CKPT`` or ``vgpt convert --to-official CKPT --output DIR``."""
-    args = _parser().parse_args(argv)
-    if args.official:
-        print(f"wrote {import_folder(args.official, args.output, args.param_dtype)}")
-    else:
-        print(f"wrote {export_checkpoint(args.to_official, args.output, args.dtype)}")
-    return 0

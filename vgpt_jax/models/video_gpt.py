@@ -104,7 +104,7 @@ class ModelConfig:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> ModelConfig:
-        m = config_lib.validate(config).model
+        m = config.model
         factors = {"long": tuple(m.rope.long_factor), "short": tuple(m.rope.short_factor), "none": None}
         return cls(
             hidden_size=m.hidden_size,

@@ -1,15 +1,12 @@
 """Command-line flags of the sampler's settings, shared by `vgpt sample` and `vgpt physics-iq generate`.
 
-Their defaults are the paper's sampling settings (VIDEOGPT_SPEC §9: 50 Euler steps, image CFG 1.5,
-clips of 24 frames in an 80-frame window, seed 42), read from ``base_config().sampling`` so they
-have one source; a checkpoint's own ``config.sampling`` is not used by these commands.
+Every flag defaults to the checkpoint's own ``config.sampling`` (the settings the model was trained
+and tuned with); a flag replaces one field, as ``--config.sampling.FIELD=VALUE`` does.
 """
 
 from __future__ import annotations
 
 import argparse
-
-from vgpt_jax.config import base_config
 
 
 def positive_int(text: str) -> int:
@@ -27,39 +24,27 @@ def positive_int(text: str) -> int:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds --steps, --cfg-scale, --clip-frames, --window-frames and --seed."""
-    paper = base_config().sampling
-    group = parser.add_argument_group("sampling (defaults: the paper's, VIDEOGPT_SPEC §9)")
-    group.add_argument(
-        "--steps",
-        type=positive_int,
-        default=paper.steps,
-        help=f"Euler steps per clip (default {paper.steps})",
-    )
+    """Adds --steps, --cfg-scale, --clip-frames, --window-frames and --seed (default: the checkpoint's)."""
+    group = parser.add_argument_group("sampling (default: the checkpoint's config.sampling)")
+    group.add_argument("--steps", type=positive_int, help="Euler steps per clip (the paper: 50)")
     group.add_argument(
         "--cfg-scale",
         type=float,
-        default=paper.cfg_scale,
-        help=f"image CFG weight against the history-free clip; 1 = none (default {paper.cfg_scale})",
+        help="image CFG weight against the history-free clip; 1 = none (the paper: 1.5)",
     )
     group.add_argument(
-        "--clip-frames",
-        type=positive_int,
-        default=paper.clip_frames,
-        help=f"frames generated per autoregressive round (default {paper.clip_frames})",
+        "--clip-frames", type=positive_int, help="frames generated per autoregressive round (the paper: 24)"
     )
     group.add_argument(
         "--window-frames",
         type=positive_int,
-        default=paper.window_frames,
-        help=f"history + clip frames the model sees per round; older frames are dropped (default "
-        f"{paper.window_frames})",
+        help="history + clip frames the model sees per round; older frames are dropped (the paper: 80)",
     )
-    group.add_argument("--seed", type=int, default=paper.seed, help=f"sampling seed (default {paper.seed})")
+    group.add_argument("--seed", type=int, help="sampling seed (the release: 42)")
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:
-    """The ``config.sampling`` fields the flags of :func:`add_sampling_arguments` set."""
+    """The ``config.sampling`` fields the flags of :func:`add_sampling_arguments` set (None: not given)."""
     return {
         "steps": args.steps,
         "cfg_scale": args.cfg_scale,

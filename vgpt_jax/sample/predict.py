@@ -37,18 +37,15 @@ from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler
 
-# config.sampling fields a user may override per run (the CLI's flags)
-SAMPLING_FIELDS = ("steps", "cfg_scale", "clip_frames", "window_frames", "seed")
+
+def sampling_overrides(**sampling) -> list[str]:
+    """``FIELD=VALUE`` overrides of ``config.sampling`` for the non-None keyword arguments."""
+    return [f"sampling.{name}={value!r}" for name, value in sampling.items() if value is not None]
 
 
-def with_sampling(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
-    """A validated copy of ``config`` whose ``sampling`` fields are replaced by the non-None ``overrides``."""
-    unknown = set(overrides) - set(SAMPLING_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown sampling fields {sorted(unknown)}: use {SAMPLING_FIELDS}")
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.sampling.update({k: v for k, v in overrides.items() if v is not None})
-    return config_lib.validate(config)
+def with_sampling(config: ml_collections.ConfigDict, **sampling) -> ml_collections.ConfigDict:
+    """A validated copy of ``config`` whose ``sampling`` fields are replaced by the non-None ``sampling``."""
+    return config_lib.validate(config_lib.apply_overrides(config, sampling_overrides(**sampling)))
 
 
 def to_model_resolution(frames: np.ndarray, max_image_size: int, height: int, width: int) -> np.ndarray:
@@ -103,7 +100,7 @@ class Predictor:
         tokenizer: ClipTokenizer,
         mesh: Mesh | None = None,
     ):
-        self.config = config_lib.validate(config)
+        self.config = config
         self.params = params
         self.tokenizer = tokenizer
         self.mesh = inference_mesh(config) if mesh is None else mesh
@@ -115,10 +112,21 @@ class Predictor:
         self._batch_sharding = mesh_lib.batch_sharding(self.mesh, 5)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, mesh: Mesh | None = None, **sampling) -> Predictor:
-        """From a training workdir or an export; ``sampling`` overrides ``config.sampling`` fields."""
-        config, params, tokenizer = load_for_inference(path, mesh)
-        return cls(with_sampling(config, **sampling), params, tokenizer, tokenizer.mesh)
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        mesh: Mesh | None = None,
+        overrides: Sequence[str] = (),
+        **sampling,
+    ) -> Predictor:
+        """From a training workdir or an export, with the checkpoint's own settings.
+
+        ``overrides`` (``FIELD=VALUE``) and ``sampling`` (non-None ``config.sampling`` fields by
+        name) replace single fields of the checkpoint's config.
+        """
+        overrides = [*overrides, *sampling_overrides(**sampling)]
+        config, params, tokenizer = load_for_inference(path, mesh, overrides)
+        return cls(config, params, tokenizer, tokenizer.mesh)
 
     def _predict_batch(self, videos: Sequence[np.ndarray], num_frames: int, progress: bool) -> np.ndarray:
         """n <= batch_size videos (K, h, w, 3) uint8 at the model size -> (n, num_frames, h, w, 3) uint8."""
@@ -163,14 +171,23 @@ def predict_file(
     stride: int = 1,
     fps: int | None = None,
     with_context: bool = False,
+    overrides: Sequence[str] = (),
     **sampling,
 ) -> int:
     """`vgpt sample`: predicts ``num_frames`` frames after the first ``cond_frames`` of ``video``.
 
     The conditioning frames are every ``stride``-th frame from the first (the release reads every
     4th). ``output`` gets the prediction (after the conditioning frames with ``with_context``) at
-    the input's size, at ``fps`` (default: the input's fps / stride, rounded). Returns the frame count.
+    the input's size, at ``fps`` (default: the input's fps / stride, rounded). The sampler's settings
+    are the checkpoint's ``config.sampling``; ``overrides`` and ``sampling`` replace single fields
+    (see :meth:`Predictor.from_checkpoint`). Returns the frame count.
     """
+    if Path(output).is_dir():  # checked before sampling, which takes minutes
+        raise FileExistsError(
+            f"--output {output} is a folder: pass the path of the .mp4 file to write, e.g. "
+            f"{Path(output) / 'prediction.mp4'}"
+        )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     info = video_io.probe_video(video)
     needed = (cond_frames - 1) * stride + 1
     if info.num_frames < needed:
@@ -179,9 +196,8 @@ def predict_file(
             f"frames at stride {stride} span: lower --cond-frames or --stride"
         )
     context = video_io.read_video(video, range(0, needed, stride))
-    predictor = Predictor.from_checkpoint(checkpoint, **sampling)
+    predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
     (predicted,) = predictor.predict([context], num_frames, progress=True)
     frames = np.concatenate([context, predicted]) if with_context else predicted
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
     video_io.write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)

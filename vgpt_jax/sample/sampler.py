@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import ml_collections
 from tqdm.auto import tqdm
 
-from vgpt_jax import config as config_lib
 from vgpt_jax.diffusion import flow
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import VideoGPT
@@ -128,7 +127,7 @@ class Sampler:
     """Video prediction from conditioning latents with the settings of ``config.sampling``."""
 
     def __init__(self, config: ml_collections.ConfigDict, model: VideoGPT):
-        self.config = config_lib.validate(config)
+        self.config = config
         self.model = model
         s = config.sampling
         self._sample_clip = jax.jit(

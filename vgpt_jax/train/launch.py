@@ -1,25 +1,24 @@
 """``vgpt train``: a config and a workdir -> mesh, data pipeline, frozen tokenizer, training loop.
 
 Every process of a multi-host job runs the same command; each reads its own shard of the data.
-The data source is ``config.data.source_path``: a video folder or index, ArrayRecord clips of
+The data source is ``config.data.source_path``: a video folder, file or index, ArrayRecord clips of
 pixels, a prepared TFDS dataset, or ArrayRecord latents written by
 ``data_pipelines.encode_latents`` (then the tokenizer is only used to decode sample videos).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import ml_collections
 
-from data_pipelines.clip_sampler import ClipSpec
-from data_pipelines.pipeline import make_pipeline, open_source
+from data_pipelines.clip_sampler import REJECTED, SKIPPED
+from data_pipelines.pipeline import make_pipeline
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
-from vgpt_jax.models.clip_tokenizer import write_weight_fields
+from vgpt_jax.models.clip_tokenizer import TokenizerConfig, write_weight_fields
 from vgpt_jax.parallel.mesh import make_mesh
-from vgpt_jax.train import loop
+from vgpt_jax.train import loop, preflight
 from vgpt_jax.train.inputs import TrainInputs
 from vgpt_jax.train.samples import SampleVideos
 from vgpt_jax.train.step import TrainState
@@ -29,25 +28,22 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
     """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint); returns the final state."""
     config_lib.validate(config)
     d = config.data
-    if not d.source_path:
-        raise ValueError(
-            "config.data.source_path is empty: pass --config.data.source_path=DIR (videos, an index "
-            ".txt, ArrayRecord clips or latents, or a TFDS dataset folder)"
-        )
-    if not os.path.exists(d.source_path):
-        raise FileNotFoundError(f"config.data.source_path={d.source_path} does not exist")
+    # user errors in the workdir or the data surface here, before the mesh and any compilation
+    preflight.check_workdir(workdir)
+    source = preflight.open_training_source(
+        config, preflight.clip_spec(config, TokenizerConfig.from_config(config).downsample_factor)
+    )
     mesh = make_mesh(config.mesh)
     tokenizer = tokenizer_from_weights(config, mesh)
     # checkpoints then carry the tokenizer's own sizes and scaling, which inference reads
     write_weight_fields(tokenizer.cfg, config)
-    spec = ClipSpec.from_config(d, downsample=tokenizer.cfg.downsample_factor, min_side=d.min_side)
     pipeline = make_pipeline(
         config,
         mesh,
-        open_source(d.source_path, d.split),
+        source,
         worker_count=d.worker_count,
         worker_buffer_size=d.worker_buffer_size,
-        spec=spec,
+        spec=preflight.clip_spec(config, tokenizer.cfg.downsample_factor),
     )
     inputs = TrainInputs(config, tokenizer)
     samples = SampleVideos(config, tokenizer, workdir)
@@ -57,13 +53,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
         samples.remember(prepared)
         return prepared
 
-    return loop.train(
-        config,
-        workdir,
-        pipeline,
-        data_iterator=pipeline,
-        mesh=mesh,
-        log=log,
-        prepare=prepare,
-        on_step=samples,
-    )
+    try:
+        return loop.train(
+            config,
+            workdir,
+            pipeline,
+            data_iterator=pipeline,
+            mesh=mesh,
+            log=log,
+            prepare=prepare,
+            on_step=samples,
+        )
+    finally:  # the counts live in the iterator's state: a resumed run's include the earlier runs'
+        log(
+            f"data: {pipeline.counts[SKIPPED]} unreadable videos skipped and {pipeline.counts[REJECTED]} "
+            "refused by the rules on this host since the run began"
+        )

@@ -1,8 +1,9 @@
 """The training loop: data -> jit step -> metrics, with checkpoints, preemption and failure stops.
 
-No host sync happens between log steps: the loss's finiteness is tracked on the device and read
-at log and checkpoint steps, so a NaN stops the run naming the first bad step, and a checkpoint
-is never written from a state that has seen one.
+No host sync happens between log steps: each step reports on the device whether its loss and
+updated state are finite, the first step that was not is tracked there too and read at log and
+checkpoint steps, so a NaN or an overflow stops the run naming the first bad step, and a
+checkpoint is never written from a state that has seen one.
 """
 
 from __future__ import annotations
@@ -25,18 +26,65 @@ from vgpt_jax.checkpoint.params import load_params
 from vgpt_jax.models.video_gpt import num_params
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops
-from vgpt_jax.train.step import Trainer, TrainState
+from vgpt_jax.train.resume import restore_newest
+from vgpt_jax.train.step import BATCH_FINITE, FINITE, Trainer, TrainState
+from vgpt_jax.train.workdir_lock import WorkdirLock
 
 
 @jax.jit
-def _track_first_bad_step(first_bad: jax.Array, loss: jax.Array, step: jax.Array) -> jax.Array:
-    """-1 while every loss so far is finite, else the first step whose loss was not."""
-    return jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step, first_bad)
+def _track_first_bad_step(
+    first_bad: dict[str, jax.Array], finite: jax.Array, batch_finite: jax.Array, step: jax.Array
+) -> dict[str, jax.Array]:
+    """``step``: -1 while every step so far was finite, else the first that was not;
+    ``batch_finite``: whether that step's batch was finite."""
+    new = (first_bad["step"] < 0) & ~finite
+    return {
+        "step": jnp.where(new, step, first_bad["step"]),
+        "batch_finite": jnp.where(new, batch_finite, first_bad["batch_finite"]),
+    }
+
+
+def _no_bad_step() -> dict[str, jax.Array]:
+    return {"step": jnp.array(-1, jnp.int32), "batch_finite": jnp.array(True)}
+
+
+def _kept_checkpoint(ckpt: Checkpointer) -> str:
+    """Where a stopped run can resume from, in words."""
+    step = ckpt.latest_step()
+    if step is None:
+        return "no checkpoint is kept, so a rerun starts from scratch"
+    return f"the last checkpoint, step {step}, is kept in {ckpt.directory}"
+
+
+def _stop_not_finite(bad_step: int, batch_finite: bool, ckpt: Checkpointer) -> FloatingPointError:
+    """The error that stops a run at its first non-finite step, after setting aside a checkpoint
+    that a resume could not get past.
+
+    A resume replays the steps after its checkpoint exactly (the same batches and randomness), and
+    a step's gradient depends only on its parameters, batch and key, not on the learning rate. So
+    when the bad step's batch is finite, the checkpoint just before it would fail the same way
+    whatever a rerun changes; it is renamed aside (kept, not deleted).
+    """
+    if not batch_finite:
+        cause = f"the batch of step {bad_step} is not finite (check the data)"
+    else:
+        cause = (
+            f"the loss or the updated parameters are not finite at step {bad_step}, from a finite batch "
+            "(lower the learning rate)"
+        )
+        if ckpt.latest_step() == bad_step - 1:
+            moved = ckpt.set_aside(bad_step - 1)
+            cause += f"; checkpoint {bad_step - 1}, from which a resume would repeat it, was moved to {moved}"
+    return FloatingPointError(
+        f"not finite at step {bad_step}: {cause}. Stopping; every checkpoint holds a finite state and "
+        f"{_kept_checkpoint(ckpt)}"
+    )
 
 
 class Preemption:
-    """SIGTERM -> finish the current step, save, exit 0. Multi-host runs agree on the step
-    through JAX's preemption sync point; a single process uses its own signal handler."""
+    """SIGTERM -> finish the current step, save it (once, also on a checkpoint or the last step),
+    return normally (exit 0). Multi-host runs agree on the step through JAX's preemption sync
+    point; a single process uses its own signal handler."""
 
     def __init__(self):
         self.requested = False
@@ -127,16 +175,31 @@ def train(
     checkpointable Grain iterator pass it again as ``data_iterator`` so its position is saved
     and restored with the state. ``prepare(batch, step)`` maps a pipeline batch to the step's
     inputs (e.g. pixels -> posterior samples, keyed by the step), ``on_step(step, state)`` runs
-    after every step (e.g. writing sample videos). Returns the final state.
+    after every step (e.g. writing sample videos). Returns the final state. The workdir is
+    locked while training (:class:`~vgpt_jax.train.workdir_lock.WorkdirLock`).
     """
     config_lib.validate(config)
-    t = config.train
     os.makedirs(workdir, exist_ok=True)
+    with WorkdirLock(workdir, log):
+        return _train(config, workdir, batches, data_iterator, mesh, log, prepare, on_step)
+
+
+def _train(config, workdir, batches, data_iterator, mesh, log, prepare, on_step) -> TrainState:
+    t = config.train
     trainer = Trainer(config, make_mesh(config.mesh) if mesh is None else mesh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.keep_checkpoints)
-    if ckpt.latest_step() is not None:
-        target = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-        state = ckpt.restore(target, data_iterator=data_iterator)
+    target = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+    restored = restore_newest(
+        ckpt,
+        target,
+        config,
+        state_sections=Trainer.STATE_SECTIONS,
+        optim="optim",
+        data_iterator=data_iterator,
+        log=log,
+    )
+    if restored is not None:
+        state = restored[1]
         log(f"resumed from {ckpt.directory} at step {int(state.step)}")
     else:
         state = trainer.init()
@@ -155,7 +218,7 @@ def train(
     peak_total = peak * jax.device_count()
 
     step = int(state.step)
-    first_bad = jnp.array(-1, jnp.int32)
+    first_bad = _no_bad_step()
     window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
     fetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
@@ -167,7 +230,7 @@ def train(
                 except concurrent.futures.TimeoutError:
                     raise TimeoutError(
                         f"the data pipeline produced no batch for {t.data_timeout_s} s at step {step + 1}; "
-                        f"the last good checkpoint ({ckpt.latest_step()}) is kept"
+                        f"{_kept_checkpoint(ckpt)}"
                     ) from None
                 data_wait += time.perf_counter() - t_data
                 if prepare is not None:
@@ -175,15 +238,16 @@ def train(
                 state, metrics = trainer.step(state, trainer.shard_batch(batch))
                 step += 1
                 window_steps += 1
-                first_bad = _track_first_bad_step(first_bad, metrics["loss"], step)
-                must_save = step % t.checkpoint_every == 0 or step == t.steps
+                first_bad = _track_first_bad_step(
+                    first_bad, metrics.pop(FINITE), metrics.pop(BATCH_FINITE), step
+                )
+                # a preempted step is saved like a checkpoint step, so never twice
+                preempted = preemption.reached(step)
+                must_save = step % t.checkpoint_every == 0 or step == t.steps or preempted
                 if step % t.log_every == 0 or must_save:
-                    bad = int(first_bad)
-                    if bad >= 0:
-                        raise FloatingPointError(
-                            f"the loss is not finite at step {bad}; stopping. The last good checkpoint "
-                            f"(step {ckpt.latest_step()}) is kept in {ckpt.directory}"
-                        )
+                    bad = jax.device_get(first_bad)
+                    if bad["step"] >= 0:
+                        raise _stop_not_finite(int(bad["step"]), bool(bad["batch_finite"]), ckpt)
                     m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     elapsed = time.perf_counter() - window_start
                     step_s = elapsed / window_steps
@@ -205,9 +269,7 @@ def train(
                     hook_start = time.perf_counter()
                     on_step(step, state)
                     window_start += time.perf_counter() - hook_start  # not part of the step time
-                if preemption.reached(step):
-                    if int(first_bad) < 0:
-                        ckpt.save(step, state, config, data_iterator)
+                if preempted:
                     log(f"preempted: saved step {step} to {ckpt.directory}")
                     break
     finally:

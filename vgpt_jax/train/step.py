@@ -44,6 +44,31 @@ def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTran
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state)
 
 
+def tree_is_finite(tree: Any) -> jax.Array:
+    """A device bool scalar: every floating-point leaf of ``tree`` is finite (integer leaves always are)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+# Metrics keys of the step's finiteness (device bools, popped by the loop): whether the loss and
+# the updated parameters and optimiser state are finite, and whether the step's batch is.
+FINITE = "finite"
+BATCH_FINITE = "batch_finite"
+
+
+def finiteness(loss: jax.Array, updated: TrainState, batch: Any) -> dict[str, jax.Array]:
+    """The step's :data:`FINITE` and :data:`BATCH_FINITE` flags.
+
+    The loss comes from the parameters before the update, so it alone would let a step that
+    overflows the update pass; a checkpoint is only ever written from a state called finite. The
+    batch's flag tells a bad input from diverged parameters.
+    """
+    return {
+        FINITE: jnp.isfinite(loss) & tree_is_finite((updated.params, updated.opt_state)),
+        BATCH_FINITE: tree_is_finite(batch),
+    }
+
+
 def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear 0 -> lr over ``warmup_steps``; then constant (``decay_steps`` 0: the official
     constant_with_warmup) or a cosine from lr to 0 over ``decay_steps``."""
@@ -105,8 +130,11 @@ class Trainer(StateInit):
       same frames; pass ``target`` again if there is only one).
     """
 
+    # config sections whose fields shape the state (the tokenizer's sizes set the latents')
+    STATE_SECTIONS = ("model.", "tokenizer.")
+
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
-        self.config = config_lib.validate(config)
+        self.config = config
         self.mesh = mesh
         self.sizes = config_lib.sizes(config)
         self.model_config = ModelConfig.from_config(config)
@@ -173,10 +201,11 @@ class Trainer(StateInit):
             "grad_norm": optax.tree.norm(grads),
             "learning_rate": learning_rate_schedule(self.config.optim)(state.step),
         }
-        return apply_gradients(state, grads, self.optimizer), metrics
+        updated = apply_gradients(state, grads, self.optimizer)
+        return updated, {**metrics, **finiteness(loss, updated, batch)}
 
     def step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One optimiser step; ``state`` is donated."""
+        """One optimiser step; ``state`` is donated. The metrics include the :func:`finiteness` flags."""
         with sharding_context(self.mesh):
             return self._step(state, batch)
 

@@ -25,6 +25,7 @@ from vgpt_jax.evaluation.physics_iq.layout import Case, Inputs, RealVideo, resol
 from vgpt_jax.evaluation.physics_iq.masks import cache_key, write_mask_video
 from vgpt_jax.evaluation.physics_iq.metrics import case_metrics
 from vgpt_jax.evaluation.physics_iq.report import plot, write_json, write_results_csv
+from vgpt_jax.evaluation.physics_iq.video import probe
 
 
 def _init_worker() -> None:
@@ -127,6 +128,11 @@ def _category_scores(inputs: Inputs, results: dict[str, dict[str, dict]]) -> dic
     return out
 
 
+def _size(video: Path) -> tuple[int, int]:
+    info = probe(video)
+    return info.width, info.height
+
+
 def _default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -163,6 +169,20 @@ def score(
         warnings.warn(
             f"{len(inputs.long_videos)} generated videos ({names}, …) are longer than 5 s: only their first "
             f"{inputs.num_frames} frames are scored; the benchmark expects 5 s after the switch frame",
+            stacklevel=2,
+        )
+    resized = [
+        c
+        for c in inputs.cases
+        if _size(c.generated) != _size(inputs.testing_dir / c.take1.testing_name(inputs.fps))
+    ]
+    if resized:
+        real = _size(inputs.testing_dir / resized[0].take1.testing_name(inputs.fps))
+        warnings.warn(
+            f"{len(resized)} generated videos are not at their real video's resolution (e.g. "
+            f"{resized[0].generated.name}: {'x'.join(map(str, _size(resized[0].generated)))} against "
+            f"{'x'.join(map(str, real))}): they are resized to it for scoring, which moves the score; "
+            "generate at the benchmark's resolution",
             stacklevel=2,
         )
     output_dir = Path(output_dir)

@@ -1,0 +1,3 @@
+from vgpt_jax.cli import run
+
+run()
