@@ -10,7 +10,7 @@ import pytest
 from inference_fixture import shared_checkpoints
 
 from data_pipelines import video_io
-from data_pipelines.synthetic_physics import write_benchmark
+from vgpt_jax.demo.synthetic_physics import write_benchmark
 from vgpt_jax.evaluation.physics_iq import command
 
 FPS = 8
