@@ -20,18 +20,13 @@ def info(config: ml_collections.ConfigDict) -> dict:
     import jax
 
     from vgpt_jax import config as config_lib
-    from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, num_params
+    from vgpt_jax.models.video_gpt import abstract_params, num_params
     from vgpt_jax.nn.attention import resolve_backend
     from vgpt_jax.parallel.mesh import MESH_AXES, mesh_shape
 
     sizes = config_lib.sizes(config)
-    model = VideoGPT(ModelConfig.from_config(config))
-    # Two frames suffice: no parameter depends on the sequence length.
-    params = jax.eval_shape(
-        lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"], jax.random.key(0)
-    )
     return {
-        "num_params": num_params(params),
+        "num_params": num_params(abstract_params(config)),
         "tokens_per_frame": sizes.tokens_per_frame,
         "block_len": sizes.block_len,
         "num_frames": sizes.num_frames,

@@ -37,8 +37,6 @@ from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler
 
-PARTIAL_DIR = ".partial"  # videos being written, beside the finished ones
-
 
 def sampling_overrides(**sampling) -> list[str]:
     """``FIELD=VALUE`` overrides of ``config.sampling`` for the non-None keyword arguments."""

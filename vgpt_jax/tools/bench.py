@@ -36,10 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgpt_jax import config as config_lib
-from vgpt_jax import profile
 from vgpt_jax.models.video_gpt import abstract_params, example_inputs, model_from_config, num_params
 from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
 from vgpt_jax.sample.sampler import Sampler
+from vgpt_jax.tools import profile
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
 from vgpt_jax.train.step import Trainer, apply_gradients
 
@@ -309,7 +309,7 @@ def bench_data(workers: list[int]) -> list[dict]:
     """Decoded clips/s of the video pipeline (16 frames at 320x176 from 720p H.264), per worker count."""
     import tempfile
 
-    from data_pipelines.throughput import decoded_clips_per_second, make_test_videos
+    from vgpt_jax.tools.throughput import decoded_clips_per_second, make_test_videos
 
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_test_videos(tmp)
