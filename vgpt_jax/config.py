@@ -53,7 +53,6 @@ def base_config() -> ml_collections.ConfigDict:
     """Every field an experiment may set, with the release (3.76 B, stage-2) defaults."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.init_from = ""  # a params checkpoint to start from ('' = random init)
 
     m = c.model = ml_collections.ConfigDict()
     m.hidden_size = 3072
@@ -534,8 +533,9 @@ def _validate_optimizer(o: ml_collections.ConfigDict, section: str) -> None:
     _require(o.eps > 0, f"{section}.eps", o.eps, "> 0 (it keeps Adam's division finite)")
     _require(o.weight_decay >= 0, f"{section}.weight_decay", o.weight_decay, ">= 0")
     _require(o.warmup_steps >= 0, f"{section}.warmup_steps", o.warmup_steps, ">= 0")
-    decay = o.get("decay_steps", 0)  # absent from configs saved before it existed
-    _require(decay >= 0, f"{section}.decay_steps", decay, ">= 0 (0 = constant after the warm-up)")
+    _require(
+        o.decay_steps >= 0, f"{section}.decay_steps", o.decay_steps, ">= 0 (0 = constant after the warm-up)"
+    )
     _require(o.grad_clip_norm >= 0, f"{section}.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
 
 

@@ -42,15 +42,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vgpt_jax import config as config_lib
 from vgpt_jax.parallel import mesh as mesh_lib
 
-# The tokenizer's parameters are small (84 M for the SDXL size) and its convolutions have no
-# dimension that divides every mesh, so every one of its logical axes is replicated: the work is
-# split over frames instead. Merge into ``LOGICAL_AXIS_RULES`` (unlisted names also map to None).
-TOKENIZER_AXIS_RULES: tuple[tuple[str, None], ...] = (
-    ("conv_height", None),
-    ("conv_width", None),
-    ("conv_in", None),
-    ("conv_out", None),
-)
 PRECISIONS = ("default", "high", "highest")
 DTYPES = ("float32", "bfloat16", "float16")
 LOGVAR_RANGE = (-30.0, 20.0)  # the posterior's log-variance is clamped to this range

@@ -68,7 +68,7 @@ REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
     # Keeps what the attention kernel's backward reads (q, k, v, its output and softmax
     # statistics): the backward re-runs only the norms and the MLP/out-projection matmuls, never
-    # the attention forward. ~0.5 GiB a layer at 20k tokens of width 3072 in bf16.
+    # the attention forward (its memory: README, "Performance").
     "attention": jax.checkpoint_policies.save_only_these_names(*ATTENTION_RESIDUALS),
 }
 

@@ -72,9 +72,8 @@ def finiteness(loss: jax.Array, updated: TrainState, batch: Any) -> dict[str, ja
 def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear 0 -> lr over ``warmup_steps``; then constant (``decay_steps`` 0: the official
     constant_with_warmup) or a cosine from lr to 0 over ``decay_steps``."""
-    decay_steps = optim.get("decay_steps", 0)  # absent from configs saved before it existed
-    if decay_steps:
-        after = optax.cosine_decay_schedule(optim.learning_rate, decay_steps)
+    if optim.decay_steps:
+        after = optax.cosine_decay_schedule(optim.learning_rate, optim.decay_steps)
     else:
         after = optax.constant_schedule(optim.learning_rate)
     if optim.warmup_steps == 0:
