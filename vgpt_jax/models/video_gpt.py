@@ -34,6 +34,7 @@ ours (``params/...``)                                   official tensor -> ours
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -59,7 +60,7 @@ from vgpt_jax.nn.mlp import GatedMLP
 from vgpt_jax.nn.norms import RMSNorm, layer_norm_no_affine
 from vgpt_jax.nn.remat import ATTENTION_RESIDUALS
 from vgpt_jax.nn.rope import inverse_frequencies, rope_cos_sin
-from vgpt_jax.nn.tokens import TokenAttrs
+from vgpt_jax.nn.tokens import TokenAttrs, batched_attrs
 from vgpt_jax.parallel import mesh as mesh_lib
 
 REMAT_POLICIES = {
@@ -138,6 +139,12 @@ class ModelConfig:
         return self.hidden_size // self.num_heads
 
 
+def rope_tables(cfg: ModelConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """positions (B, T) -> the RoPE cos, sin (B, T, head_dim) fp32 of the model's settings."""
+    inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_factors)
+    return rope_cos_sin(positions, inv_freq, cfg.rope_scaling)
+
+
 class DecoderLayer(nn.Module):
     """One Phi-3 layer: x + Attn(RMSNorm(x)); x + MLP(RMSNorm(x)). (B, T, D) -> (B, T, D).
 
@@ -192,8 +199,7 @@ class Backbone(nn.Module):
         special_queries: int | None = None,
     ):
         c = self.cfg
-        inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_factors)
-        cos, sin = rope_cos_sin(positions, inv_freq, c.rope_scaling)
+        cos, sin = rope_tables(c, positions)
         layer_cls = DecoderLayer
         if c.remat_policy != "none":
             layer_cls = nn.remat(
@@ -375,6 +381,53 @@ class VideoGPT(nn.Module):
 def model_from_config(config: ml_collections.ConfigDict) -> VideoGPT:
     """The Video-GPT module that ``config.model`` describes."""
     return VideoGPT(ModelConfig.from_config(config))
+
+
+def check_feature_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """Layer numbers (1 = after the first decoder layer) sorted and without repeats; ValueError
+    naming the model's depth if one is outside 1..num_layers."""
+    wrong = [layer for layer in layers if not 1 <= layer <= num_layers]
+    if wrong or not layers:
+        raise ValueError(
+            f"layers {list(layers)}: the model has {num_layers} layers, so a layer is a number "
+            f"from 1 (after the first) to {num_layers} (after the last)"
+        )
+    return tuple(sorted(set(layers)))
+
+
+def clean_stream_features(cfg: ModelConfig, params, latents: jax.Array, layers: Sequence[int]) -> jax.Array:
+    """Hidden states of the clean stream after each of ``layers``: the residual stream (before the
+    final norm) of clean blocks ``[<img>, patches, </img>]``, frame-causal as in
+    :meth:`VideoGPT.prefill` (no noisy copies, no time tokens).
+
+    Only the first ``max(layers)`` decoder layers run; deeper layers are never read. Works on the
+    stacked parameters of ``scan_layers`` (scanned in segments between requested layers) and on
+    unrolled ones. latents (B, F, h, w, C) -> (len(layers), B, F, S + 2, D) in ``cfg.dtype``, the
+    layers in increasing order. Jit-able with ``layers`` static.
+    """
+    layers = check_feature_layers(layers, cfg.num_layers)
+    b, f = latents.shape[:2]
+    x = VideoGPT(cfg).apply({"params": params}, latents, method=VideoGPT.embed_clean).astype(cfg.dtype)
+    block_len = x.shape[1] // f
+    attrs, positions = layout.history_layout(f, block_len - 2)
+    attrs, positions = batched_attrs(attrs, b), jnp.broadcast_to(positions, (b, x.shape[1]))
+    cos, sin = rope_tables(cfg, positions)
+    layer = DecoderLayer(cfg)
+
+    def run(h: jax.Array, layer_params) -> jax.Array:
+        return layer.apply({"params": layer_params}, h, cos, sin, attrs, None, None)[0]
+
+    stack, done, out = params["backbone"], 0, []
+    for stop in layers:
+        if cfg.scan_layers:
+            segment = jax.tree.map(lambda a, start=done, stop=stop: a[start:stop], stack["layers"])
+            x, _ = jax.lax.scan(lambda h, p: (run(h, p), None), x, segment)
+        else:
+            for i in range(done, stop):
+                x = run(x, stack[f"layers_{i}"])
+        out.append(x)
+        done = stop
+    return jnp.stack(out).reshape(len(layers), b, f, block_len, -1)
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, num_frames: int | None = None):
