@@ -47,6 +47,9 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention")
 ROPE_FACTOR_CHOICES = ("long", "short", "none")
 PARTITIONS = ("random", "per_frame", "fixed")
 MESH_AXES = ("data", "fsdp", "tensor", "sequence")
+# The projections a LoRA adapter may wrap: the fused ``qkv`` (Phi-3 qkv_proj) and ``out`` (o_proj)
+# kernels of every layer's attention, the release's two targets.
+LORA_TARGETS = ("qkv", "out")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -154,6 +157,14 @@ def base_config() -> ml_collections.ConfigDict:
     ev.stride = 1  # every stride-th frame of the videos
     ev.fvd_frames = "all"  # FVD over the conditioning + predicted frames ("all") or "pred" only
     ev.fvd = True  # False: PSNR and SSIM only (FVD runs I3D at 224x224 on every clip)
+
+    # LoRA (the release's stage-3/4 fine-tuning: rank 8, alpha = rank, Gaussian A, zero B, on qkv and
+    # out of every layer). rank 0 trains every parameter; rank > 0 trains only the adapters (and
+    # keeps the rest frozen, without optimiser state), y = x W + (alpha / rank) (x A) B.
+    lo = c.lora = ml_collections.ConfigDict()
+    lo.rank = 0
+    lo.alpha = 0.0  # 0 = equal to the rank (a scale of 1), as the release
+    lo.targets = LORA_TARGETS
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
@@ -516,7 +527,33 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for optim, section in ((config.optim, "optim"), (config.tokenizer.optim, "tokenizer.optim")):
         _validate_optimizer(optim, section)
     _validate_partition(config)
+    _validate_lora(config.lora)
     return config
+
+
+def _validate_lora(lora: ml_collections.ConfigDict) -> None:
+    _require(
+        isinstance(lora.rank, int) and lora.rank >= 0,
+        "lora.rank",
+        lora.rank,
+        "an integer >= 0 (0 = full fine-tuning, no adapter)",
+    )
+    _require(lora.alpha >= 0, "lora.alpha", lora.alpha, ">= 0 (0 = equal to lora.rank)")
+    targets = tuple(lora.targets)
+    unknown = [t for t in targets if t not in LORA_TARGETS]
+    _require(
+        not unknown,
+        "lora.targets",
+        targets,
+        f"{', '.join(map(repr, unknown))} names no attention projection; each target is one of "
+        f"{LORA_TARGETS} (qkv = Phi-3 qkv_proj, out = o_proj)",
+    )
+    _require(
+        lora.rank == 0 or len(targets) > 0,
+        "lora.targets",
+        targets,
+        f"at least one of {LORA_TARGETS} when lora.rank > 0 (else nothing would be trained)",
+    )
 
 
 def _validate_optimizer(o: ml_collections.ConfigDict, section: str) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 from jax.sharding import Mesh
 
@@ -29,6 +30,7 @@ from vgpt_jax.checkpoint.params import is_params_checkpoint, load_config, load_p
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
 from vgpt_jax.models import clip_tokenizer, video_gpt
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
+from vgpt_jax.nn.lora import LoRA, merge_adapters
 from vgpt_jax.parallel import mesh as mesh_lib
 
 CHECKPOINTS_DIR = "checkpoints"  # a training workdir's Orbax folder
@@ -106,11 +108,25 @@ def load_for_inference(
     return config, params, tokenizer
 
 
-def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> str:
+def merge_lora(config: ml_collections.ConfigDict, params: Any) -> tuple[ml_collections.ConfigDict, Any]:
+    """(config, params) with the LoRA adapters folded into their kernels (``W + alpha/r · A B``)
+    and ``config.lora`` back at rank 0: the same model, at the base model's cost; as they were
+    without adapters."""
+    if config.lora.rank == 0:
+        return config, params
+    scale = LoRA(config.lora.rank, config.lora.alpha, tuple(config.lora.targets)).scale
+    merged = jax.jit(lambda p: merge_adapters(p, scale))(params)
+    return config_lib.with_fields(config, {"lora.rank": 0, "lora.alpha": 0.0}), merged
+
+
+def export(checkpoint: str | os.PathLike, output: str | os.PathLike, keep_adapter: bool = False) -> str:
     """Writes the params-only checkpoint of ``checkpoint`` (a workdir or an export) to ``output``.
 
-    It holds ``{"model": params, "tokenizer": tokenizer params}`` and the config; returns ``output``
-    as an absolute path. FileExistsError if ``output`` already holds a checkpoint.
+    It holds ``{"model": params, "tokenizer": tokenizer params}`` and the config; LoRA adapters are
+    merged into their kernels (:func:`merge_lora`) unless ``keep_adapter``. Returns ``output`` as
+    an absolute path. FileExistsError if ``output`` already holds a checkpoint.
     """
     config, params, tokenizer = load_for_inference(checkpoint)
+    if not keep_adapter:
+        config, params = merge_lora(config, params)
     return save_params(output, {"model": params, "tokenizer": tokenizer.params}, config)

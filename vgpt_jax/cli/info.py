@@ -1,4 +1,4 @@
-"""``vgpt info``: one JSON object describing a config (parameter count, sizes, mesh, backend)."""
+"""``vgpt info``: one JSON object describing a config (parameter counts, sizes, mesh, backend)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import ml_collections
 
-HELP = "print a config's exact parameter count, sequence sizes, mesh and attention backend (JSON)"
+HELP = "print a config's exact parameter counts (total, trained), sequence sizes, mesh and backend (JSON)"
 CONFIG = "required"
 
 
@@ -23,10 +23,14 @@ def info(config: ml_collections.ConfigDict) -> dict:
     from vgpt_jax.models.video_gpt import abstract_params, num_params
     from vgpt_jax.nn.attention import resolve_backend
     from vgpt_jax.parallel.mesh import MESH_AXES, mesh_shape
+    from vgpt_jax.train.trainable import Trainable
 
     sizes = config_lib.sizes(config)
+    params = abstract_params(config)
     return {
-        "num_params": num_params(abstract_params(config)),
+        "num_params": num_params(params),
+        # with config.lora.rank > 0 only the adapters are trained (and have optimiser state)
+        "trainable_params": num_params(Trainable.from_config(config).split(params)[0]),
         "tokens_per_frame": sizes.tokens_per_frame,
         "block_len": sizes.block_len,
         "num_frames": sizes.num_frames,

@@ -56,6 +56,7 @@ from vgpt_jax.nn.embeddings import (
     unpatchify,
 )
 from vgpt_jax.nn.initializers import phi3_normal, zeros
+from vgpt_jax.nn.lora import LoRA
 from vgpt_jax.nn.mlp import GatedMLP
 from vgpt_jax.nn.norms import RMSNorm, layer_norm_no_affine
 from vgpt_jax.nn.remat import ATTENTION_RESIDUALS
@@ -102,6 +103,7 @@ class ModelConfig:
     token_image_end: int
     dtype: Any
     param_dtype: Any
+    lora: LoRA = LoRA()
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> ModelConfig:
@@ -132,6 +134,7 @@ class ModelConfig:
             token_image_end=m.tokens.image_end,
             dtype=jnp.dtype(m.dtype),
             param_dtype=jnp.dtype(m.param_dtype),
+            lora=LoRA(config.lora.rank, config.lora.alpha, tuple(config.lora.targets)),
         )
 
     @property
@@ -170,6 +173,7 @@ class DecoderLayer(nn.Module):
             c.dtype,
             c.param_dtype,
             special_queries=self.special_queries,
+            lora=c.lora,
             name="attention",
         )(h, cos, sin, attrs, prefix, prefix_attrs)
         x = x + h

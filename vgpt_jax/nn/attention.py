@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from vgpt_jax.nn.initializers import phi3_normal
+from vgpt_jax.nn.lora import LoRA, adapter_params, low_rank_update
 from vgpt_jax.nn.remat import ATTENTION_OUT, ATTENTION_QKV
 from vgpt_jax.nn.rope import apply_rope
 from vgpt_jax.nn.tokens import TokenAttrs, batched_attrs, concat_attrs, pad_tokens, round_up, visible
@@ -211,7 +212,9 @@ class SelfAttention(nn.Module):
 
     x (B, T, D) -> (B, T, D), plus this call's keys/values (B, T, H, Dh) after RoPE.
     Parameters: ``qkv`` (D, 3, H, Dh) = Phi-3 ``qkv_proj.weight`` (3·H·Dh, D) transposed and
-    reshaped in Q|K|V order; ``out`` (H, Dh, D) = ``o_proj.weight`` transposed and reshaped.
+    reshaped in Q|K|V order; ``out`` (H, Dh, D) = ``o_proj.weight`` transposed and reshaped; with
+    ``lora`` wrapping them, their adapters (:mod:`vgpt_jax.nn.lora`): ``qkv_lora_a`` (D, r),
+    ``qkv_lora_b`` (r, 3, H, Dh), ``out_lora_a`` (H, Dh, r), ``out_lora_b`` (r, D).
     """
 
     num_heads: int
@@ -222,6 +225,7 @@ class SelfAttention(nn.Module):
     # set when x is one noisy clip in grouped order (VideoGPT.denoise): its first queries are the
     # markers, see clip_attention
     special_queries: int | None = None
+    lora: LoRA = LoRA()
 
     @nn.compact
     def __call__(
@@ -247,7 +251,14 @@ class SelfAttention(nn.Module):
             (self.num_heads, head_dim, d),
             self.param_dtype,
         )
-        qkv = jnp.einsum("btd,dshk->sbthk", x.astype(self.dtype), jnp.asarray(qkv_kernel, self.dtype))
+        x = x.astype(self.dtype)
+        qkv = jnp.einsum("btd,dshk->sbthk", x, jnp.asarray(qkv_kernel, self.dtype))
+        if self.lora.wraps("qkv"):
+            a, b = self._adapter(
+                "qkv", (d,), ("embed",), (3, self.num_heads, head_dim), ("qkv", "heads", "head_dim")
+            )
+            # in the base product's own layout, so that a zero B leaves its bits as they were
+            qkv = qkv + low_rank_update("btd,dr->btr", "btr,rshk->sbthk", x, a, b, self.lora.scale)
         qkv = nn.with_logical_constraint(
             qkv, (None, "activation_batch", "activation_length", "activation_heads", None)
         )
@@ -279,4 +290,12 @@ class SelfAttention(nn.Module):
             out, ("activation_batch", "activation_length", "activation_heads", None)
         )
         y = jnp.einsum("bthk,hkd->btd", out, jnp.asarray(out_kernel, self.dtype))
+        if self.lora.wraps("out"):
+            a, b = self._adapter("out", (self.num_heads, head_dim), ("heads", "head_dim"), (d,), ("embed",))
+            y = y + low_rank_update("bthk,hkr->btr", "btr,rd->btd", out, a, b, self.lora.scale)
         return y, this_kv
+
+    def _adapter(self, name, in_shape, in_axes, out_shape, out_axes) -> tuple[jax.Array, jax.Array]:
+        return adapter_params(
+            self, name, in_shape, in_axes, out_shape, out_axes, self.lora.rank, self.param_dtype
+        )

@@ -37,6 +37,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("channels", None),
     ("time_freq", None),
     ("patch_out", None),
+    ("lora_rank", None),  # LoRA factors: small, so only their other axis is sharded
     # activations
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", "sequence"),

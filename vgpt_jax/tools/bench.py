@@ -224,12 +224,15 @@ def profile_step(trainer: Trainer, state, batch) -> tuple[Any, dict]:
     summary = profile.profile(step)
     with sharding_context(trainer.mesh):
         update = jax.jit(
-            lambda s, g: apply_gradients(s, g, trainer.optimizer),
-            in_shardings=(trainer.state_shardings, trainer.state_shardings.params),
+            lambda s, g: apply_gradients(s, g, trainer.optimizer, trainer.trainable),
+            in_shardings=(
+                trainer.state_shardings,
+                trainer.trainable.split(trainer.state_shardings.params)[0],
+            ),
             out_shardings=trainer.state_shardings,
             donate_argnums=(0,),
         )
-        grads = jax.tree.map(lambda p: p * 1e-3, current[0].params)
+        grads = jax.tree.map(lambda p: p * 1e-3, trainer.trainable.split(current[0].params)[0])
         current[0] = update(current[0], grads)  # compile
         jax.block_until_ready(current[0])
         t0 = time.perf_counter()
