@@ -72,6 +72,10 @@ class TokenizerConfig:
     dtype: Any = jnp.float32
     precision: str = "default"
     chunk_frames: int = 8
+    # how its parameters' logical axes map to the mesh (config.tokenizer.logical_axis_rules)
+    logical_axis_rules: mesh_lib.AxisRules = dataclasses.field(
+        default_factory=lambda: mesh_lib.axis_rules(base_tokenizer_config().logical_axis_rules)
+    )
 
     def __post_init__(self):
         checks = (
@@ -120,6 +124,7 @@ class TokenizerConfig:
             dtype=jnp.dtype(t.dtype),
             precision=t.precision,
             chunk_frames=t.chunk_frames,
+            logical_axis_rules=mesh_lib.axis_rules(t.logical_axis_rules),
         )
 
     @property
@@ -505,7 +510,7 @@ def abstract_params(cfg: TokenizerConfig, mesh: Mesh | None = None):
     """ShapeDtypeStructs of the (unboxed) parameters, no memory for the arrays; with ``mesh``,
     carrying their (replicated) shardings on it."""
     boxed = jax.eval_shape(functools.partial(init_params, AutoencoderKL(cfg)), jax.random.key(0))
-    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed)
+    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed, cfg.logical_axis_rules)
 
 
 def single_device_mesh() -> Mesh:

@@ -46,7 +46,7 @@ from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import KVPrefix, SelfAttention
+from vgpt_jax.nn.attention import KernelTiles, KVPrefix, SelfAttention
 from vgpt_jax.nn.embeddings import (
     PatchEmbed,
     TimestepEmbedder,
@@ -96,6 +96,7 @@ class ModelConfig:
     rope_scaling: float
     attention_backend: str
     query_chunk: int
+    attention_tiles: KernelTiles
     remat_policy: str
     scan_layers: bool
     token_diffusion: int
@@ -127,6 +128,13 @@ class ModelConfig:
             rope_scaling=config_lib.rope_attention_scaling(config),
             attention_backend=m.attention.backend,
             query_chunk=m.attention.query_chunk,
+            attention_tiles=KernelTiles(
+                block_sparse=tuple(
+                    (k.block_q, k.block_k, k.num_warps, k.num_stages)
+                    for k in (m.attention.block_sparse[name] for name in ("fwd", "dkv", "dq"))
+                ),
+                splash=(m.attention.splash.block_q, m.attention.splash.block_kv),
+            ),
             remat_policy=m.remat_policy,
             scan_layers=m.scan_layers,
             token_diffusion=m.tokens.diffusion,
@@ -174,6 +182,7 @@ class DecoderLayer(nn.Module):
             c.param_dtype,
             special_queries=self.special_queries,
             lora=c.lora,
+            tiles=c.attention_tiles,
             name="attention",
         )(h, cos, sin, attrs, prefix, prefix_attrs)
         x = x + h
@@ -451,7 +460,11 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None)
     # Two frames suffice: no parameter depends on the sequence length.
     init = lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"]  # noqa: E731
     boxed = jax.eval_shape(init, jax.random.key(0))
-    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed)
+    return (
+        nn.unbox(boxed)
+        if mesh is None
+        else mesh_lib.abstract_on_mesh(mesh, boxed, config.mesh.logical_axis_rules)
+    )
 
 
 def num_params(params) -> int:

@@ -341,7 +341,7 @@ def _load_side(refs, rows, expand, *, keys: bool) -> _Side:
 
 
 def _rule(q: _Side, k: _Side) -> jax.Array:
-    """The spec §5.1 rule on a tile (same as attention.visible, plus void tokens)."""
+    """The spec §5.1 rule on a tile (same as tokens.visible, plus void tokens)."""
     order_ok = k.order <= q.order
     clean_clean = (k.frame < q.frame) | ((k.frame == q.frame) & order_ok)
     live = jnp.where(

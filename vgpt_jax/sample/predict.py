@@ -136,7 +136,7 @@ class Predictor:
         context = self.tokenizer.encode(transforms.uint8_to_signed(batch), jax.random.fold_in(encode_key, 0))
         context = jax.device_put(context, self._batch_sharding)
         reencode = _Reencoder(self.tokenizer, encode_key)
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.config.mesh.logical_axis_rules):
             self.sampler.rollout(self.params, context, num_frames, sample_key, reencode, progress)
         return _to_host(jnp.concatenate(reencode.pixels, axis=1))[:n]
 

@@ -222,7 +222,7 @@ def profile_step(trainer: Trainer, state, batch) -> tuple[Any, dict]:
         return metrics
 
     summary = profile.profile(step)
-    with sharding_context(trainer.mesh):
+    with sharding_context(trainer.mesh, trainer.axis_rules):
         update = jax.jit(
             lambda s, g: apply_gradients(s, g, trainer.optimizer, trainer.trainable),
             in_shardings=(
@@ -276,7 +276,7 @@ def bench_sample(
     shape = (1, history, d.latent_height, d.latent_width, config.model.latent_channels)
     hist = jax.random.normal(jax.random.key(2), shape, jnp.float32)
     noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
-    with sharding_context(device_mesh):
+    with sharding_context(device_mesh, config.mesh.logical_axis_rules):
         shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
         params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
         row = _time_clip(sampler, params, hist, noise)
