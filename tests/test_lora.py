@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_experiment
+from conftest import REPO, load_experiment
 from flax import traverse_util
 from numpy_reference import official_training_blocks, ref_forward, rel_err
 from test_model import make_clip_inputs, official_weights, ref_rope_params
@@ -67,7 +67,10 @@ PARTITION = [3, 2, 3]
 
 
 def training_inputs(config):
-    clip_ids, t, noisy, clean = make_clip_inputs([PARTITION], seed=12)
+    d = config.data
+    clip_ids, t, noisy, clean = make_clip_inputs(
+        [PARTITION], seed=12, n=d.num_frames, hw=d.latent_height, c=config.model.latent_channels
+    )
     attrs, positions = layout.training_layout(clip_ids, config_lib.sizes(config).tokens_per_frame)
     return noisy, clean, t, attrs, positions
 
@@ -322,3 +325,125 @@ def test_the_lora_step_forms_no_gradient_of_a_frozen_kernel(rank):
     kernel_shapes = {tuple(sorted(flat[k].shape[1:])) for k in kernels}  # one layer's
     formed = kernel_shapes & _dot_output_shapes(jaxpr)
     assert formed == (set() if rank else kernel_shapes)
+
+
+# -- init_from, info, export ----------------------------------------------------------------------
+
+
+def _loop_config(tmp_path, rank: int):
+    c = lora_config(rank=rank)
+    c.data.per_device_batch_size = 1
+    c.train.update(steps=1, log_every=1, checkpoint_every=1, peak_tflops=1.0)
+    c.optim.learning_rate = 0.0  # the one step leaves the parameters as loaded
+    return c
+
+
+def _batches():
+    rng = np.random.default_rng(0)
+    while True:
+        yield _batch(rng, (1, 8, 8, 8, 4))
+
+
+def test_init_from_a_checkpoint_without_adapters_loads_the_frozen_base(tmp_path):
+    from vgpt_jax.checkpoint.params import save_params
+    from vgpt_jax.train.loop import train
+
+    base_config = _loop_config(tmp_path, rank=0)
+    pretrained = random_params(base_config, seed=6)  # e.g. a converted release checkpoint
+    save_params(tmp_path / "pretrained", {"model": pretrained}, base_config)
+    c = _loop_config(tmp_path, rank=RANK)
+    c.train.init_from = str(tmp_path / "pretrained")
+    lines = []
+    mesh = make_mesh(c.mesh, jax.devices()[:1])
+    state = train(c, str(tmp_path / "run"), _batches(), mesh=mesh, log=lines.append)
+    assert any("initialised the parameters from" in line for line in lines)
+    got = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(state.params).items()}
+    want = traverse_util.flatten_dict(pretrained)
+    fresh = traverse_util.flatten_dict(Trainer(c, mesh).init().params)  # the run's own init (seed 0)
+    assert sorted(got) == sorted([*want, *(k for k in fresh if k[-1].endswith(ADAPTERS))])
+    for k, v in got.items():
+        np.testing.assert_array_equal(v, want[k] if k in want else np.asarray(fresh[k]), err_msg=str(k))
+
+
+def test_init_from_refuses_adapters_the_config_does_not_ask_for_and_missing_weights(tmp_path):
+    from vgpt_jax.checkpoint.params import save_params
+    from vgpt_jax.train.trainable import load_pretrained
+
+    adapted = lora_config()
+    save_params(tmp_path / "adapted", {"model": random_params(adapted, seed=7)}, adapted)
+    full = lora_config(rank=0)
+    abstract = video_gpt.abstract_params(full)
+    with pytest.raises(ValueError, match=r"holds LoRA adapters .*without --keep-adapter"):
+        load_pretrained(str(tmp_path / "adapted"), None, abstract)
+
+    partial = random_params(full, seed=8)
+    del partial["backbone"]["layers"]["mlp"]["down"]
+    save_params(tmp_path / "partial", {"model": partial}, full)
+    with pytest.raises(ValueError, match="missing: backbone/layers/mlp/down"):
+        load_pretrained(str(tmp_path / "partial"), None, abstract)
+
+    # a checkpoint that holds the adapters (an export with --keep-adapter) restores them too
+    fresh = random_params(adapted, seed=9, b_scale=0.0)
+    loaded = load_pretrained(str(tmp_path / "adapted"), fresh, video_gpt.abstract_params(adapted))
+    saved = traverse_util.flatten_dict(random_params(adapted, seed=7))
+    for k, v in traverse_util.flatten_dict(loaded).items():
+        np.testing.assert_array_equal(np.asarray(v), saved[k], err_msg=str(k))
+
+
+def test_info_counts_the_trained_parameters():
+    """Release backbone, rank 8 on qkv and out of its 32 layers: per layer A_qkv 3072·8 + B_qkv
+    8·9216 + A_out 3072·8 + B_out 8·3072 = 147,456, so 4,718,592 trained (by hand)."""
+    from vgpt_jax.cli.info import info
+
+    full = info(config_lib.validate(load_experiment("videogpt_stage4")))
+    adapted = info(
+        config_lib.load_experiment(
+            str(REPO / "experiments" / "videogpt_stage4.py"), ["lora.rank=8", "lora.alpha=8.0"]
+        )
+    )
+    assert full["num_params"] == full["trainable_params"] == 3_762_072_592
+    assert adapted["trainable_params"] == 4_718_592
+    assert adapted["num_params"] == 3_762_072_592 + 4_718_592
+
+
+def test_export_merges_the_adapters_and_keeps_them_on_request(tmp_path):
+    """A LoRA workdir with non-zero B: the default export folds W + (alpha/r)·A B into qkv and out
+    (against float64 NumPy) with lora.rank 0, and its model gives the adapted model's outputs to
+    fp32 rounding; --keep-adapter writes the parameters as trained."""
+    import argparse
+
+    from inference_fixture import flat, make_workdir
+
+    from vgpt_jax.checkpoint.params import load_config, load_params
+    from vgpt_jax.cli import export as export_command
+
+    config, written = make_workdir(tmp_path / "workdir", ("lora.rank=2", "lora.alpha=3.0"))
+    for output, keep in ((tmp_path / "merged", False), (tmp_path / "kept", True)):
+        parser = argparse.ArgumentParser()
+        export_command.add_arguments(parser)
+        flags = ["--checkpoint", str(tmp_path / "workdir"), "--output", str(output)]
+        assert export_command.main(parser.parse_args(flags + (["--keep-adapter"] if keep else []))) == 0
+
+    merged_config, kept_config = load_config(tmp_path / "merged"), load_config(tmp_path / "kept")
+    assert (merged_config.lora.rank, kept_config.lora.rank, kept_config.lora.alpha) == (0, 2, 3.0)
+    merged, trained = (
+        jax.tree.map(np.asarray, load_params(tmp_path / d)["model"]) for d in ("merged", "kept")
+    )
+    assert flat(trained).keys() == written.keys()
+    for k, v in flat(trained).items():
+        np.testing.assert_array_equal(v, written[k], err_msg=k)
+    attention = trained["backbone"]["layers"]["attention"]
+    assert np.abs(attention["qkv_lora_b"]).min() > 0
+
+    want = traverse_util.flatten_dict(merged_float64(trained, 3.0 / 2))
+    got = traverse_util.flatten_dict(merged)
+    assert sorted(got) == sorted(want)
+    for k in got:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7, err_msg=str(k))
+    assert not np.allclose(got[("backbone", "layers", "attention", "qkv")], attention["qkv"])
+
+    inputs = training_inputs(config)
+    adapted_out = apply(config, trained, inputs)
+    merged_out = apply(merged_config, merged, inputs)
+    assert np.std(adapted_out) > 0.1
+    assert rel_err(merged_out, adapted_out) < 1e-5

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from flax import traverse_util
 from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
@@ -30,7 +31,7 @@ from vgpt_jax.checkpoint.params import is_params_checkpoint, load_config, load_p
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
 from vgpt_jax.models import clip_tokenizer, video_gpt
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
-from vgpt_jax.nn.lora import LoRA, merge_adapters
+from vgpt_jax.nn.lora import LoRA, is_adapter, merge_adapters
 from vgpt_jax.parallel import mesh as mesh_lib
 
 CHECKPOINTS_DIR = "checkpoints"  # a training workdir's Orbax folder
@@ -115,8 +116,12 @@ def merge_lora(config: ml_collections.ConfigDict, params: Any) -> tuple[ml_colle
     if config.lora.rank == 0:
         return config, params
     scale = LoRA(config.lora.rank, config.lora.alpha, tuple(config.lora.targets)).scale
-    merged = jax.jit(lambda p: merge_adapters(p, scale))(params)
-    return config_lib.with_fields(config, {"lora.rank": 0, "lora.alpha": 0.0}), merged
+    # every kept array on its own sharding (replicated outputs would be saved far more slowly)
+    shardings = {
+        path: x.sharding for path, x in traverse_util.flatten_dict(params).items() if not is_adapter(path)
+    }
+    merge = jax.jit(lambda p: merge_adapters(p, scale), out_shardings=traverse_util.unflatten_dict(shardings))
+    return config_lib.with_fields(config, {"lora.rank": 0, "lora.alpha": 0.0}), merge(params)
 
 
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike, keep_adapter: bool = False) -> str:

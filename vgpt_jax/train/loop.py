@@ -207,6 +207,11 @@ def _train(config, workdir, batches, data_iterator, mesh, log, prepare, on_step)
             target = abstract_with_shardings(trainer.abstract_state.params, trainer.state_shardings.params)
             state = state.replace(params=load_pretrained(t.init_from, state.params, target))
             log(f"initialised the parameters from {t.init_from}")
+        elif trainer.trainable.adapters_only:
+            log(
+                "warning: config.lora.rank > 0 without train.init_from trains adapters on a random, frozen "
+                "model (whose zero-initialised output layer gives them no gradient): set train.init_from"
+            )
     writer = MetricsWriter(workdir, log)
 
     partition = official_partition(config.data.num_frames, config.seed)
