@@ -76,6 +76,24 @@ def _describe_folder(root: str) -> str:
     return f"it holds {sum(counts.values())} files ({listing})"
 
 
+def require_readable(refs: list[VideoRef], where: str, probe_limit: int = 32) -> None:
+    """ValueError unless one of the first ``probe_limit`` of ``refs`` decodes; ``where`` names the
+    dataset in the message (a wrong path then fails at start, not after every draw was skipped)."""
+    failures = []
+    for ref in refs[:probe_limit]:
+        try:
+            video_io.read_frames(ref.path, [0])
+            return
+        except video_io.BadVideoError as e:
+            failures.append(e)
+    shown = "; ".join(f"{os.path.basename(e.path)}: {e.reason}" for e in failures[:5])
+    raise ValueError(
+        f"no readable video in {where}: it lists {len(refs)} video files and none of the "
+        f"first {len(failures)} could be decoded ({shown}); check the files (e.g. with ffprobe) "
+        "or the path"
+    )
+
+
 class VideoFileSource:
     """Grain ``RandomAccessDataSource`` of :class:`VideoRef` (folder, ``.txt`` index or one video)."""
 
@@ -99,22 +117,7 @@ class VideoFileSource:
             self.refs = read_index(path)
             if not self.refs:
                 raise ValueError(f"the index {path!r} lists no videos; add 'path<TAB>frame_count' lines")
-        self._require_readable(probe_limit)
-
-    def _require_readable(self, probe_limit: int) -> None:
-        failures = []
-        for ref in self.refs[:probe_limit]:
-            try:
-                video_io.read_frames(ref.path, [0])
-                return
-            except video_io.BadVideoError as e:
-                failures.append(e)
-        shown = "; ".join(f"{os.path.basename(e.path)}: {e.reason}" for e in failures[:5])
-        raise ValueError(
-            f"no readable video in {self.path!r}: it lists {len(self.refs)} video files and none of the "
-            f"first {len(failures)} could be decoded ({shown}); check the files (e.g. with ffprobe) "
-            "or the path"
-        )
+        require_readable(self.refs, repr(path), probe_limit)
 
     def __len__(self) -> int:
         return len(self.refs)

@@ -9,10 +9,11 @@ import pathlib
 import numpy as np
 import pytest
 
-from data_pipelines import physics_scenes, synthetic_physics, video_io
+from data_pipelines import video_io
 from data_pipelines.array_record_source import ClipRecordSource
-from data_pipelines.physics_render import Background, Camera, draw_balls, render_background
-from data_pipelines.physics_sim import GRAVITY, PHYSICS_HZ, Ball, World, simulate, step_index
+from vgpt_jax.demo import physics_scenes, synthetic_physics
+from vgpt_jax.demo.physics_render import Background, Camera, draw_balls, render_background
+from vgpt_jax.demo.physics_sim import GRAVITY, PHYSICS_HZ, Ball, World, simulate, step_index
 
 G = GRAVITY
 
@@ -319,3 +320,19 @@ def test_benchmark_scenes_are_drawn_again_until_the_testing_part_moves():
     take_one, _ = synthetic_physics.benchmark_takes(0, 2, 64, 64)
     assert take_one != first_draw and take_one.kind == "ball-roll"
     assert synthetic_physics.testing_part_moves(take_one, 64, 64)
+
+
+def test_training_videos_are_labelled_by_scene_kind(tmp_path):
+    from data_pipelines.labelled_source import read_manifest
+
+    root = synthetic_physics.write_training_set(str(tmp_path), 6, 16, 16, seconds=0.5)
+    listing = read_manifest(os.path.join(root, "labels.jsonl"))
+    assert not listing.counts and len(listing.videos) == 6
+    kinds = ("ball-drop", "ball-throw", "ball-roll", "balls-collide")
+    for video in listing.videos:  # the name ends with the kind the scene was drawn with
+        assert video.video_id.removesuffix(".mp4").endswith("-" + kinds[video.label])
+    assert len({v.label for v in listing.videos}) > 1
+    train = [v.video_id for v in read_manifest(os.path.join(root, "labels_train.jsonl")).videos]
+    test = [v.video_id for v in read_manifest(os.path.join(root, "labels_test.jsonl")).videos]
+    ids = [v.video_id for v in listing.videos]
+    assert test == [ids[3]] and train == ids[:3] + ids[4:]

@@ -49,12 +49,7 @@ def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
 
 
 def _check_tokenizer(config: ml_collections.ConfigDict, source: Path) -> TokenizerConfig:
-    """The tokenizer's hyper-parameters; ValueError if the config has none or they do not fit the model."""
-    if "tokenizer" not in config:
-        raise ValueError(
-            f"the config of {source} has no `tokenizer` section, so its latents cannot be turned into "
-            "pixels: train with a config that sets config.tokenizer (e.g. from experiments/tokenizer_*.py)"
-        )
+    """The tokenizer's hyper-parameters; ValueError if they do not fit the model."""
     cfg = TokenizerConfig.from_config(config)
     if cfg.latent_channels != config.model.latent_channels:
         raise ValueError(
@@ -101,7 +96,7 @@ def load_for_inference(
         return config, restored["model"], ClipTokenizer(tokenizer_cfg, restored["tokenizer"], mesh)
     params = checkpoints.restore_params(model_abstract)
     checkpoints.close()
-    if not config.tokenizer.get("weights", ""):
+    if not config.tokenizer.weights:
         warnings.warn(
             f"the config of {path} sets no config.tokenizer.weights: the tokenizer is randomly "
             "initialised and its pixels are meaningless; set it to the trained tokenizer",

@@ -32,6 +32,8 @@ COMMANDS = {
     "physics-iq": "vgpt_jax.cli.physics_iq",
     "fvd": "vgpt_jax.cli.fvd",
     "predict-eval": "vgpt_jax.cli.predict_eval",
+    "features": "vgpt_jax.cli.features",
+    "probe": "vgpt_jax.cli.probe",
     "bench": "vgpt_jax.cli.bench",
     "demo": "vgpt_jax.cli.demo",
 }

@@ -39,6 +39,7 @@ have no official tensor: ``vgpt export`` merges them into ``qkv`` and ``out``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -50,7 +51,7 @@ from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import KVPrefix, SelfAttention
+from vgpt_jax.nn.attention import KernelTiles, KVPrefix, SelfAttention
 from vgpt_jax.nn.embeddings import (
     PatchEmbed,
     TimestepEmbedder,
@@ -65,7 +66,7 @@ from vgpt_jax.nn.mlp import GatedMLP
 from vgpt_jax.nn.norms import RMSNorm, layer_norm_no_affine
 from vgpt_jax.nn.remat import ATTENTION_RESIDUALS
 from vgpt_jax.nn.rope import inverse_frequencies, rope_cos_sin
-from vgpt_jax.nn.tokens import TokenAttrs
+from vgpt_jax.nn.tokens import TokenAttrs, batched_attrs
 from vgpt_jax.parallel import mesh as mesh_lib
 
 REMAT_POLICIES = {
@@ -74,7 +75,7 @@ REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
     # Keeps what the attention kernel's backward reads (q, k, v, its output and softmax
     # statistics): the backward re-runs only the norms and the MLP/out-projection matmuls, never
-    # the attention forward. ~0.5 GiB a layer at 20k tokens of width 3072 in bf16.
+    # the attention forward (its memory: README, "Performance").
     "attention": jax.checkpoint_policies.save_only_these_names(*ATTENTION_RESIDUALS),
 }
 
@@ -100,6 +101,7 @@ class ModelConfig:
     rope_scaling: float
     attention_backend: str
     query_chunk: int
+    attention_tiles: KernelTiles
     remat_policy: str
     scan_layers: bool
     token_diffusion: int
@@ -131,6 +133,13 @@ class ModelConfig:
             rope_scaling=config_lib.rope_attention_scaling(config),
             attention_backend=m.attention.backend,
             query_chunk=m.attention.query_chunk,
+            attention_tiles=KernelTiles(
+                block_sparse=tuple(
+                    (k.block_q, k.block_k, k.num_warps, k.num_stages)
+                    for k in (m.attention.block_sparse[name] for name in ("fwd", "dkv", "dq"))
+                ),
+                splash=(m.attention.splash.block_q, m.attention.splash.block_kv),
+            ),
             remat_policy=m.remat_policy,
             scan_layers=m.scan_layers,
             token_diffusion=m.tokens.diffusion,
@@ -144,6 +153,12 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+
+def rope_tables(cfg: ModelConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """positions (B, T) -> the RoPE cos, sin (B, T, head_dim) fp32 of the model's settings."""
+    inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_factors)
+    return rope_cos_sin(positions, inv_freq, cfg.rope_scaling)
 
 
 class DecoderLayer(nn.Module):
@@ -172,6 +187,7 @@ class DecoderLayer(nn.Module):
             c.param_dtype,
             special_queries=self.special_queries,
             lora=c.lora,
+            tiles=c.attention_tiles,
             name="attention",
         )(h, cos, sin, attrs, prefix, prefix_attrs)
         x = x + h
@@ -201,8 +217,7 @@ class Backbone(nn.Module):
         special_queries: int | None = None,
     ):
         c = self.cfg
-        inv_freq = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_factors)
-        cos, sin = rope_cos_sin(positions, inv_freq, c.rope_scaling)
+        cos, sin = rope_tables(c, positions)
         layer_cls = DecoderLayer
         if c.remat_policy != "none":
             layer_cls = nn.remat(
@@ -386,6 +401,53 @@ def model_from_config(config: ml_collections.ConfigDict) -> VideoGPT:
     return VideoGPT(ModelConfig.from_config(config))
 
 
+def check_feature_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """Layer numbers (1 = after the first decoder layer) sorted and without repeats; ValueError
+    naming the model's depth if one is outside 1..num_layers."""
+    wrong = [layer for layer in layers if not 1 <= layer <= num_layers]
+    if wrong or not layers:
+        raise ValueError(
+            f"layers {list(layers)}: the model has {num_layers} layers, so a layer is a number "
+            f"from 1 (after the first) to {num_layers} (after the last)"
+        )
+    return tuple(sorted(set(layers)))
+
+
+def clean_stream_features(cfg: ModelConfig, params, latents: jax.Array, layers: Sequence[int]) -> jax.Array:
+    """Hidden states of the clean stream after each of ``layers``: the residual stream (before the
+    final norm) of clean blocks ``[<img>, patches, </img>]``, frame-causal as in
+    :meth:`VideoGPT.prefill` (no noisy copies, no time tokens).
+
+    Only the first ``max(layers)`` decoder layers run; deeper layers are never read. Works on the
+    stacked parameters of ``scan_layers`` (scanned in segments between requested layers) and on
+    unrolled ones. latents (B, F, h, w, C) -> (len(layers), B, F, S + 2, D) in ``cfg.dtype``, the
+    layers in increasing order. Jit-able with ``layers`` static.
+    """
+    layers = check_feature_layers(layers, cfg.num_layers)
+    b, f = latents.shape[:2]
+    x = VideoGPT(cfg).apply({"params": params}, latents, method=VideoGPT.embed_clean).astype(cfg.dtype)
+    block_len = x.shape[1] // f
+    attrs, positions = layout.history_layout(f, block_len - 2)
+    attrs, positions = batched_attrs(attrs, b), jnp.broadcast_to(positions, (b, x.shape[1]))
+    cos, sin = rope_tables(cfg, positions)
+    layer = DecoderLayer(cfg)
+
+    def run(h: jax.Array, layer_params) -> jax.Array:
+        return layer.apply({"params": layer_params}, h, cos, sin, attrs, None, None)[0]
+
+    stack, done, out = params["backbone"], 0, []
+    for stop in layers:
+        if cfg.scan_layers:
+            segment = jax.tree.map(lambda a, start=done, stop=stop: a[start:stop], stack["layers"])
+            x, _ = jax.lax.scan(lambda h, p: (run(h, p), None), x, segment)
+        else:
+            for i in range(done, stop):
+                x = run(x, stack[f"layers_{i}"])
+        out.append(x)
+        done = stop
+    return jnp.stack(out).reshape(len(layers), b, f, block_len, -1)
+
+
 def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, num_frames: int | None = None):
     """Zero inputs of the training pass (for init and shape inference): noisy, clean, t, attrs, positions."""
     n = config.data.num_frames if num_frames is None else num_frames
@@ -403,7 +465,11 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None)
     # Two frames suffice: no parameter depends on the sequence length.
     init = lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"]  # noqa: E731
     boxed = jax.eval_shape(init, jax.random.key(0))
-    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed)
+    return (
+        nn.unbox(boxed)
+        if mesh is None
+        else mesh_lib.abstract_on_mesh(mesh, boxed, config.mesh.logical_axis_rules)
+    )
 
 
 def num_params(params) -> int:

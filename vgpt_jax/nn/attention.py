@@ -8,6 +8,7 @@ the reference that every other backend is tested against.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import NamedTuple
@@ -140,6 +141,18 @@ def per_shard(kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.
     return sharded(q, k, v, q_attrs, k_attrs)
 
 
+@dataclasses.dataclass(frozen=True)
+class KernelTiles:
+    """The Pallas backends' tiles, from ``config.model.attention`` (hashable: a Linen attribute).
+
+    block_sparse: (block_q, block_k, num_warps, num_stages) of the forward, dK/dV and dQ kernels;
+    splash: (block_q, block_kv).
+    """
+
+    block_sparse: tuple[tuple[int, int, int, int], ...]
+    splash: tuple[int, int]
+
+
 def resolve_backend(backend: str) -> str:
     """The backend ``auto`` stands for on this platform; any other name as it is."""
     if backend != "auto":
@@ -156,6 +169,7 @@ def attend(
     *,
     backend: str,
     query_chunk: int,
+    tiles: KernelTiles | None = None,
 ) -> jax.Array:
     """Attention under the visibility rule, by backend. Shapes as :func:`xla_attention`.
 
@@ -166,7 +180,8 @@ def attend(
       token reads a pad token's output, in training or sampling, so their work is skipped;
     - ``splash``: TPU splash attention over the rule's two key ranges (``vgpt_jax.nn.splash``).
 
-    On a CPU the Pallas backends run in the Pallas interpreter (exact, slow: tests only).
+    ``tiles``: the Pallas kernels' tiles; None keeps the kernels' own defaults. On a CPU the Pallas
+    backends run in the Pallas interpreter (exact, slow: tests only).
     """
     backend = resolve_backend(backend)
     interpret = jax.default_backend() == "cpu"
@@ -175,12 +190,19 @@ def attend(
     if backend == "splash":
         from vgpt_jax.nn.splash import splash_attention
 
-        kernel = functools.partial(splash_attention, interpret=interpret)
+        sizes = {} if tiles is None else dict(zip(("block_q", "block_kv"), tiles.splash, strict=True))
+        kernel = functools.partial(splash_attention, interpret=interpret, **sizes)
         return per_shard(kernel, q, k, v, q_attrs, k_attrs)
     if backend == "block_sparse":
-        from vgpt_jax.nn.block_sparse_attention import block_sparse_attention
+        from vgpt_jax.nn.block_sparse_attention import KernelConfig, block_sparse_attention
 
-        kernel = functools.partial(block_sparse_attention, skip_pad_queries=True, interpret=interpret)
+        sizes = {}
+        if tiles is not None:
+            fwd, dkv, dq = (KernelConfig(*t) for t in tiles.block_sparse)
+            sizes = dataclasses.asdict(fwd) | {"dkv": dkv, "dq": dq}
+        kernel = functools.partial(
+            block_sparse_attention, skip_pad_queries=True, interpret=interpret, **sizes
+        )
         return per_shard(kernel, q, k, v, q_attrs, k_attrs)
     raise ValueError(
         f"unknown attention backend {backend!r}; available: 'auto', 'xla', 'block_sparse', 'splash'"
@@ -226,6 +248,7 @@ class SelfAttention(nn.Module):
     # markers, see clip_attention
     special_queries: int | None = None
     lora: LoRA = LoRA()
+    tiles: KernelTiles | None = None  # the Pallas kernels' (None: their defaults)
 
     @nn.compact
     def __call__(
@@ -281,7 +304,10 @@ class SelfAttention(nn.Module):
                 special_queries=self.special_queries, query_chunk=self.query_chunk,
             )  # fmt: skip
         else:
-            out = attend(q, keys, values, attrs, k_attrs, backend=backend, query_chunk=self.query_chunk)
+            out = attend(
+                q, keys, values, attrs, k_attrs,
+                backend=backend, query_chunk=self.query_chunk, tiles=self.tiles,
+            )  # fmt: skip
         if backend != "block_sparse":
             # (the block-sparse VJP names its own output, padded to its kernel's head dim: naming
             # this slice of it too would save the output twice)

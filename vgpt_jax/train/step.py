@@ -83,9 +83,8 @@ def finiteness(loss: jax.Array, updated: TrainState, batch: Any) -> dict[str, ja
 def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear 0 -> lr over ``warmup_steps``; then constant (``decay_steps`` 0: the official
     constant_with_warmup) or a cosine from lr to 0 over ``decay_steps``."""
-    decay_steps = optim.get("decay_steps", 0)  # absent from configs saved before it existed
-    if decay_steps:
-        after = optax.cosine_decay_schedule(optim.learning_rate, decay_steps)
+    if optim.decay_steps:
+        after = optax.cosine_decay_schedule(optim.learning_rate, optim.decay_steps)
     else:
         after = optax.constant_schedule(optim.learning_rate)
     if optim.warmup_steps == 0:
@@ -111,9 +110,9 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
 class StateInit:
     """Init and per-step keys shared by the trainers of Video-GPT and of the tokenizer.
 
-    A subclass sets ``config``, ``mesh``, ``optimizer`` and ``_init`` (the jit of ``_init_unboxed``
-    with the state's shardings), may set ``trainable`` (default: every parameter) and defines
-    ``init_params(key)`` (boxed parameters).
+    A subclass sets ``config``, ``mesh``, ``axis_rules`` (its model's logical axis rules),
+    ``optimizer`` and ``_init`` (the jit of ``_init_unboxed`` with the state's shardings), may set
+    ``trainable`` (default: every parameter) and defines ``init_params(key)`` (boxed parameters).
     """
 
     trainable: Trainable = ALL
@@ -127,7 +126,7 @@ class StateInit:
     def init(self, key: jax.Array | None = None) -> TrainState:
         """A fresh, sharded train state (key: default from ``config.seed``)."""
         key = jax.random.key(self.config.seed) if key is None else key
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.axis_rules):
             return self._init(key)
 
     def step_key(self, step: jax.Array) -> jax.Array:
@@ -151,15 +150,16 @@ class Trainer(StateInit):
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
         self.config = config
         self.mesh = mesh
+        self.axis_rules = config.mesh.logical_axis_rules
         self.sizes = config_lib.sizes(config)
         self.model_config = ModelConfig.from_config(config)
         self.model = VideoGPT(self.model_config)
         self.optimizer = make_optimizer(config.optim)
         self.trainable = Trainable.from_config(config)
         self.global_batch = config.data.per_device_batch_size * mesh_lib.data_parallel_size(mesh)
-        with sharding_context(mesh):
+        with sharding_context(mesh, self.axis_rules):
             abstract = jax.eval_shape(self._init_annotated, jax.random.key(0))
-            self.state_shardings = mesh_lib.tree_shardings(mesh, abstract)
+            self.state_shardings = mesh_lib.tree_shardings(mesh, abstract, self.axis_rules)
         self.abstract_state = nn.unbox(abstract)
         n, h, w, c = (
             self.sizes.num_frames,
@@ -229,7 +229,7 @@ class Trainer(StateInit):
 
     def step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         """One optimiser step; ``state`` is donated. The metrics include the :func:`finiteness` flags."""
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.axis_rules):
             return self._step(state, batch)
 
     def shard_batch(self, batch: dict[str, Any]) -> dict[str, jax.Array]:

@@ -1,10 +1,12 @@
 """The synthetic physics world as files: a training set and a benchmark split in the Physics-IQ layout.
 
-``python -m data_pipelines.synthetic_physics --out DIR --num-train N --num-scenarios M --size 64``
+``python -m vgpt_jax.demo.synthetic_physics --out DIR --num-train N --num-scenarios M --size 64``
 writes::
 
     DIR/train/videos/train-00000-ball-drop.mp4 ...   N videos (--train-seconds at --train-fps)
     DIR/train/index.txt                              'videos/NAME.mp4<TAB>frame_count' lines
+    DIR/train/labels.jsonl                           {"video": "videos/NAME.mp4", "label": K, "class": KIND}
+    DIR/train/labels_{train,test}.jsonl              the same rows split 3:1 (every 4th video is test)
     DIR/train/clips/                                 the same videos as ArrayRecord (--train-format)
     DIR/physics-IQ-benchmark/                        M scenarios x 3 views x 2 takes (PHYSICS_IQ_SPEC §1-2)
       descriptions/descriptions.csv
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
+import json
 import multiprocessing
 import os
 import time
@@ -35,10 +38,11 @@ import time
 import numpy as np
 from PIL import Image
 
-from data_pipelines import physics_scenes, video_io
+from data_pipelines import video_io
 from data_pipelines.array_record_source import ClipRecordWriter
-from data_pipelines.physics_render import draw_balls, render_background
-from data_pipelines.physics_sim import Trajectory, simulate, step_index
+from vgpt_jax.demo import physics_scenes
+from vgpt_jax.demo.physics_render import draw_balls, render_background
+from vgpt_jax.demo.physics_sim import Trajectory, simulate, step_index
 from vgpt_jax.evaluation.physics_iq.layout import CONDITIONING_SECONDS
 from vgpt_jax.evaluation.physics_iq.masks import motion_masks
 
@@ -50,6 +54,9 @@ TAKES = ("take-1", "take-2")
 CATEGORY = "Solid Mechanics"
 _TRAIN, _BENCHMARK, _SECOND_TAKE = 0, 1, 2  # seed-sequence streams
 MAX_SCENE_DRAWS = 100
+LABELS_FILE = "labels.jsonl"  # the training videos' scene kinds, for a probe or class conditions
+LABEL_SPLITS = {"train": "labels_train.jsonl", "test": "labels_test.jsonl"}
+TEST_EVERY = 4  # every 4th training video is in the test split of the labels
 
 
 def scenario_name(index: int, kind: str) -> str:
@@ -192,22 +199,40 @@ def write_benchmark(
 
 
 def training_video(seed: int, index: int, height: int, width: int, fps: int, seconds: float):
-    """(name, frames (T, H, W, 3) uint8) of training video ``index``: a fresh scene from a random view."""
+    """(name, scene kind, frames (T, H, W, 3) uint8) of training video ``index``: a fresh scene from
+    a random view."""
     rng = _seed(seed, _TRAIN, index)
     scene = physics_scenes.sample_scene(rng, width / height)
     view = physics_scenes.VIEWS[rng.integers(len(physics_scenes.VIEWS))]
     steps = fps_steps(fps, seconds)
     trajectory = simulate(scene.world, list(scene.balls), seconds)
     frames = render_view(scene, trajectory, view, height, width, steps)
-    return f"train-{index:05d}-{scene.kind}", np.stack([frames[s] for s in steps])
+    return f"train-{index:05d}-{scene.kind}", scene.kind, np.stack([frames[s] for s in steps])
 
 
 def _write_training_video(videos_dir: str, seed: int, index: int, height: int, width: int, fps: int,
                           seconds: float, keep_frames: bool):  # fmt: skip
-    name, frames = training_video(seed, index, height, width, fps, seconds)
+    name, kind, frames = training_video(seed, index, height, width, fps, seconds)
     if videos_dir:
         video_io.write_video(os.path.join(videos_dir, name + ".mp4"), frames, fps)
-    return name, len(frames), frames if keep_frames else None
+    return name, kind, len(frames), frames if keep_frames else None
+
+
+def write_labels(root: str, names_and_kinds: list[tuple[str, str]]) -> None:
+    """``root/labels.jsonl`` (every video's scene kind as a class: its index in
+    :data:`physics_scenes.KINDS`) and its 3:1 split ``labels_train.jsonl`` / ``labels_test.jsonl``."""
+    rows = [
+        json.dumps({"video": f"videos/{name}.mp4", "label": physics_scenes.KINDS.index(kind), "class": kind})
+        for name, kind in names_and_kinds
+    ]
+    parts = {LABELS_FILE: rows}
+    for split, name in LABEL_SPLITS.items():
+        parts[name] = [
+            row for i, row in enumerate(rows) if (i % TEST_EVERY == TEST_EVERY - 1) == (split == "test")
+        ]
+    for name, part in parts.items():
+        with open(os.path.join(root, name), "w") as f:
+            f.writelines(row + "\n" for row in part)
 
 
 def write_training_set(
@@ -221,7 +246,8 @@ def write_training_set(
     formats: tuple[str, ...] = ("mp4",),
     workers: int = 1,
 ) -> str:
-    """Writes ``out_dir/train``: MP4 videos + index.txt ('mp4'), and/or ArrayRecord clips ('array_record')."""
+    """Writes ``out_dir/train``: MP4 videos, index.txt and the labels ('mp4'), and/or ArrayRecord
+    clips ('array_record')."""
     root = os.path.join(out_dir, "train")
     videos_dir = os.path.join(root, "videos") if "mp4" in formats else ""
     if videos_dir:
@@ -231,10 +257,11 @@ def write_training_set(
     results = _map(_write_training_video, jobs, workers)
     if videos_dir:
         with open(os.path.join(root, "index.txt"), "w") as f:
-            f.writelines(f"videos/{name}.mp4\t{count}\n" for name, count, _ in results)
+            f.writelines(f"videos/{name}.mp4\t{count}\n" for name, _, count, _ in results)
+        write_labels(root, [(name, kind) for name, kind, _, _ in results])
     if keep:
         with ClipRecordWriter(os.path.join(root, "clips"), "pixels", meta={"fps": fps}) as writer:
-            for name, _, frames in results:
+            for name, _, _, frames in results:
                 writer.write({"video": frames}, {"name": name, "fps": fps})
     return root
 
