@@ -150,7 +150,7 @@ def test_adapter_init_shapes_and_axes():
         assert np.all(np.asarray(boxed[k].value) == 0)
     config.mesh.fsdp = 8
     mesh = make_mesh(config.mesh, jax.devices()[:8])
-    shardings = tree_shardings(mesh, boxed)
+    shardings = tree_shardings(mesh, boxed, config.mesh.logical_axis_rules)
     assert tuple(shardings["qkv_lora_a"].spec) == (None, "fsdp", None)
     # the rank axis replicated; the others as the kernel's (heads over tensor)
     assert tuple(shardings["qkv_lora_b"].spec) == (None, None, None, "tensor", None)
@@ -313,7 +313,7 @@ def test_the_lora_step_forms_no_gradient_of_a_frozen_kernel(rank):
     config = lora_config(rank=rank)
     trainer = Trainer(config, make_mesh(config.mesh, jax.devices()[:1]))
     batch = {k: jax.ShapeDtypeStruct(trainer.batch_shape, np.float32) for k in ("target", "clean")}
-    with sharding_context(trainer.mesh):
+    with sharding_context(trainer.mesh, trainer.axis_rules):
         jaxpr = jax.make_jaxpr(trainer._train_step)(trainer.abstract_state, batch).jaxpr
     kernels = {
         ("backbone", "layers", "attention", "qkv"),
