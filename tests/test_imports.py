@@ -142,7 +142,7 @@ def test_the_graph_is_read():
     graph = _graph()
     assert "vgpt_jax.nn.tokens" in graph["vgpt_jax.nn.attention"]
     assert "vgpt_jax.convert.vae" in graph["vgpt_jax.checkpoint.tokenizer"]
-    assert "vgpt_jax.evaluation.physics_iq.score" in graph["vgpt_jax.evaluation.physics_iq.command"]
+    assert "vgpt_jax.evaluation.physics_iq.score" in graph["vgpt_jax.cli.physics_iq"]
     assert "vgpt_jax.sample.predict" in graph["vgpt_jax.cli.sample"]  # inside a function
     assert len(graph) > 80
     assert [_layer(m) for m in ("vgpt_jax.config", "vgpt_jax.nn.tokens", "data_pipelines.video_io")] == [
