@@ -16,7 +16,7 @@ def get_config():
     c = load_experiment(os.path.join(os.path.dirname(__file__), "tokenizer_tiny.py"))
 
     # tokenizer_tiny's recipe at half its batch and 700 steps: a quarter of its time, for the demo's
-    # 15 minutes (Video-GPT needs the CPU more than the last dB of PSNR; 1000 steps gave 29.2 dB)
+    # 15 minutes (Video-GPT needs the CPU more than the last dB of PSNR)
     c.tokenizer.train.batch_size = 8
     c.tokenizer.train.steps = 700
     c.tokenizer.optim.decay_steps = c.tokenizer.train.steps - c.tokenizer.optim.warmup_steps
@@ -29,13 +29,11 @@ def get_config():
     c.model.hidden_size = 128
     c.model.mlp_dim = 512
 
-    # 4 sequences a step: a CPU step of 4 costs ~2x one of 1, and what this model learns depends on
-    # the sequences it has seen (on a GPU, 1500 steps of 4 scored as 12000 steps of 16; 3000 of 1
-    # scored below the baseline)
+    # 4 sequences a step: what this model learns depends on the sequences it has seen, and a CPU
+    # step of 4 costs far less than 4 steps of 1 (README, "Why the demo's recipe")
     c.data.per_device_batch_size = 4
     # the model is always given conditioning frames, so the first clip's frames (no history:
-    # generation from nothing) are left out of the loss; on a GPU over 4 training seeds this scored
-    # 41.3-48.4 against the official loss's 40.8-42.6 (2 seeds), baseline 32.8
+    # generation from nothing) are left out of the loss (README, "Why the demo's recipe")
     c.layout.first_clip_loss_weight = 0.0
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 100
@@ -51,8 +49,7 @@ def get_config():
     c.train.peak_tflops = 0.1  # skips the matmul probe: MFU means little on a CPU
 
     c.sampling.steps = 20
-    # No guidance: on this model the paper's 1.5 scored 35.8 and 2.5 scored 26.9 against 50.3
-    # (Physics-IQ of the demo's 18 cases, seed 42; seed 7 gave 44.7 at 1.0)
+    # No guidance: the paper's 1.5 scores lower on this model (README, "Why the demo's recipe")
     c.sampling.cfg_scale = 1.0
     c.sampling.clip_frames = 4
     c.sampling.window_frames = 16

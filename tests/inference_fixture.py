@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 from conftest import load_experiment
 
+from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.manager import Checkpointer
 from vgpt_jax.checkpoint.tokenizer import save_tokenizer
@@ -42,12 +43,13 @@ def _random_like(abstract, seed: int, scale: float):
     return jax.tree.map(lambda a: (scale * rng.standard_normal(a.shape)).astype(a.dtype), abstract)
 
 
-def make_workdir(workdir: Path):
-    """Writes a trained tokenizer's checkpoint (W/tokenizer) and W/checkpoints/STEP as training does.
+def make_workdir(workdir: Path, overrides: tuple[str, ...] = ()):
+    """Writes a trained tokenizer's checkpoint (W/tokenizer) and W/checkpoints/STEP as training does,
+    for tiny_config() with ``overrides`` (``FIELD=VALUE``).
 
     Returns (config, the Video-GPT params written, as NumPy).
     """
-    config = tiny_config()
+    config = config_lib.apply_overrides(tiny_config(), overrides)
     mesh = make_mesh(config.mesh)
     cfg = TokenizerConfig.from_config(config)
     tokenizer_params = _random_like(clip_tokenizer.abstract_params(cfg), seed=1, scale=0.1)
@@ -61,7 +63,8 @@ def make_workdir(workdir: Path):
 
     trainer = Trainer(config, mesh)
     params = _random_like(trainer.abstract_state.params, seed=2, scale=0.1)
-    state = TrainState(step=np.int32(STEP), params=params, opt_state=trainer.optimizer.init(params))
+    opt_state = trainer.optimizer.init(trainer.trainable.split(params)[0])
+    state = TrainState(step=np.int32(STEP), params=params, opt_state=opt_state)
     checkpoints = Checkpointer(workdir / "checkpoints", async_save=False)
     checkpoints.save(STEP, jax.device_put(state, trainer.state_shardings), config)
     checkpoints.wait()

@@ -2,8 +2,8 @@
 
 import pytest
 
-from vgpt_jax import bench
 from vgpt_jax.config import load_experiment
+from vgpt_jax.tools import bench
 
 
 def test_comparator_args_carry_the_config_sizes():

@@ -14,9 +14,9 @@ from safetensors.numpy import load_file, save_file
 
 from data_pipelines.encode_latents import read_frames
 from data_pipelines.pipeline import open_source
-from data_pipelines.synthetic_physics import write_training_set
 from vgpt_jax.checkpoint import tokenizer as tokenizer_ckpt
 from vgpt_jax.convert import vae
+from vgpt_jax.demo.synthetic_physics import write_training_set
 from vgpt_jax.models import clip_tokenizer as ct
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train import tokenizer as tt

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+import parity
 import pytest
 from conftest import load_experiment
 from numpy_reference import (
@@ -41,7 +42,7 @@ from safetensors.numpy import load_file, save_file
 from vgpt_jax import cli
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.params import load_config, load_params
-from vgpt_jax.convert import official, parity
+from vgpt_jax.convert import official
 from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import Backbone, VideoGPT
 from vgpt_jax.nn.tokens import TokenAttrs

@@ -182,7 +182,7 @@ def test_batch_is_replicated_over_the_tensor_axis():
 
 
 def test_make_pipeline_from_the_tiny_config_on_synthetic_videos(tmp_path, tiny_config):
-    from data_pipelines import synthetic_physics
+    from vgpt_jax.demo import synthetic_physics
 
     root = synthetic_physics.write_training_set(str(tmp_path), 3, 64, 64, seed=1)
     source = pipeline.open_source(os.path.join(root, "index.txt"))

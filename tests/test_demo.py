@@ -8,7 +8,7 @@ import pytest
 from conftest import load_experiment
 
 from data_pipelines import video_io
-from vgpt_jax import demo
+from vgpt_jax.demo import run as demo
 from vgpt_jax.evaluation.physics_iq.layout import find_descriptions, read_descriptions
 
 

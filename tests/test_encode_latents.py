@@ -8,7 +8,7 @@ from data_pipelines import encode_latents
 from data_pipelines.array_record_source import ClipRecordSource
 from data_pipelines.clip_sampler import ClipSpec
 from data_pipelines.pipeline import make_pipeline, open_source
-from data_pipelines.synthetic_physics import write_training_set
+from vgpt_jax.demo.synthetic_physics import write_training_set
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
 from vgpt_jax.parallel.mesh import make_mesh
 

@@ -56,7 +56,7 @@ from vgpt_jax.nn.embeddings import (
     unpatchify,
 )
 from vgpt_jax.nn.rope import apply_rope, inverse_frequencies, rope_cos_sin
-from vgpt_jax.nn.tokens import TokenAttrs
+from vgpt_jax.nn.tokens import NOISY, TokenAttrs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -416,9 +416,7 @@ def test_release_parameter_count_and_axis_names(release_table, monkeypatch):
     assert params["final_layer"]["modulation"]["kernel"].shape == (3072, 6144)
     assert params["final_layer"]["linear"]["kernel"].shape == (3072, 16)
     # every dimension of every parameter carries a logical name that the sharding rules know
-    from vgpt_jax.parallel.mesh import LOGICAL_AXIS_RULES
-
-    known = {name for name, _ in LOGICAL_AXIS_RULES}
+    known = {name for name, _ in config_lib.base_config().mesh.logical_axis_rules}
     leaves = jax.tree_util.tree_leaves_with_path(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     assert len(leaves) == len(jax.tree.leaves(params))
     for path, leaf in leaves:
@@ -453,7 +451,7 @@ def test_xla_attention_matches_dense_reference(query_chunk):
     got = np.asarray(attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), attrs, attrs))
     for row in range(2):
         a = jax.tree.map(lambda x, row=row: np.asarray(x[row]), attrs)
-        kind = np.where(a.kind == attention_lib.NOISY, NOISY_K, CLEAN_K)
+        kind = np.where(a.kind == NOISY, NOISY_K, CLEAN_K)
         mask = ref_visible(kind, a.frame, a.clip, a.order, a.is_pad)
         sc = np.einsum("qhd,khd->hqk", q[row].astype(np.float64), k[row]) / 2.0
         sc = np.where(mask[None], sc, -np.inf)

@@ -10,8 +10,8 @@ import pytest
 from inference_fixture import shared_checkpoints
 
 from data_pipelines import video_io
-from data_pipelines.synthetic_physics import write_benchmark
 from vgpt_jax import cli
+from vgpt_jax.demo.synthetic_physics import write_benchmark
 
 FPS = 8
 # 4 conditioning frames, then 40 frames in 2 rounds of 20 (one compiled program)

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from vgpt_jax import profile
+from vgpt_jax.tools import profile
 
 
 def test_kernel_kinds_from_names():

@@ -9,10 +9,11 @@ import pathlib
 import numpy as np
 import pytest
 
-from data_pipelines import physics_scenes, synthetic_physics, video_io
+from data_pipelines import video_io
 from data_pipelines.array_record_source import ClipRecordSource
-from data_pipelines.physics_render import Background, Camera, draw_balls, render_background
-from data_pipelines.physics_sim import GRAVITY, PHYSICS_HZ, Ball, World, simulate, step_index
+from vgpt_jax.demo import physics_scenes, synthetic_physics
+from vgpt_jax.demo.physics_render import Background, Camera, draw_balls, render_background
+from vgpt_jax.demo.physics_sim import GRAVITY, PHYSICS_HZ, Ball, World, simulate, step_index
 
 G = GRAVITY
 

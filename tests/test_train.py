@@ -122,7 +122,7 @@ def test_attention_remat_policy_keeps_the_attention_forward_out_of_the_backward(
     config.mesh.update(data=1, fsdp=2, tensor=2, sequence=1)
     trainer = Trainer(config, make_mesh(config.mesh, jax.devices()[:4]))
     state, batch = trainer.init(), trainer.shard_batch(_batch((4, 8, 8, 8, 4)))
-    with sharding_context(trainer.mesh):
+    with sharding_context(trainer.mesh, trainer.axis_rules):
         program = jax.make_jaxpr(trainer._train_step)(state, batch).jaxpr
     assert _live_kernel_calls(program, "block_sparse_attention_fwd") == forward_kernels
     assert _live_kernel_calls(program, "block_sparse_attention_dq") == 1

@@ -47,13 +47,15 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention")
 ROPE_FACTOR_CHOICES = ("long", "short", "none")
 PARTITIONS = ("random", "per_frame", "fixed")
 MESH_AXES = ("data", "fsdp", "tensor", "sequence")
+# The projections a LoRA adapter may wrap: the fused ``qkv`` (Phi-3 qkv_proj) and ``out`` (o_proj)
+# kernels of every layer's attention, the release's two targets.
+LORA_TARGETS = ("qkv", "out")
 
 
 def base_config() -> ml_collections.ConfigDict:
     """Every field an experiment may set, with the release (3.76 B, stage-2) defaults."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.init_from = ""  # a params checkpoint to start from ('' = random init)
 
     m = c.model = ml_collections.ConfigDict()
     m.hidden_size = 3072
@@ -86,6 +88,16 @@ def base_config() -> ml_collections.ConfigDict:
     # The xla backend holds (batch, heads, query_chunk, keys) fp32 scores at a time: 512 keeps the
     # release model's 2-row CFG sampler at 80 frames under 3 GB.
     m.attention.query_chunk = 512
+    # Tiles and Triton launch parameters of the block-sparse kernels (forward, dK/dV, dQ): powers of
+    # two >= 16; the README's "Attention kernels" says where these were the fastest.
+    m.attention.block_sparse = ml_collections.ConfigDict()
+    for kernel in ("fwd", "dkv", "dq"):
+        m.attention.block_sparse[kernel] = ml_collections.ConfigDict(
+            {"block_q": 64, "block_k": 64, "num_warps": 4, "num_stages": 3}
+        )
+    # Splash tiles (multiples of 128; shrunk to a shorter sequence). Large tiles suit long sequences:
+    # its grid also steps over the tiles it skips.
+    m.attention.splash = ml_collections.ConfigDict({"block_q": 512, "block_kv": 512})
     # Ids in the Phi-3 table of the three marker tokens and the pad token. The release's ids come
     # from its tokenizer files (the converter reads them); these are placeholders for training.
     m.tokens = ml_collections.ConfigDict()
@@ -156,11 +168,46 @@ def base_config() -> ml_collections.ConfigDict:
     ev.fvd_frames = "all"  # FVD over the conditioning + predicted frames ("all") or "pred" only
     ev.fvd = True  # False: PSNR and SSIM only (FVD runs I3D at 224x224 on every clip)
 
+    # LoRA (the release's stage-3/4 fine-tuning: rank 8, alpha = rank, Gaussian A, zero B, on qkv and
+    # out of every layer). rank 0 trains every parameter; rank > 0 trains only the adapters (and
+    # keeps the rest frozen, without optimiser state), y = x W + (alpha / rank) (x A) B.
+    lo = c.lora = ml_collections.ConfigDict()
+    lo.rank = 0
+    lo.alpha = 0.0  # 0 = equal to the rank (a scale of 1), as the release
+    lo.targets = LORA_TARGETS
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
     c.mesh.fsdp = -1  # -1: all devices left over
     c.mesh.tensor = 1
     c.mesh.sequence = 1
+    # (logical axis, mesh axis or axes or None) for Video-GPT's parameters and activations: every
+    # parameter and constrained activation carries logical names, so a config changes only the mesh
+    # sizes to move between 1 CPU, 8 devices, a GPU host or a pod. A name not listed is replicated.
+    c.mesh.logical_axis_rules = (
+        # parameters
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("vocab", "tensor"),
+        ("layers", None),
+        ("qkv", None),
+        ("gate_up", None),
+        ("head_dim", None),
+        ("norm", None),
+        ("patch_row", None),
+        ("patch_col", None),
+        ("channels", None),
+        ("time_freq", None),
+        ("patch_out", None),
+        ("lora_rank", None),  # LoRA factors: small, so only their other axis is sharded
+        # activations
+        ("activation_batch", ("data", "fsdp")),
+        ("activation_length", "sequence"),
+        ("activation_embed", None),
+        ("activation_heads", "tensor"),
+        ("activation_mlp", "tensor"),
+    )
 
     s = c.sampling = ml_collections.ConfigDict()
     s.steps = 50
@@ -188,6 +235,15 @@ def base_config() -> ml_collections.ConfigDict:
     # XLA's dot/conv precision; "default" on a GPU is TF32, as PyTorch's cuDNN convolutions are.
     tk.precision = "default"
     tk.chunk_frames = 8  # frames per device per encode/decode step: bounds activation memory
+    # The tokenizer's parameters are small (84 M for the SDXL size) and its convolutions have no
+    # dimension that divides every mesh, so its logical axes are replicated: the work is split over
+    # frames instead.
+    tk.logical_axis_rules = (
+        ("conv_height", None),
+        ("conv_width", None),
+        ("conv_in", None),
+        ("conv_out", None),
+    )
     to = tk.optim = ml_collections.ConfigDict()  # read by train.step.make_optimizer
     to.learning_rate = 1e-4
     to.warmup_steps = 1000
@@ -449,6 +505,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         m.attention.query_chunk,
         "a positive integer",
     )
+    _validate_attention_tiles(m.attention)
     _require(
         m.remat_policy in REMAT_POLICIES, "model.remat_policy", m.remat_policy, f"one of {REMAT_POLICIES}"
     )
@@ -492,6 +549,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         config.layout.first_clip_loss_weight,
         ">= 0",
     )
+    for section in ("mesh", "tokenizer"):
+        _validate_axis_rules(config[section].logical_axis_rules, f"{section}.logical_axis_rules")
     for ax in MESH_AXES:
         v = getattr(config.mesh, ax)
         _require(v == -1 or v >= 1, f"mesh.{ax}", v, "-1 (fill) or a positive integer")
@@ -517,7 +576,63 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for optim, section in ((config.optim, "optim"), (config.tokenizer.optim, "tokenizer.optim")):
         _validate_optimizer(optim, section)
     _validate_partition(config)
+    _validate_lora(config.lora)
     return config
+
+
+def _validate_lora(lora: ml_collections.ConfigDict) -> None:
+    _require(
+        isinstance(lora.rank, int) and lora.rank >= 0,
+        "lora.rank",
+        lora.rank,
+        "an integer >= 0 (0 = full fine-tuning, no adapter)",
+    )
+    _require(lora.alpha >= 0, "lora.alpha", lora.alpha, ">= 0 (0 = equal to lora.rank)")
+    targets = tuple(lora.targets)
+    unknown = [t for t in targets if t not in LORA_TARGETS]
+    _require(
+        not unknown,
+        "lora.targets",
+        targets,
+        f"{', '.join(map(repr, unknown))} names no attention projection; each target is one of "
+        f"{LORA_TARGETS} (qkv = Phi-3 qkv_proj, out = o_proj)",
+    )
+    _require(
+        lora.rank == 0 or len(targets) > 0,
+        "lora.targets",
+        targets,
+        f"at least one of {LORA_TARGETS} when lora.rank > 0 (else nothing would be trained)",
+    )
+
+
+def _validate_attention_tiles(a: ml_collections.ConfigDict) -> None:
+    """The Pallas kernels' tiles: Triton's (powers of two >= 16) and splash's (multiples of 128)."""
+    for kernel in ("fwd", "dkv", "dq"):
+        k = a.block_sparse[kernel]
+        for name in ("block_q", "block_k"):
+            v = k[name]
+            field = f"model.attention.block_sparse.{kernel}.{name}"
+            _require(v >= 16 and v & (v - 1) == 0, field, v, "a power of two >= 16 (Triton tile shapes)")
+        for name in ("num_warps", "num_stages"):
+            field = f"model.attention.block_sparse.{kernel}.{name}"
+            _require(k[name] >= 1, field, k[name], "a positive integer")
+    for name in ("block_q", "block_kv"):
+        v = a.splash[name]
+        _require(v > 0 and v % 128 == 0, f"model.attention.splash.{name}", v, "a positive multiple of 128")
+
+
+def _validate_axis_rules(rules, field: str) -> None:
+    """(logical axis, mesh axis, axes or None) pairs naming only the mesh's axes."""
+    for rule in rules:
+        ok = len(rule) == 2 and isinstance(rule[0], str)
+        axes = rule[1] if ok else None
+        named = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        _require(
+            ok and all(a in MESH_AXES for a in named),
+            field,
+            rule,
+            f"(logical axis, mesh axis or tuple of them or None) pairs over the mesh axes {MESH_AXES}",
+        )
 
 
 def _validate_optimizer(o: ml_collections.ConfigDict, section: str) -> None:
@@ -534,8 +649,9 @@ def _validate_optimizer(o: ml_collections.ConfigDict, section: str) -> None:
     _require(o.eps > 0, f"{section}.eps", o.eps, "> 0 (it keeps Adam's division finite)")
     _require(o.weight_decay >= 0, f"{section}.weight_decay", o.weight_decay, ">= 0")
     _require(o.warmup_steps >= 0, f"{section}.warmup_steps", o.warmup_steps, ">= 0")
-    decay = o.get("decay_steps", 0)  # absent from configs saved before it existed
-    _require(decay >= 0, f"{section}.decay_steps", decay, ">= 0 (0 = constant after the warm-up)")
+    _require(
+        o.decay_steps >= 0, f"{section}.decay_steps", o.decay_steps, ">= 0 (0 = constant after the warm-up)"
+    )
     _require(o.grad_clip_norm >= 0, f"{section}.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = no clipping)")
 
 

@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
+from flax import traverse_util
 from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
@@ -29,6 +31,7 @@ from vgpt_jax.checkpoint.params import is_params_checkpoint, load_config, load_p
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
 from vgpt_jax.models import clip_tokenizer, video_gpt
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
+from vgpt_jax.nn.lora import LoRA, is_adapter, merge_adapters
 from vgpt_jax.parallel import mesh as mesh_lib
 
 CHECKPOINTS_DIR = "checkpoints"  # a training workdir's Orbax folder
@@ -46,12 +49,7 @@ def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
 
 
 def _check_tokenizer(config: ml_collections.ConfigDict, source: Path) -> TokenizerConfig:
-    """The tokenizer's hyper-parameters; ValueError if the config has none or they do not fit the model."""
-    if "tokenizer" not in config:
-        raise ValueError(
-            f"the config of {source} has no `tokenizer` section, so its latents cannot be turned into "
-            "pixels: train with a config that sets config.tokenizer (e.g. from experiments/tokenizer_*.py)"
-        )
+    """The tokenizer's hyper-parameters; ValueError if they do not fit the model."""
     cfg = TokenizerConfig.from_config(config)
     if cfg.latent_channels != config.model.latent_channels:
         raise ValueError(
@@ -98,7 +96,7 @@ def load_for_inference(
         return config, restored["model"], ClipTokenizer(tokenizer_cfg, restored["tokenizer"], mesh)
     params = checkpoints.restore_params(model_abstract)
     checkpoints.close()
-    if not config.tokenizer.get("weights", ""):
+    if not config.tokenizer.weights:
         warnings.warn(
             f"the config of {path} sets no config.tokenizer.weights: the tokenizer is randomly "
             "initialised and its pixels are meaningless; set it to the trained tokenizer",
@@ -111,11 +109,29 @@ def load_for_inference(
     return config, params, tokenizer
 
 
-def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> str:
+def merge_lora(config: ml_collections.ConfigDict, params: Any) -> tuple[ml_collections.ConfigDict, Any]:
+    """(config, params) with the LoRA adapters folded into their kernels (``W + alpha/r · A B``)
+    and ``config.lora`` back at rank 0: the same model, at the base model's cost; as they were
+    without adapters."""
+    if config.lora.rank == 0:
+        return config, params
+    scale = LoRA(config.lora.rank, config.lora.alpha, tuple(config.lora.targets)).scale
+    # every kept array on its own sharding (replicated outputs would be saved far more slowly)
+    shardings = {
+        path: x.sharding for path, x in traverse_util.flatten_dict(params).items() if not is_adapter(path)
+    }
+    merge = jax.jit(lambda p: merge_adapters(p, scale), out_shardings=traverse_util.unflatten_dict(shardings))
+    return config_lib.with_fields(config, {"lora.rank": 0, "lora.alpha": 0.0}), merge(params)
+
+
+def export(checkpoint: str | os.PathLike, output: str | os.PathLike, keep_adapter: bool = False) -> str:
     """Writes the params-only checkpoint of ``checkpoint`` (a workdir or an export) to ``output``.
 
-    It holds ``{"model": params, "tokenizer": tokenizer params}`` and the config; returns ``output``
-    as an absolute path. FileExistsError if ``output`` already holds a checkpoint.
+    It holds ``{"model": params, "tokenizer": tokenizer params}`` and the config; LoRA adapters are
+    merged into their kernels (:func:`merge_lora`) unless ``keep_adapter``. Returns ``output`` as
+    an absolute path. FileExistsError if ``output`` already holds a checkpoint.
     """
     config, params, tokenizer = load_for_inference(checkpoint)
+    if not keep_adapter:
+        config, params = merge_lora(config, params)
     return save_params(output, {"model": params, "tokenizer": tokenizer.params}, config)

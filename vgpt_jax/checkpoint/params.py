@@ -100,22 +100,38 @@ def load_config(directory: str | os.PathLike) -> ml_collections.ConfigDict:
         return config_lib.with_defaults(json.load(f))
 
 
+def _params_path(directory: str | os.PathLike) -> str:
+    path = os.path.join(os.path.abspath(os.fspath(directory)), PARAMS_DIR)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"{path} not found: {directory} is not a params checkpoint (write one with `vgpt export`)"
+        )
+    return path
+
+
+def _saved_arrays(checkpointer: ocp.StandardCheckpointer, path: str) -> dict[str, Any]:
+    """The saved tree as ShapeDtypeStructs on the default device."""
+    metadata = checkpointer.metadata(path)
+    tree = getattr(metadata, "item_metadata", metadata)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), dict(tree))
+
+
+def saved_arrays(directory: str | os.PathLike) -> dict[str, Any]:
+    """The tree under ``directory`` as ShapeDtypeStructs (shapes and dtypes; nothing is read)."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        return _saved_arrays(checkpointer, _params_path(directory))
+
+
 def load_params(directory: str | os.PathLike, abstract: dict[str, Any] | None = None) -> Any:
     """The params under ``directory``.
 
     ``abstract``: for some top-level entries (e.g. ``{"model": ...}``), ShapeDtypeStructs carrying
     target shardings, so those land on a mesh; every other array lands on the default device.
     """
-    path = os.path.join(os.path.abspath(os.fspath(directory)), PARAMS_DIR)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"{path} not found: {directory} is not a params checkpoint (write one with `vgpt export`)"
-        )
+    path = _params_path(directory)
     with ocp.StandardCheckpointer() as checkpointer:
-        metadata = checkpointer.metadata(path)
-        tree = getattr(metadata, "item_metadata", metadata)
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), dict(tree))
+        target = _saved_arrays(checkpointer, path)
         for name, sub in (abstract or {}).items():
             if name not in target:
                 raise ValueError(f"{directory} holds {sorted(target)}, not {name!r}")

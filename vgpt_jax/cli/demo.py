@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from vgpt_jax import demo
+    from vgpt_jax.demo import run as demo
 
     demo.run(args.config, args.workdir)
     return 0

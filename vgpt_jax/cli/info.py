@@ -1,4 +1,4 @@
-"""``vgpt info``: one JSON object describing a config (parameter count, sizes, mesh, backend)."""
+"""``vgpt info``: one JSON object describing a config (parameter counts, sizes, mesh, backend)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import ml_collections
 
-HELP = "print a config's exact parameter count, sequence sizes, mesh and attention backend (JSON)"
+HELP = "print a config's exact parameter counts (total, trained), sequence sizes, mesh and backend (JSON)"
 CONFIG = "required"
 
 
@@ -20,18 +20,17 @@ def info(config: ml_collections.ConfigDict) -> dict:
     import jax
 
     from vgpt_jax import config as config_lib
-    from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, num_params
+    from vgpt_jax.models.video_gpt import abstract_params, num_params
     from vgpt_jax.nn.attention import resolve_backend
     from vgpt_jax.parallel.mesh import MESH_AXES, mesh_shape
+    from vgpt_jax.train.trainable import Trainable
 
     sizes = config_lib.sizes(config)
-    model = VideoGPT(ModelConfig.from_config(config))
-    # Two frames suffice: no parameter depends on the sequence length.
-    params = jax.eval_shape(
-        lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"], jax.random.key(0)
-    )
+    params = abstract_params(config)
     return {
         "num_params": num_params(params),
+        # with config.lora.rank > 0 only the adapters are trained (and have optimiser state)
+        "trainable_params": num_params(Trainable.from_config(config).split(params)[0]),
         "tokens_per_frame": sizes.tokens_per_frame,
         "block_len": sizes.block_len,
         "num_frames": sizes.num_frames,

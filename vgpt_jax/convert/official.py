@@ -331,6 +331,11 @@ def check_official(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             "config.model.rope.factors = 'short': the official model always uses the long factors"
         )
+    if config.lora.rank > 0:
+        raise ValueError(
+            f"config.lora.rank = {config.lora.rank}: an official folder holds no LoRA adapters; export the "
+            "checkpoint with them merged into the weights first (`vgpt export` without --keep-adapter)"
+        )
 
 
 def phi3_config_json(config: ml_collections.ConfigDict, dtype: str) -> dict:
@@ -584,7 +589,7 @@ def import_folder(folder: str | Path, output: str | Path, param_dtype: str = "fl
     config, params = load(folder, param_dtype)
     # NumPy all the way (read_weights and import_vae return NumPy): save_params writes NumPy arrays
     # from their own memory, so the peak host memory is the parameters' size (JAX arrays on a GPU
-    # were copied to the host all at once: 2.6x for the 3.76 B model on an H200)
+    # would be copied to the host all at once: README, "Performance")
     tree = {"model": params}
     if (folder / VAE_DIR).is_dir():
         tokenizer_cfg, tree["tokenizer"] = import_vae(folder / VAE_DIR)

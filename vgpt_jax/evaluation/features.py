@@ -169,7 +169,7 @@ def random_model_params(config: ml_collections.ConfigDict, mesh: Mesh, seed: int
     def init(key):
         return nn.unbox(model.init(key, *example_inputs(config, num_frames=2))["params"])
 
-    with sharding_context(mesh):
+    with sharding_context(mesh, config.mesh.logical_axis_rules):
         return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
 
 
@@ -207,6 +207,7 @@ class Extractor:
         self.cfg = ModelConfig.from_config(config)
         self.layers = check_feature_layers(spec.layers, self.cfg.num_layers)
         self.params, self.tokenizer, self.mesh, self.spec = params, tokenizer, mesh, spec
+        self.axis_rules = config.mesh.logical_axis_rules
         self.batch_size = batch_per_device * mesh_lib.data_parallel_size(mesh)
         downsample, d = tokenizer.cfg.downsample_factor, config.data
         self.frame_size = (d.latent_height * downsample, d.latent_width * downsample)  # pixels (H, W)
@@ -222,7 +223,7 @@ class Extractor:
     def _batch(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         pixels = transforms.uint8_to_signed(clips)
         latents = jax.device_put(self.tokenizer.encode(pixels), self._sharding)
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.axis_rules):
             pooled = np.asarray(
                 self._features(self.cfg, self.params, latents, self.layers, self.spec.pooling)
             )

@@ -42,15 +42,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vgpt_jax import config as config_lib
 from vgpt_jax.parallel import mesh as mesh_lib
 
-# The tokenizer's parameters are small (84 M for the SDXL size) and its convolutions have no
-# dimension that divides every mesh, so every one of its logical axes is replicated: the work is
-# split over frames instead. Merge into ``LOGICAL_AXIS_RULES`` (unlisted names also map to None).
-TOKENIZER_AXIS_RULES: tuple[tuple[str, None], ...] = (
-    ("conv_height", None),
-    ("conv_width", None),
-    ("conv_in", None),
-    ("conv_out", None),
-)
 PRECISIONS = ("default", "high", "highest")
 DTYPES = ("float32", "bfloat16", "float16")
 LOGVAR_RANGE = (-30.0, 20.0)  # the posterior's log-variance is clamped to this range
@@ -81,6 +72,10 @@ class TokenizerConfig:
     dtype: Any = jnp.float32
     precision: str = "default"
     chunk_frames: int = 8
+    # how its parameters' logical axes map to the mesh (config.tokenizer.logical_axis_rules)
+    logical_axis_rules: mesh_lib.AxisRules = dataclasses.field(
+        default_factory=lambda: mesh_lib.axis_rules(base_tokenizer_config().logical_axis_rules)
+    )
 
     def __post_init__(self):
         checks = (
@@ -129,6 +124,7 @@ class TokenizerConfig:
             dtype=jnp.dtype(t.dtype),
             precision=t.precision,
             chunk_frames=t.chunk_frames,
+            logical_axis_rules=mesh_lib.axis_rules(t.logical_axis_rules),
         )
 
     @property
@@ -514,7 +510,7 @@ def abstract_params(cfg: TokenizerConfig, mesh: Mesh | None = None):
     """ShapeDtypeStructs of the (unboxed) parameters, no memory for the arrays; with ``mesh``,
     carrying their (replicated) shardings on it."""
     boxed = jax.eval_shape(functools.partial(init_params, AutoencoderKL(cfg)), jax.random.key(0))
-    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed)
+    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed, cfg.logical_axis_rules)
 
 
 def single_device_mesh() -> Mesh:

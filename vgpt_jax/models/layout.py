@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgpt_jax.nn.tokens import CLEAN, NOISY, TokenAttrs, visible
+from vgpt_jax.nn.tokens import CLEAN, NOISY, ORDER_MARKER, ORDER_SECOND, ORDER_THIRD, TokenAttrs, visible
 
 
 def random_clip_ids(key: jax.Array, num_frames: int) -> jax.Array:
@@ -56,8 +56,8 @@ def expand_blocks(
     """Per-block attributes (..., B) -> per-token attributes and positions (..., B·L)."""
     s = tokens_per_frame
     block_len = s + 2
-    clean_order = jnp.array([0] + [1] * s + [2], jnp.int32)
-    noisy_order = jnp.array([0, 1] + [2] * s, jnp.int32)
+    clean_order = jnp.array([ORDER_MARKER] + [ORDER_SECOND] * s + [ORDER_THIRD], jnp.int32)
+    noisy_order = jnp.array([ORDER_MARKER, ORDER_SECOND] + [ORDER_THIRD] * s, jnp.int32)
     order = jnp.where((kind == CLEAN)[..., None], clean_order, noisy_order)  # (..., B, L)
 
     def per_token(x):

@@ -29,6 +29,11 @@ ours (``params/...``)                                   official tensor -> ours
 ``final_layer/linear/kernel`` (D, p·p·C), ``bias``       ``final_layer.linear.{weight: T, bias}``
 (no parameter: recomputed)                               ``pos_embed`` (1, 192·192, D) buffer
 =====================================================  ==============================================
+
+With ``config.lora.rank`` r > 0, each attention kernel named in ``config.lora.targets`` gets its
+adapter beside it (:mod:`vgpt_jax.nn.lora`): ``backbone/layers/attention/qkv_lora_a`` [L] (D, r),
+``qkv_lora_b`` [L] (r, 3, H, Dh), ``out_lora_a`` [L] (H, Dh, r), ``out_lora_b`` [L] (r, D). They
+have no official tensor: ``vgpt export`` merges them into ``qkv`` and ``out``.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import KVPrefix, SelfAttention
+from vgpt_jax.nn.attention import KernelTiles, KVPrefix, SelfAttention
 from vgpt_jax.nn.embeddings import (
     PatchEmbed,
     TimestepEmbedder,
@@ -56,6 +61,7 @@ from vgpt_jax.nn.embeddings import (
     unpatchify,
 )
 from vgpt_jax.nn.initializers import phi3_normal, zeros
+from vgpt_jax.nn.lora import LoRA
 from vgpt_jax.nn.mlp import GatedMLP
 from vgpt_jax.nn.norms import RMSNorm, layer_norm_no_affine
 from vgpt_jax.nn.remat import ATTENTION_RESIDUALS
@@ -69,7 +75,7 @@ REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
     # Keeps what the attention kernel's backward reads (q, k, v, its output and softmax
     # statistics): the backward re-runs only the norms and the MLP/out-projection matmuls, never
-    # the attention forward. ~0.5 GiB a layer at 20k tokens of width 3072 in bf16.
+    # the attention forward (its memory: README, "Performance").
     "attention": jax.checkpoint_policies.save_only_these_names(*ATTENTION_RESIDUALS),
 }
 
@@ -95,6 +101,7 @@ class ModelConfig:
     rope_scaling: float
     attention_backend: str
     query_chunk: int
+    attention_tiles: KernelTiles
     remat_policy: str
     scan_layers: bool
     token_diffusion: int
@@ -102,6 +109,7 @@ class ModelConfig:
     token_image_end: int
     dtype: Any
     param_dtype: Any
+    lora: LoRA = LoRA()
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> ModelConfig:
@@ -125,6 +133,13 @@ class ModelConfig:
             rope_scaling=config_lib.rope_attention_scaling(config),
             attention_backend=m.attention.backend,
             query_chunk=m.attention.query_chunk,
+            attention_tiles=KernelTiles(
+                block_sparse=tuple(
+                    (k.block_q, k.block_k, k.num_warps, k.num_stages)
+                    for k in (m.attention.block_sparse[name] for name in ("fwd", "dkv", "dq"))
+                ),
+                splash=(m.attention.splash.block_q, m.attention.splash.block_kv),
+            ),
             remat_policy=m.remat_policy,
             scan_layers=m.scan_layers,
             token_diffusion=m.tokens.diffusion,
@@ -132,6 +147,7 @@ class ModelConfig:
             token_image_end=m.tokens.image_end,
             dtype=jnp.dtype(m.dtype),
             param_dtype=jnp.dtype(m.param_dtype),
+            lora=LoRA(config.lora.rank, config.lora.alpha, tuple(config.lora.targets)),
         )
 
     @property
@@ -170,6 +186,8 @@ class DecoderLayer(nn.Module):
             c.dtype,
             c.param_dtype,
             special_queries=self.special_queries,
+            lora=c.lora,
+            tiles=c.attention_tiles,
             name="attention",
         )(h, cos, sin, attrs, prefix, prefix_attrs)
         x = x + h
@@ -447,7 +465,11 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None)
     # Two frames suffice: no parameter depends on the sequence length.
     init = lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"]  # noqa: E731
     boxed = jax.eval_shape(init, jax.random.key(0))
-    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed)
+    return (
+        nn.unbox(boxed)
+        if mesh is None
+        else mesh_lib.abstract_on_mesh(mesh, boxed, config.mesh.logical_axis_rules)
+    )
 
 
 def num_params(params) -> int:

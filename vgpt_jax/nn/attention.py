@@ -8,6 +8,7 @@ the reference that every other backend is tested against.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import NamedTuple
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from vgpt_jax.nn.initializers import phi3_normal
+from vgpt_jax.nn.lora import LoRA, adapter_params, low_rank_update
 from vgpt_jax.nn.remat import ATTENTION_OUT, ATTENTION_QKV
 from vgpt_jax.nn.rope import apply_rope
 from vgpt_jax.nn.tokens import TokenAttrs, batched_attrs, concat_attrs, pad_tokens, round_up, visible
@@ -139,6 +141,18 @@ def per_shard(kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.
     return sharded(q, k, v, q_attrs, k_attrs)
 
 
+@dataclasses.dataclass(frozen=True)
+class KernelTiles:
+    """The Pallas backends' tiles, from ``config.model.attention`` (hashable: a Linen attribute).
+
+    block_sparse: (block_q, block_k, num_warps, num_stages) of the forward, dK/dV and dQ kernels;
+    splash: (block_q, block_kv).
+    """
+
+    block_sparse: tuple[tuple[int, int, int, int], ...]
+    splash: tuple[int, int]
+
+
 def resolve_backend(backend: str) -> str:
     """The backend ``auto`` stands for on this platform; any other name as it is."""
     if backend != "auto":
@@ -155,6 +169,7 @@ def attend(
     *,
     backend: str,
     query_chunk: int,
+    tiles: KernelTiles | None = None,
 ) -> jax.Array:
     """Attention under the visibility rule, by backend. Shapes as :func:`xla_attention`.
 
@@ -165,7 +180,8 @@ def attend(
       token reads a pad token's output, in training or sampling, so their work is skipped;
     - ``splash``: TPU splash attention over the rule's two key ranges (``vgpt_jax.nn.splash``).
 
-    On a CPU the Pallas backends run in the Pallas interpreter (exact, slow: tests only).
+    ``tiles``: the Pallas kernels' tiles; None keeps the kernels' own defaults. On a CPU the Pallas
+    backends run in the Pallas interpreter (exact, slow: tests only).
     """
     backend = resolve_backend(backend)
     interpret = jax.default_backend() == "cpu"
@@ -174,12 +190,19 @@ def attend(
     if backend == "splash":
         from vgpt_jax.nn.splash import splash_attention
 
-        kernel = functools.partial(splash_attention, interpret=interpret)
+        sizes = {} if tiles is None else dict(zip(("block_q", "block_kv"), tiles.splash, strict=True))
+        kernel = functools.partial(splash_attention, interpret=interpret, **sizes)
         return per_shard(kernel, q, k, v, q_attrs, k_attrs)
     if backend == "block_sparse":
-        from vgpt_jax.nn.block_sparse_attention import block_sparse_attention
+        from vgpt_jax.nn.block_sparse_attention import KernelConfig, block_sparse_attention
 
-        kernel = functools.partial(block_sparse_attention, skip_pad_queries=True, interpret=interpret)
+        sizes = {}
+        if tiles is not None:
+            fwd, dkv, dq = (KernelConfig(*t) for t in tiles.block_sparse)
+            sizes = dataclasses.asdict(fwd) | {"dkv": dkv, "dq": dq}
+        kernel = functools.partial(
+            block_sparse_attention, skip_pad_queries=True, interpret=interpret, **sizes
+        )
         return per_shard(kernel, q, k, v, q_attrs, k_attrs)
     raise ValueError(
         f"unknown attention backend {backend!r}; available: 'auto', 'xla', 'block_sparse', 'splash'"
@@ -211,7 +234,9 @@ class SelfAttention(nn.Module):
 
     x (B, T, D) -> (B, T, D), plus this call's keys/values (B, T, H, Dh) after RoPE.
     Parameters: ``qkv`` (D, 3, H, Dh) = Phi-3 ``qkv_proj.weight`` (3·H·Dh, D) transposed and
-    reshaped in Q|K|V order; ``out`` (H, Dh, D) = ``o_proj.weight`` transposed and reshaped.
+    reshaped in Q|K|V order; ``out`` (H, Dh, D) = ``o_proj.weight`` transposed and reshaped; with
+    ``lora`` wrapping them, their adapters (:mod:`vgpt_jax.nn.lora`): ``qkv_lora_a`` (D, r),
+    ``qkv_lora_b`` (r, 3, H, Dh), ``out_lora_a`` (H, Dh, r), ``out_lora_b`` (r, D).
     """
 
     num_heads: int
@@ -222,6 +247,8 @@ class SelfAttention(nn.Module):
     # set when x is one noisy clip in grouped order (VideoGPT.denoise): its first queries are the
     # markers, see clip_attention
     special_queries: int | None = None
+    lora: LoRA = LoRA()
+    tiles: KernelTiles | None = None  # the Pallas kernels' (None: their defaults)
 
     @nn.compact
     def __call__(
@@ -247,7 +274,14 @@ class SelfAttention(nn.Module):
             (self.num_heads, head_dim, d),
             self.param_dtype,
         )
-        qkv = jnp.einsum("btd,dshk->sbthk", x.astype(self.dtype), jnp.asarray(qkv_kernel, self.dtype))
+        x = x.astype(self.dtype)
+        qkv = jnp.einsum("btd,dshk->sbthk", x, jnp.asarray(qkv_kernel, self.dtype))
+        if self.lora.wraps("qkv"):
+            a, b = self._adapter(
+                "qkv", (d,), ("embed",), (3, self.num_heads, head_dim), ("qkv", "heads", "head_dim")
+            )
+            # in the base product's own layout, so that a zero B leaves its bits as they were
+            qkv = qkv + low_rank_update("btd,dr->btr", "btr,rshk->sbthk", x, a, b, self.lora.scale)
         qkv = nn.with_logical_constraint(
             qkv, (None, "activation_batch", "activation_length", "activation_heads", None)
         )
@@ -270,7 +304,10 @@ class SelfAttention(nn.Module):
                 special_queries=self.special_queries, query_chunk=self.query_chunk,
             )  # fmt: skip
         else:
-            out = attend(q, keys, values, attrs, k_attrs, backend=backend, query_chunk=self.query_chunk)
+            out = attend(
+                q, keys, values, attrs, k_attrs,
+                backend=backend, query_chunk=self.query_chunk, tiles=self.tiles,
+            )  # fmt: skip
         if backend != "block_sparse":
             # (the block-sparse VJP names its own output, padded to its kernel's head dim: naming
             # this slice of it too would save the output twice)
@@ -279,4 +316,12 @@ class SelfAttention(nn.Module):
             out, ("activation_batch", "activation_length", "activation_heads", None)
         )
         y = jnp.einsum("bthk,hkd->btd", out, jnp.asarray(out_kernel, self.dtype))
+        if self.lora.wraps("out"):
+            a, b = self._adapter("out", (self.num_heads, head_dim), ("heads", "head_dim"), (d,), ("embed",))
+            y = y + low_rank_update("bthk,hkr->btr", "btr,rd->btd", out, a, b, self.lora.scale)
         return y, this_kv
+
+    def _adapter(self, name, in_shape, in_axes, out_shape, out_axes) -> tuple[jax.Array, jax.Array]:
+        return adapter_params(
+            self, name, in_shape, in_axes, out_shape, out_axes, self.lora.rank, self.param_dtype
+        )

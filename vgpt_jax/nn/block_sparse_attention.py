@@ -34,12 +34,8 @@ pad queries only). A query row that sees no key at all returns zeros (the dense 
 return the mean of all values); under the rule every real token sees itself, so this does not
 arise in the model.
 
-Measured on one H200 (jax 0.11.2, Triton via Pallas; 21,312 tokens = 48 frames x 222 x 2, 16
-heads x 128, bf16, a random official partition with 26.8% of pairs visible): forward 3.44 ms,
-forward + backward 11.0 ms with the exact pad rule; 2.83 / 9.7 ms with ``skip_pad_queries``
-(~340 TFLOP/s on visible entries, ~62% of cuDNN's per-entry speed; cuDNN without a mask: 5.9 /
-23.7 ms). The schedule costs ~0.15 ms of XLA work per call. ``block_sparse_check`` reproduces
-these numbers.
+Its speed against cuDNN and the tile sweep behind the default tiles are in the README
+("Attention kernels"); ``vgpt_jax.tools.block_sparse_check`` measures them.
 """
 
 from __future__ import annotations
@@ -282,8 +278,8 @@ def _compact(classes: jax.Array) -> _Schedule:
     """Tile classes (B, n_outer, n_inner) -> _Schedule with rows over the outer axis.
 
     A stable sort of each row by class rank (partial, full, empty): partial tiles first, then
-    full ones, each in key order; entries past ``n_nonempty`` are never read. (On an H200 this
-    sort takes ~0.05 ms for 334 x 334 tiles, faster than a prefix-sum + scatter partition.)
+    full ones, each in key order; entries past ``n_nonempty`` are never read. (The sort was faster
+    than a prefix-sum + scatter partition where measured: README, "Attention kernels".)
     """
     rank = jnp.where(classes == TILE_PARTIAL, 0, jnp.where(classes == TILE_FULL, 1, 2))
     ids = jnp.argsort(rank, axis=-1, stable=True).astype(jnp.int32)
@@ -345,7 +341,7 @@ def _load_side(refs, rows, expand, *, keys: bool) -> _Side:
 
 
 def _rule(q: _Side, k: _Side) -> jax.Array:
-    """The spec §5.1 rule on a tile (same as attention.visible, plus void tokens)."""
+    """The spec §5.1 rule on a tile (same as tokens.visible, plus void tokens)."""
     order_ok = k.order <= q.order
     clean_clean = (k.frame < q.frame) | ((k.frame == q.frame) & order_ok)
     live = jnp.where(
@@ -759,18 +755,17 @@ def block_sparse_attention(
     Args:
       block_q, block_k, num_warps, num_stages: forward tiles and Triton launch parameters.
       dkv, dq: tiles/launch of the dK/dV and dQ kernels (default: 64 x 64 tiles, 4 warps,
-        3 stages, like the forward: the fastest of a sweep on an H200).
+        3 stages, like the forward: the sweep's best, README "Attention kernels").
       skip_pad_queries: treat pad queries as void: their tiles are skipped, their outputs are
         unspecified (finite) and their cotangents are ignored. Off by default, which keeps the
         rule exactly. Training never reads pad outputs; there it removes the clean copies of the
-        last clip from the work (~12% of the fwd+bwd time at 21k tokens).
+        last clip from the work (about an eighth of them at training lengths).
       interpret: run the kernels with the Pallas interpreter (CPU tests).
     """
     if q.ndim != 4 or k.shape != v.shape or k.shape[::2] != q.shape[::2] or k.shape[3] != q.shape[3]:
         raise ValueError(
             f"expected q (B, Tq, H, Dh) and k, v (B, Tk, H, Dh); got {q.shape}, {k.shape}, {v.shape}"
         )
-    # Defaults: the fastest of a sweep on one H200 (jax 0.11.2) at 21k tokens, 16 heads x 128, bf16.
     if dkv is None:
         dkv = KernelConfig(block_q=64, block_k=64, num_warps=4, num_stages=3)
     if dq is None:

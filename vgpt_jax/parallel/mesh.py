@@ -2,8 +2,9 @@
 
 Mesh axes: ``data`` (pure data parallel), ``fsdp`` (data parallel with parameters and optimiser
 state sharded), ``tensor`` (heads / MLP), ``sequence`` (tokens of one sequence). Every parameter
-and constrained activation carries logical names; :data:`LOGICAL_AXIS_RULES` maps them to mesh
-axes, so a config changes only the mesh sizes to move between 1 CPU, 8 devices, a GPU host or a pod.
+and constrained activation carries logical names; ``config.mesh.logical_axis_rules`` (and
+``config.tokenizer.logical_axis_rules`` for the tokenizer) map them to mesh axes, so a config
+changes only the mesh sizes to move between 1 CPU, 8 devices, a GPU host or a pod.
 """
 
 from __future__ import annotations
@@ -21,29 +22,12 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from vgpt_jax.config import MESH_AXES
 
-LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    # parameters
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("vocab", "tensor"),
-    ("layers", None),
-    ("qkv", None),
-    ("gate_up", None),
-    ("head_dim", None),
-    ("norm", None),
-    ("patch_row", None),
-    ("patch_col", None),
-    ("channels", None),
-    ("time_freq", None),
-    ("patch_out", None),
-    # activations
-    ("activation_batch", ("data", "fsdp")),
-    ("activation_length", "sequence"),
-    ("activation_embed", None),
-    ("activation_heads", "tensor"),
-    ("activation_mlp", "tensor"),
-)
+AxisRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+
+def axis_rules(rules) -> AxisRules:
+    """Logical axis rules as flax takes them, from a config's (a saved config's JSON lists become tuples)."""
+    return tuple((name, tuple(axes) if isinstance(axes, list | tuple) else axes) for name, axes in rules)
 
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
@@ -74,36 +58,31 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
     return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def sharding_context(mesh: Mesh) -> contextlib.ExitStack:
-    """The mesh and logical rules under which the model is traced (entered outside ``jit``)."""
+def sharding_context(mesh: Mesh, rules) -> contextlib.ExitStack:
+    """The mesh and logical axis ``rules`` (e.g. ``config.mesh.logical_axis_rules``) under which a
+    model is traced (entered outside ``jit``)."""
     stack = contextlib.ExitStack()
     stack.enter_context(jax.set_mesh(mesh))
-    stack.enter_context(nn.logical_axis_rules(LOGICAL_AXIS_RULES))
+    stack.enter_context(nn.logical_axis_rules(axis_rules(rules)))
     return stack
 
 
-def logical_sharding(mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:
-    """NamedSharding of an array whose dimensions carry these logical names."""
-    spec = nn.logical_to_mesh_axes(tuple(logical_axes), LOGICAL_AXIS_RULES)
-    return NamedSharding(mesh, spec)
-
-
-def tree_shardings(mesh: Mesh, annotated_tree) -> object:
+def tree_shardings(mesh: Mesh, annotated_tree, rules) -> object:
     """Shardings for a tree of ``nn.Partitioned`` (or abstract) leaves, from their logical names."""
     specs = nn.get_partition_spec(annotated_tree)
-    specs = nn.logical_to_mesh(specs, LOGICAL_AXIS_RULES)
+    specs = nn.logical_to_mesh(specs, axis_rules(rules))
     return jax.tree.map(
         lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec)
     )
 
 
-def abstract_on_mesh(mesh: Mesh, annotated_tree) -> Any:
+def abstract_on_mesh(mesh: Mesh, annotated_tree, rules) -> Any:
     """A tree of ``nn.Partitioned`` abstract leaves (``jax.eval_shape`` of an init) -> unboxed
     ShapeDtypeStructs carrying the shardings of their logical names on ``mesh``."""
     return jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         nn.unbox(annotated_tree),
-        tree_shardings(mesh, annotated_tree),
+        tree_shardings(mesh, annotated_tree, rules),
     )
 
 

@@ -37,8 +37,6 @@ from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler
 
-PARTIAL_DIR = ".partial"  # videos being written, beside the finished ones
-
 
 def sampling_overrides(**sampling) -> list[str]:
     """``FIELD=VALUE`` overrides of ``config.sampling`` for the non-None keyword arguments."""
@@ -138,7 +136,7 @@ class Predictor:
         context = self.tokenizer.encode(transforms.uint8_to_signed(batch), jax.random.fold_in(encode_key, 0))
         context = jax.device_put(context, self._batch_sharding)
         reencode = _Reencoder(self.tokenizer, encode_key)
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.config.mesh.logical_axis_rules):
             self.sampler.rollout(self.params, context, num_frames, sample_key, reencode, progress)
         return _to_host(jnp.concatenate(reencode.pixels, axis=1))[:n]
 

@@ -22,12 +22,12 @@ import ml_collections
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
-from vgpt_jax.checkpoint.params import load_params
 from vgpt_jax.models.video_gpt import num_params
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops
 from vgpt_jax.train.resume import restore_newest
 from vgpt_jax.train.step import BATCH_FINITE, FINITE, Trainer, TrainState
+from vgpt_jax.train.trainable import load_pretrained
 from vgpt_jax.train.workdir_lock import WorkdirLock
 
 
@@ -205,8 +205,13 @@ def _train(config, workdir, batches, data_iterator, mesh, log, prepare, on_step)
         state = trainer.init()
         if t.init_from:
             target = abstract_with_shardings(trainer.abstract_state.params, trainer.state_shardings.params)
-            state = state.replace(params=load_params(t.init_from, {"model": target})["model"])
+            state = state.replace(params=load_pretrained(t.init_from, state.params, target))
             log(f"initialised the parameters from {t.init_from}")
+        elif trainer.trainable.adapters_only:
+            log(
+                "warning: config.lora.rank > 0 without train.init_from trains adapters on a random, frozen "
+                "model (whose zero-initialised output layer gives them no gradient): set train.init_from"
+            )
     writer = MetricsWriter(workdir, log)
 
     partition = official_partition(config.data.num_frames, config.seed)

@@ -34,6 +34,7 @@ SAME_STATE_FIELDS = (
     "tokenizer.dtype",
     "tokenizer.precision",
     "tokenizer.chunk_frames",
+    "tokenizer.logical_axis_rules",
     "tokenizer.train.",
     "tokenizer.optim.",
 )

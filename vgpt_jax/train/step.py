@@ -23,24 +23,35 @@ from vgpt_jax.models import layout
 from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
+from vgpt_jax.train.trainable import ALL, Trainable
 
 
 @flax.struct.dataclass
 class TrainState:
+    """``params``: every parameter, trained and frozen; ``opt_state``: of the trained ones only."""
+
     step: jax.Array
     params: Any
     opt_state: Any
 
 
-def init_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
-    """Step 0 with ``params`` and a fresh optimiser state (boxed parameters give boxed moments)."""
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+def init_state(
+    params: Any, optimizer: optax.GradientTransformation, trainable: Trainable = ALL
+) -> TrainState:
+    """Step 0 with ``params`` and a fresh optimiser state for its ``trainable`` part (boxed
+    parameters give boxed moments)."""
+    trained, _ = trainable.split(params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(trained))
 
 
-def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTransformation) -> TrainState:
-    """One optimiser update of ``state`` with ``grads``; the step count advances by one."""
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+def apply_gradients(
+    state: TrainState, grads: Any, optimizer: optax.GradientTransformation, trainable: Trainable = ALL
+) -> TrainState:
+    """One optimiser update of ``state`` with ``grads`` (of its ``trainable`` part); the frozen part
+    is handed through as it is. The step count advances by one."""
+    trained, frozen = trainable.split(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, trained)
+    params = trainable.merge(optax.apply_updates(trained, updates), frozen)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state)
 
 
@@ -72,9 +83,8 @@ def finiteness(loss: jax.Array, updated: TrainState, batch: Any) -> dict[str, ja
 def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear 0 -> lr over ``warmup_steps``; then constant (``decay_steps`` 0: the official
     constant_with_warmup) or a cosine from lr to 0 over ``decay_steps``."""
-    decay_steps = optim.get("decay_steps", 0)  # absent from configs saved before it existed
-    if decay_steps:
-        after = optax.cosine_decay_schedule(optim.learning_rate, decay_steps)
+    if optim.decay_steps:
+        after = optax.cosine_decay_schedule(optim.learning_rate, optim.decay_steps)
     else:
         after = optax.constant_schedule(optim.learning_rate)
     if optim.warmup_steps == 0:
@@ -100,12 +110,15 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
 class StateInit:
     """Init and per-step keys shared by the trainers of Video-GPT and of the tokenizer.
 
-    A subclass sets ``config``, ``mesh``, ``optimizer`` and ``_init`` (the jit of ``_init_unboxed``
-    with the state's shardings) and defines ``init_params(key)`` (boxed parameters).
+    A subclass sets ``config``, ``mesh``, ``axis_rules`` (its model's logical axis rules),
+    ``optimizer`` and ``_init`` (the jit of ``_init_unboxed`` with the state's shardings), may set
+    ``trainable`` (default: every parameter) and defines ``init_params(key)`` (boxed parameters).
     """
 
+    trainable: Trainable = ALL
+
     def _init_annotated(self, key: jax.Array) -> TrainState:
-        return init_state(self.init_params(key), self.optimizer)
+        return init_state(self.init_params(key), self.optimizer, self.trainable)
 
     def _init_unboxed(self, key: jax.Array) -> TrainState:
         return nn.unbox(self._init_annotated(key))
@@ -113,7 +126,7 @@ class StateInit:
     def init(self, key: jax.Array | None = None) -> TrainState:
         """A fresh, sharded train state (key: default from ``config.seed``)."""
         key = jax.random.key(self.config.seed) if key is None else key
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.axis_rules):
             return self._init(key)
 
     def step_key(self, step: jax.Array) -> jax.Array:
@@ -130,20 +143,23 @@ class Trainer(StateInit):
       same frames; pass ``target`` again if there is only one).
     """
 
-    # config sections whose fields shape the state (the tokenizer's sizes set the latents')
-    STATE_SECTIONS = ("model.", "tokenizer.")
+    # config sections whose fields shape the state (the tokenizer's sizes set the latents'; the
+    # LoRA section decides which parameters exist and which have optimiser state)
+    STATE_SECTIONS = ("model.", "tokenizer.", "lora.")
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
         self.config = config
         self.mesh = mesh
+        self.axis_rules = config.mesh.logical_axis_rules
         self.sizes = config_lib.sizes(config)
         self.model_config = ModelConfig.from_config(config)
         self.model = VideoGPT(self.model_config)
         self.optimizer = make_optimizer(config.optim)
+        self.trainable = Trainable.from_config(config)
         self.global_batch = config.data.per_device_batch_size * mesh_lib.data_parallel_size(mesh)
-        with sharding_context(mesh):
+        with sharding_context(mesh, self.axis_rules):
             abstract = jax.eval_shape(self._init_annotated, jax.random.key(0))
-            self.state_shardings = mesh_lib.tree_shardings(mesh, abstract)
+            self.state_shardings = mesh_lib.tree_shardings(mesh, abstract, self.axis_rules)
         self.abstract_state = nn.unbox(abstract)
         n, h, w, c = (
             self.sizes.num_frames,
@@ -195,18 +211,25 @@ class Trainer(StateInit):
         return flow.x1_loss(prediction, target, frame_weight)
 
     def _train_step(self, state: TrainState, batch: dict[str, jax.Array]):
-        loss, grads = jax.value_and_grad(self.loss)(state.params, batch, self.step_key(state.step))
+        trained, frozen = self.trainable.split(state.params)
+        key = self.step_key(state.step)
+
+        # differentiated with respect to the trained tree only: no frozen kernel's gradient is formed
+        def loss_of_trained(trained):
+            return self.loss(self.trainable.merge(trained, frozen), batch, key)
+
+        loss, grads = jax.value_and_grad(loss_of_trained)(trained)
         metrics = {
             "loss": loss,
             "grad_norm": optax.tree.norm(grads),
             "learning_rate": learning_rate_schedule(self.config.optim)(state.step),
         }
-        updated = apply_gradients(state, grads, self.optimizer)
+        updated = apply_gradients(state, grads, self.optimizer, self.trainable)
         return updated, {**metrics, **finiteness(loss, updated, batch)}
 
     def step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         """One optimiser step; ``state`` is donated. The metrics include the :func:`finiteness` flags."""
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.axis_rules):
             return self._step(state, batch)
 
     def shard_batch(self, batch: dict[str, Any]) -> dict[str, jax.Array]:

@@ -63,6 +63,7 @@ class TokenizerTrainer(StateInit):
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
         self.config = config
         self.mesh = mesh
+        self.axis_rules = config.tokenizer.logical_axis_rules
         self.cfg = ct.TokenizerConfig.from_config(config)
         self.model = ct.AutoencoderKL(self.cfg)
         self.train_config = config.tokenizer.train
@@ -73,9 +74,9 @@ class TokenizerTrainer(StateInit):
                 f"config.tokenizer.train.batch_size = {self.train_config.batch_size} is not allowed: a "
                 f"multiple of the data-parallel size (mesh data x fsdp = {dp})"
             )
-        with sharding_context(mesh):
+        with sharding_context(mesh, self.axis_rules):
             abstract = jax.eval_shape(self._init_annotated, jax.random.key(0))
-            self.state_shardings = mesh_lib.tree_shardings(mesh, abstract)
+            self.state_shardings = mesh_lib.tree_shardings(mesh, abstract, self.axis_rules)
         self.frames_sharding = mesh_lib.batch_sharding(mesh, 4)
         replicated = mesh_lib.replicated(mesh)
         self._init = jax.jit(self._init_unboxed, out_shardings=self.state_shardings)
@@ -121,7 +122,7 @@ class TokenizerTrainer(StateInit):
 
     def step(self, state: TrainState, frames: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         """One optimiser step on (batch_size, H, W, C) frames; ``state`` is donated."""
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.axis_rules):
             return self._step(state, frames)
 
     def shard(self, frames: np.ndarray) -> jax.Array:
@@ -147,7 +148,7 @@ class TokenizerTrainer(StateInit):
         Also the std of the scaled mean latents: near 1 when ``scaling_factor`` suits the model.
         """
         x = self.shard(frames)
-        with sharding_context(self.mesh):
+        with sharding_context(self.mesh, self.axis_rules):
             (from_mean, from_sample), latents = self._reconstruct(params, x, self.step_key(EVAL_STEP))
         target = ct.signed_to_unit(x)
         return {

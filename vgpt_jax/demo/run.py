@@ -2,7 +2,7 @@
 
     vgpt demo --config experiments/demo.py --workdir W
 
-1. world: training videos and a benchmark split in the Physics-IQ layout (data_pipelines.synthetic_physics);
+1. world: training videos and a benchmark split in the Physics-IQ layout (vgpt_jax.demo.synthetic_physics);
 2. tokenizer: the per-frame AutoencoderKL trained on the training frames, then frozen;
 3. latents: the training videos encoded once (data_pipelines.encode_latents);
 4. Video-GPT: trained on the latents (``vgpt train``'s code path), then exported;
@@ -29,7 +29,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from data_pipelines import synthetic_physics, video_io
+from data_pipelines import video_io
 from data_pipelines.array_record_source import INDEX_FILE
 from data_pipelines.clip_sampler import ClipSpec
 from data_pipelines.encode_latents import encode_dataset, tokenizer_meta
@@ -38,6 +38,7 @@ from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.params import is_params_checkpoint
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
+from vgpt_jax.demo import synthetic_physics
 from vgpt_jax.evaluation.physics_iq.generate import generate, read_conditioning
 from vgpt_jax.evaluation.physics_iq.layout import (
     CONDITIONING_SECONDS,

@@ -23,8 +23,8 @@ import dataclasses
 
 import numpy as np
 
-from data_pipelines.physics_render import WALL_PATTERNS, Background, Camera
-from data_pipelines.physics_sim import Ball, World
+from vgpt_jax.demo.physics_render import WALL_PATTERNS, Background, Camera
+from vgpt_jax.demo.physics_sim import Ball, World
 
 KINDS = ("ball-drop", "ball-throw", "ball-roll", "balls-collide")
 VIEWS = ("perspective-left", "perspective-center", "perspective-right")

@@ -1,4 +1,4 @@
-"""A stable entry point for parity checks against the official code: NCHW NumPy in, NCHW NumPy out.
+"""Parity checks against the official code (used by the tests): NCHW NumPy in, NCHW NumPy out.
 
 Both functions run the model in fp32 with the ``xla`` attention backend, through our own layout:
 :func:`predict_x1` is the training pass (``VideoGPT.__call__`` on the ``[clean][noisy]`` sequence),

@@ -2,7 +2,7 @@
 
 Run on a machine with a GPU (needs only jax, flax and numpy):
 
-    PYTHONPATH=$PWD python3 -m vgpt_jax.nn.block_sparse_check [--no-sweep] [--frames 48]
+    PYTHONPATH=$PWD python3 -m vgpt_jax.tools.block_sparse_check [--no-sweep] [--frames 48]
 
 1. bf16 values and gradients at ~4k tokens of a real training layout (16 heads x 128) against
    ``xla_attention``: both our kernels and XLA in bf16 are compared with an fp32 XLA reference

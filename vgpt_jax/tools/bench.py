@@ -41,10 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgpt_jax import config as config_lib
-from vgpt_jax import profile
 from vgpt_jax.models.video_gpt import abstract_params, example_inputs, model_from_config, num_params
 from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
 from vgpt_jax.sample.sampler import Sampler
+from vgpt_jax.tools import profile
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
 from vgpt_jax.train.step import Trainer, apply_gradients
 
@@ -227,14 +227,17 @@ def profile_step(trainer: Trainer, state, batch) -> tuple[Any, dict]:
         return metrics
 
     summary = profile.profile(step)
-    with sharding_context(trainer.mesh):
+    with sharding_context(trainer.mesh, trainer.axis_rules):
         update = jax.jit(
-            lambda s, g: apply_gradients(s, g, trainer.optimizer),
-            in_shardings=(trainer.state_shardings, trainer.state_shardings.params),
+            lambda s, g: apply_gradients(s, g, trainer.optimizer, trainer.trainable),
+            in_shardings=(
+                trainer.state_shardings,
+                trainer.trainable.split(trainer.state_shardings.params)[0],
+            ),
             out_shardings=trainer.state_shardings,
             donate_argnums=(0,),
         )
-        grads = jax.tree.map(lambda p: p * 1e-3, current[0].params)
+        grads = jax.tree.map(lambda p: p * 1e-3, trainer.trainable.split(current[0].params)[0])
         current[0] = update(current[0], grads)  # compile
         jax.block_until_ready(current[0])
         t0 = time.perf_counter()
@@ -278,7 +281,7 @@ def bench_sample(
     shape = (1, history, d.latent_height, d.latent_width, config.model.latent_channels)
     hist = jax.random.normal(jax.random.key(2), shape, jnp.float32)
     noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
-    with sharding_context(device_mesh):
+    with sharding_context(device_mesh, config.mesh.logical_axis_rules):
         shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
         params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
         row = _time_clip(sampler, params, hist, noise)
@@ -314,7 +317,7 @@ def bench_data(workers: list[int]) -> list[dict]:
     """Decoded clips/s of the video pipeline (16 frames at 320x176 from 720p H.264), per worker count."""
     import tempfile
 
-    from data_pipelines.throughput import decoded_clips_per_second, make_test_videos
+    from vgpt_jax.tools.throughput import decoded_clips_per_second, make_test_videos
 
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_test_videos(tmp)

@@ -1,6 +1,6 @@
 """The synthetic physics world as files: a training set and a benchmark split in the Physics-IQ layout.
 
-``python -m data_pipelines.synthetic_physics --out DIR --num-train N --num-scenarios M --size 64``
+``python -m vgpt_jax.demo.synthetic_physics --out DIR --num-train N --num-scenarios M --size 64``
 writes::
 
     DIR/train/videos/train-00000-ball-drop.mp4 ...   N videos (--train-seconds at --train-fps)
@@ -38,10 +38,11 @@ import time
 import numpy as np
 from PIL import Image
 
-from data_pipelines import physics_scenes, video_io
+from data_pipelines import video_io
 from data_pipelines.array_record_source import ClipRecordWriter
-from data_pipelines.physics_render import draw_balls, render_background
-from data_pipelines.physics_sim import Trajectory, simulate, step_index
+from vgpt_jax.demo import physics_scenes
+from vgpt_jax.demo.physics_render import draw_balls, render_background
+from vgpt_jax.demo.physics_sim import Trajectory, simulate, step_index
 from vgpt_jax.evaluation.physics_iq.layout import CONDITIONING_SECONDS
 from vgpt_jax.evaluation.physics_iq.masks import motion_masks
 

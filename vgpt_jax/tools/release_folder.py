@@ -1,6 +1,6 @@
 """A random-weight official Video-GPT folder with the release's sizes, to time ``vgpt convert``.
 
-    python -m vgpt_jax.convert.release_folder OUT [--dtype bfloat16] [--vae] [--num-layers 32]
+    python -m vgpt_jax.tools.release_folder OUT [--dtype bfloat16] [--vae] [--num-layers 32]
 
 The weights are drawn and written one tensor at a time (the largest, the 394 MB fp32 embedding
 table, bounds the memory), so writing the 3.76 B folder needs no more than a few GB of host
@@ -75,7 +75,7 @@ def write_random_vae(folder: str | Path, seed: int = 0) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vgpt_jax.convert.release_folder", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vgpt_jax.tools.release_folder", description=__doc__)
     parser.add_argument("output", help="the folder to write")
     parser.add_argument("--dtype", default="float32", choices=official.DTYPES)
     parser.add_argument(

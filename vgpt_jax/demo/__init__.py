@@ -1,0 +1,7 @@
+"""``make demo``: the whole method on a synthetic physics world (``run.run(config, workdir)``).
+
+The world lives here too, as only the demo and the tests use it: ``physics_sim`` (balls under
+gravity), ``physics_render`` (cameras and drawing), ``physics_scenes`` (random scenes and their
+second takes) and ``synthetic_physics`` (the training videos and a benchmark in the Physics-IQ
+layout).
+"""
