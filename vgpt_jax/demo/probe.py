@@ -1,6 +1,6 @@
 """The linear probe on the synthetic physics world, small enough for a CPU in a few minutes.
 
-    python -m vgpt_jax.demo_probe --workdir W
+    python -m vgpt_jax.demo.probe --workdir W
 
 1. pre-training: the demo's stages (world, tokenizer, latents, Video-GPT) with the demo's model,
    at the reduced sizes of :data:`SMALL` (fewer videos and steps);
@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from data_pipelines import synthetic_physics
-from vgpt_jax import cli, demo
+from vgpt_jax import cli
 from vgpt_jax import config as config_lib
+from vgpt_jax.demo import run as demo
+from vgpt_jax.demo import synthetic_physics
 from vgpt_jax.train.tokenizer import TOKENIZER_DIR
 
 # experiments/demo.py at a size that pre-trains in about two minutes on 2 CPU cores
