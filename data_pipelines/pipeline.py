@@ -164,10 +164,13 @@ def make_pipeline(
     worker_count: int = 0,
     worker_buffer_size: int = 2,
     spec: ClipSpec | None = None,
+    per_device_batch_size: int | None = None,
 ) -> GlobalBatchIterator:
-    """The training pipeline of a config: sizes from ``config.data``, sharded by JAX process."""
+    """The training pipeline of a config: sizes from ``config.data`` unless given, sharded by JAX
+    process."""
     spec = spec or ClipSpec.from_config(config.data)
-    global_batch, host_batch = batch_sizes(mesh, config.data.per_device_batch_size)
+    per_device = config.data.per_device_batch_size if per_device_batch_size is None else per_device_batch_size
+    global_batch, host_batch = batch_sizes(mesh, per_device)
     loader = make_loader(
         source,
         spec,

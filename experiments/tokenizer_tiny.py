@@ -31,6 +31,8 @@ def get_config():
     t.train.l2_weight = 1.0
     t.train.log_every = 50
     t.train.frame_size = 64
+    t.train.frames_per_sample = 4
+    t.train.frame_interval = 2
     t.train.frames_per_video = 16
     t.train.eval_videos = 8
     t.train.fit_scaling_factor = True  # unit-variance latents for the diffusion model

@@ -215,6 +215,7 @@ def test_train_tokenizer_on_physics_videos(tmp_path):
     config = load_experiment("tokenizer_tiny")
     t = config.tokenizer.train
     t.update(steps=30, batch_size=8, log_every=1, frame_size=16, frames_per_video=8, eval_videos=2)
+    t.frames_per_sample = 1  # 8 samples of a frame: one per device
     config.tokenizer.optim.warmup_steps = 5
     config.tokenizer.train.fit_scaling_factor = True
     summary = tt.train_tokenizer(config, f"{data}/videos", str(tmp_path / "w"), log=print)

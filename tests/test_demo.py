@@ -8,6 +8,7 @@ import pytest
 from conftest import load_experiment
 
 from data_pipelines import video_io
+from data_pipelines.array_record_source import INDEX_FILE
 from vgpt_jax.demo import run as demo
 from vgpt_jax.evaluation.physics_iq.layout import find_descriptions, read_descriptions
 
@@ -17,6 +18,7 @@ def _miniature_config():
     config.demo.world.update(num_train=12, num_scenarios=1, size=32, train_seconds=3.0, workers=1)
     config.demo.update(cond_frames=4, side_by_side=1)
     config.tokenizer.train.update(steps=4, log_every=2, frame_size=32, frames_per_video=4, eval_videos=2)
+    config.tokenizer.train.frames_per_sample = 1  # the 8 frames of a step split over 8 fake devices
     config.data.update(num_frames=8, latent_height=4, latent_width=4, min_side=32)
     config.train.update(steps=4, log_every=2, checkpoint_every=2)
     config.sampling.update(steps=2, window_frames=8)
@@ -38,6 +40,9 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     (side,) = report["side_by_side"]
     assert video_io.probe(side).num_frames == 8 * 8  # 3 s of conditioning + 5 s
     assert any(line.startswith("Physics-IQ on 3 synthetic test cases") for line in lines)
+    # the latents Video-GPT trained on are the trained tokenizer's (not a random one's)
+    index = json.loads((tmp_path / demo.LATENTS_DIR / INDEX_FILE).read_text())
+    assert index["meta"]["tokenizer_weights"] == str(demo.tokenizer_weights(tmp_path)), index["meta"]
 
     benchmark = tmp_path / demo.WORLD_DIR / "physics-IQ-benchmark"
     for video in read_descriptions(find_descriptions(benchmark)):

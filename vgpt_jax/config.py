@@ -153,6 +153,10 @@ def base_config() -> ml_collections.ConfigDict:
     t.sample_every = 0  # steps between sample videos in workdir/samples (0: none)
     t.sample_fps = 8
     t.eval_every = 0  # steps between frame-prediction evaluations on config.evaluation (0: none)
+    # a profiler trace (TensorBoard's profile plugin, Perfetto) of profile_steps steps from
+    # profile_start (after the first step's compilation) into workdir/profile; 0 steps: none
+    t.profile_start = 3
+    t.profile_steps = 0
     # a params checkpoint (`vgpt convert` / `vgpt export`) whose "model" params start a new run
     t.init_from = ""
 
@@ -260,9 +264,18 @@ def base_config() -> ml_collections.ConfigDict:
     tt.l2_weight = 1.0
     tt.kl_weight = 1e-6  # on the KL per latent element, averaged over frames
     tt.log_every = 100
+    tt.checkpoint_every = 1000
+    tt.keep_checkpoints = 2
+    tt.profile_start = 3
+    tt.profile_steps = 0
     tt.frame_size = 256  # training frames are brought to this square bucket
-    tt.frames_per_video = 16  # evenly spaced frames read from each video
+    # each training sample is frames_per_sample frames, frame_interval apart, from a random place in a
+    # random video (one decode serves several frames of a batch)
+    tt.frames_per_sample = 4
+    tt.frame_interval = 4
     tt.eval_videos = 8  # the last videos of the dataset are held out for the PSNR
+    tt.frames_per_video = 16  # evenly spaced frames of each held-out video
+    tt.eval_every = 0  # steps between held-out PSNR evaluations (0: at the end only)
     # after training, set scaling_factor to 1 / std of the held-out latents (as Stable Diffusion chose
     # its VAE's), so the diffusion model sees unit-variance latents; False keeps the configured one
     tt.fit_scaling_factor = False
@@ -398,8 +411,8 @@ def with_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any]) ->
     for field, value in fields.items():
         node, name = _field_node(config, field)
         old = node[name]
-        if isinstance(old, tuple) and isinstance(value, list | tuple):
-            value = tuple(value)
+        if isinstance(old, list | tuple) and isinstance(value, list | tuple):
+            value = type(old)(value)  # a config read back from JSON holds lists where tuples were
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if old is not None and not isinstance(value, type(old)):
@@ -569,15 +582,34 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         s.clip_frames,
         f"in [1, sampling.window_frames = {s.window_frames})",
     )
-    t = config.train
-    for field in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
-        _require(getattr(t, field) >= 1, f"train.{field}", getattr(t, field), ">= 1")
-    _require(t.data_timeout_s > 0, "train.data_timeout_s", t.data_timeout_s, "> 0 seconds")
+    for loop, section in ((config.train, "train"), (config.tokenizer.train, "tokenizer.train")):
+        _validate_loop(loop, section)
+    _require(
+        config.train.data_timeout_s > 0, "train.data_timeout_s", config.train.data_timeout_s, "> 0 seconds"
+    )
+    tt = config.tokenizer.train
+    for field in ("frames_per_sample", "frame_interval", "frames_per_video", "eval_videos"):
+        _require(getattr(tt, field) >= 1, f"tokenizer.train.{field}", getattr(tt, field), ">= 1")
+    _require(
+        tt.batch_size % tt.frames_per_sample == 0,
+        "tokenizer.train.batch_size",
+        tt.batch_size,
+        f"a multiple of tokenizer.train.frames_per_sample = {tt.frames_per_sample}",
+    )
     for optim, section in ((config.optim, "optim"), (config.tokenizer.optim, "tokenizer.optim")):
         _validate_optimizer(optim, section)
     _validate_partition(config)
     _validate_lora(config.lora)
     return config
+
+
+def _validate_loop(t: ml_collections.ConfigDict, section: str) -> None:
+    """The fields the training loop reads (train.loop.LoopSettings) of ``config.<section>``."""
+    for field in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "batch_size"):
+        if field in t:
+            _require(getattr(t, field) >= 1, f"{section}.{field}", getattr(t, field), ">= 1")
+    for field in ("eval_every", "profile_start", "profile_steps"):
+        _require(getattr(t, field) >= 0, f"{section}.{field}", getattr(t, field), ">= 0")
 
 
 def _validate_lora(lora: ml_collections.ConfigDict) -> None:

@@ -30,7 +30,7 @@ from vgpt_jax.checkpoint.manager import Checkpointer
 from vgpt_jax.checkpoint.params import is_params_checkpoint, load_config, load_params, save_params
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
 from vgpt_jax.models import clip_tokenizer, video_gpt
-from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, write_weight_fields
+from vgpt_jax.models.clip_tokenizer import ClipTokenizer, TokenizerConfig, with_weight_fields
 from vgpt_jax.nn.lora import LoRA, is_adapter, merge_adapters
 from vgpt_jax.parallel import mesh as mesh_lib
 
@@ -104,7 +104,7 @@ def load_for_inference(
         )
     tokenizer = tokenizer_from_weights(config, mesh)
     # the weights' own sizes and scaling win over the training config's (and go into an export)
-    write_weight_fields(tokenizer.cfg, config)
+    config = with_weight_fields(config, tokenizer.cfg)
     _check_tokenizer(config, path)
     return config, params, tokenizer
 

@@ -15,5 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from vgpt_jax.demo import run as demo
 
-    demo.run(args.config, args.workdir)
+    try:
+        demo.run(args.config, args.workdir)
+    except demo.PreemptedError as e:  # its checkpoint is saved: a preempted job exits cleanly, to be rerun
+        print(f"vgpt demo: {e}; its checkpoint is saved: rerun the same command to resume")
     return 0

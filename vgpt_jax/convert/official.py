@@ -583,7 +583,7 @@ def import_folder(folder: str | Path, output: str | Path, param_dtype: str = "fl
     """``vgpt convert --official``: the params-only checkpoint {"model", ["tokenizer"]} of a folder."""
     from vgpt_jax.checkpoint.params import save_params
     from vgpt_jax.convert.vae import import_vae
-    from vgpt_jax.models.clip_tokenizer import base_tokenizer_config, write_weight_fields
+    from vgpt_jax.models.clip_tokenizer import base_tokenizer_config, with_weight_fields
 
     folder = Path(folder)
     config, params = load(folder, param_dtype)
@@ -594,7 +594,7 @@ def import_folder(folder: str | Path, output: str | Path, param_dtype: str = "fl
     if (folder / VAE_DIR).is_dir():
         tokenizer_cfg, tree["tokenizer"] = import_vae(folder / VAE_DIR)
         config.tokenizer = base_tokenizer_config()
-        write_weight_fields(tokenizer_cfg, config)
+        config = with_weight_fields(config, tokenizer_cfg)
     return save_params(output, tree, config)
 
 

@@ -26,7 +26,6 @@ from vgpt_jax import cli
 from vgpt_jax import config as config_lib
 from vgpt_jax.demo import run as demo
 from vgpt_jax.demo import synthetic_physics
-from vgpt_jax.train.tokenizer import TOKENIZER_DIR
 
 # experiments/demo.py at a size that pre-trains in about two minutes on 2 CPU cores
 SMALL = [
@@ -51,17 +50,6 @@ FEATURE_FLAGS = ["--frames", "16", "--stride", "2", "--pooling", "frames"]
 PROBE_FLAGS = ["--epochs", "200", "--batch-size", "64"]
 
 
-def pretrain(config, workdir: Path, log) -> Path:
-    """The demo's world, tokenizer, latents and Video-GPT stages in ``workdir``; returns the export."""
-    world = demo.make_world(config, workdir, log)
-    demo.tokenizer_stage(config, world, workdir, log)
-    latents = demo.latents_stage(config, world, workdir, log)
-    config = config_lib.with_fields(
-        config, {"tokenizer.weights": str(workdir / TOKENIZER_DIR), "data.source_path": str(latents)}
-    )
-    return demo.video_gpt_stage(config, workdir, log)
-
-
 def run(workdir: str, full: bool = False, log=print) -> dict[str, Any]:
     """Pre-trains, extracts, probes (skipping finished stages); returns the probe's report."""
     workdir = Path(workdir).absolute()
@@ -69,7 +57,7 @@ def run(workdir: str, full: bool = False, log=print) -> dict[str, Any]:
     config = config_lib.load_experiment("demo", [] if full else SMALL)
     seconds = {}
     start = time.perf_counter()
-    exported = pretrain(config, workdir, log)
+    _, _, exported = demo.pretrain(config, workdir, log)
     seconds["pretrain"] = round(time.perf_counter() - start, 1)
 
     w = config.demo.world

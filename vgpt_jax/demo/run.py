@@ -55,6 +55,7 @@ from vgpt_jax.train.samples import side_by_side
 from vgpt_jax.train.tokenizer import TOKENIZER_DIR, train_tokenizer
 
 WORLD_DIR, LATENTS_DIR, MODEL_DIR, EXPORT_DIR = "world", "latents", "videogpt", "export"
+TOKENIZER_RUN = "tokenizer_run"
 TOKENIZER_SUMMARY = "tokenizer_summary.json"
 GENERATED_DIR, SCORES_DIR, SIDE_BY_SIDE_DIR = "generated", "scores", "side_by_side"
 MODEL, BASELINE = "model", "baseline"
@@ -85,12 +86,24 @@ def make_world(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[
     return world
 
 
+class PreemptedError(Exception):
+    """A training stage stopped on SIGTERM after saving its checkpoint: rerunning the demo resumes it."""
+
+
+def tokenizer_weights(workdir: Path) -> Path:
+    """The demo's trained tokenizer (its training run is workdir/tokenizer_run)."""
+    return workdir / TOKENIZER_RUN / TOKENIZER_DIR
+
+
 def tokenizer_stage(config: ml_collections.ConfigDict, world: Path, workdir: Path, log) -> dict:
-    """Trains the tokenizer on the world's training videos unless workdir/tokenizer is complete."""
+    """Trains (or resumes) the tokenizer on the world's training videos in workdir/tokenizer_run,
+    unless its tokenizer is complete."""
     summary_path = workdir / TOKENIZER_SUMMARY
-    if is_params_checkpoint(workdir / TOKENIZER_DIR) and summary_path.is_file():
+    if is_params_checkpoint(tokenizer_weights(workdir)) and summary_path.is_file():
         return json.loads(summary_path.read_text())
-    summary = train_tokenizer(config, str(world / "train" / "videos"), str(workdir), log=log)
+    summary = train_tokenizer(config, str(world / "train" / "videos"), str(workdir / TOKENIZER_RUN), log=log)
+    if summary.get("preempted"):
+        raise PreemptedError(f"the tokenizer was preempted at step {summary['steps']}")
     summary_path.write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -116,9 +129,30 @@ def video_gpt_stage(config: ml_collections.ConfigDict, workdir: Path, log) -> Pa
     exported = workdir / EXPORT_DIR
     if is_params_checkpoint(exported):
         return exported
-    launch.run(config, str(workdir / MODEL_DIR), log=log)
+    state = launch.run(config, str(workdir / MODEL_DIR), log=log)
+    if int(state.step) < config.train.steps:
+        raise PreemptedError(f"Video-GPT was preempted at step {int(state.step)}")
     export(workdir / MODEL_DIR, exported)
     return exported
+
+
+def pretrain(
+    config: ml_collections.ConfigDict, workdir: Path, log, timed=None
+) -> tuple[dict, ml_collections.ConfigDict, Path]:
+    """The world, tokenizer, latents and Video-GPT stages in ``workdir`` (finished ones skipped).
+
+    Returns the tokenizer's summary, the config that trained Video-GPT (tokenizer and latents
+    filled in) and the export. ``timed(name, fn, *args)`` runs each stage (default: plainly).
+    """
+    timed = timed or (lambda name, fn, *args: fn(*args))
+    world = timed("world", make_world, config, workdir, log)
+    tokenizer = timed("tokenizer", tokenizer_stage, config, world, workdir, log)
+    # the latents are the trained tokenizer's, and Video-GPT's config names it for inference
+    config = config_lib.with_fields(config, {"tokenizer.weights": str(tokenizer_weights(workdir))})
+    latents = timed("latents", latents_stage, config, world, workdir, log)
+    config = config_lib.with_fields(config, {"data.source_path": str(latents)})
+    exported = timed("video_gpt", video_gpt_stage, config, workdir, log)
+    return tokenizer, config, exported
 
 
 def copy_last_frame_baseline(data_dir: Path, fps: int, output_dir: Path) -> Path:
@@ -197,7 +231,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
     """Runs every stage in ``workdir`` (skipping finished ones) and writes the report; returns it."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    config = ml_collections.ConfigDict(config.to_dict())  # the stages fill in paths
     seconds: dict[str, float] = {}
 
     def timed(name: str, fn, *args, **kwargs):
@@ -207,14 +240,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
         seconds[name] = round(time.perf_counter() - start, 1)
         return out
 
-    world = timed("world", make_world, config, workdir, log)
-    benchmark = world / synthetic_physics.BENCHMARK_DIR
-    tokenizer = timed("tokenizer", tokenizer_stage, config, world, workdir, log)
-    latents = timed("latents", latents_stage, config, world, workdir, log)
-    config = config_lib.with_fields(
-        config, {"tokenizer.weights": str(workdir / TOKENIZER_DIR), "data.source_path": str(latents)}
-    )
-    exported = timed("video_gpt", video_gpt_stage, config, workdir, log)
+    tokenizer, config, exported = pretrain(config, workdir, log, timed)
+    benchmark = workdir / WORLD_DIR / synthetic_physics.BENCHMARK_DIR
 
     # the export carries the training config's sampling settings, which generation starts from
     fps = config.demo.fps

@@ -145,11 +145,12 @@ WEIGHT_FIELDS = (
 )
 
 
-def write_weight_fields(cfg: TokenizerConfig, config: ml_collections.ConfigDict) -> None:
-    """Sets ``config.tokenizer``'s WEIGHT_FIELDS to ``cfg``'s, so that a config saved with a model
-    describes the tokenizer its latents came from (e.g. a fitted scaling_factor), not the defaults."""
-    for field in WEIGHT_FIELDS:
-        setattr(config.tokenizer, field, getattr(cfg, field))
+def with_weight_fields(config: ml_collections.ConfigDict, cfg: TokenizerConfig) -> ml_collections.ConfigDict:
+    """A copy of ``config`` whose ``tokenizer`` WEIGHT_FIELDS are ``cfg``'s, so that a config saved
+    with a model describes the tokenizer its latents came from (e.g. a fitted scaling_factor)."""
+    return config_lib.with_fields(
+        config, {f"tokenizer.{field}": getattr(cfg, field) for field in WEIGHT_FIELDS}
+    )
 
 
 _LECUN = nn.initializers.lecun_normal()

@@ -14,9 +14,9 @@ import ml_collections
 
 from data_pipelines.clip_sampler import REJECTED, SKIPPED
 from data_pipelines.pipeline import make_pipeline
-from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
-from vgpt_jax.models.clip_tokenizer import TokenizerConfig, write_weight_fields
+from vgpt_jax.evaluation.frame_prediction import TrainingEvaluation
+from vgpt_jax.models.clip_tokenizer import TokenizerConfig, with_weight_fields
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train import loop, preflight
 from vgpt_jax.train.inputs import TrainInputs
@@ -25,8 +25,9 @@ from vgpt_jax.train.step import TrainState
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None] = print) -> TrainState:
-    """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint); returns the final state."""
-    config_lib.validate(config)
+    """Trains ``config`` (validated) in ``workdir``, resuming from its latest checkpoint; returns the
+    final state. With ``train.eval_every``, the frame-prediction evaluation of ``config.evaluation``
+    is logged at those steps (``eval/*``), the copy-last-frame baseline's at step 0."""
     d = config.data
     # user errors in the workdir or the data surface here, before the mesh and any compilation
     preflight.check_workdir(workdir)
@@ -36,7 +37,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
     mesh = make_mesh(config.mesh)
     tokenizer = tokenizer_from_weights(config, mesh)
     # checkpoints then carry the tokenizer's own sizes and scaling, which inference reads
-    write_weight_fields(tokenizer.cfg, config)
+    config = with_weight_fields(config, tokenizer.cfg)
     pipeline = make_pipeline(
         config,
         mesh,
@@ -47,11 +48,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
     )
     inputs = TrainInputs(config, tokenizer)
     samples = SampleVideos(config, tokenizer, workdir)
+    evaluation = TrainingEvaluation(config, tokenizer, mesh) if config.train.eval_every else None
 
     def prepare(batch, step):
         prepared = inputs(batch, step)
         samples.remember(prepared)
         return prepared
+
+    def after_step(step: int, state: TrainState) -> dict[str, float] | None:
+        samples(step, state)
+        return evaluation(step, state) if evaluation is not None else None
 
     try:
         return loop.train(
@@ -62,7 +68,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
             mesh=mesh,
             log=log,
             prepare=prepare,
-            on_step=samples,
+            on_step=after_step,
+            # the copy-last-frame baseline's scores, once, for the model's to be read against
+            initial_scalars=evaluation.baseline_scalars() if evaluation is not None else None,
         )
     finally:  # the counts live in the iterator's state: a resumed run's include the earlier runs'
         log(

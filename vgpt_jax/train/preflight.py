@@ -52,8 +52,14 @@ def open_training_source(config: ml_collections.ConfigDict, spec: ClipSpec):
     if not os.path.exists(d.source_path):
         raise FileNotFoundError(f"config.data.source_path={d.source_path} does not exist")
     source = open_source(d.source_path, d.split)
-    try:
-        SampleClip(source, spec).random_map(source[0], np.random.default_rng(config.seed))
-    except RuntimeError as e:  # every draw was unreadable or refused by the rules
-        raise ValueError(f"config.data.source_path={d.source_path}: {e}") from None
+    check_first_clip(source, spec, config.seed, f"config.data.source_path={d.source_path}")
     return source
+
+
+def check_first_clip(source, spec: ClipSpec, seed: int, what: str) -> None:
+    """Decodes one clip of ``source`` as training does (rules, redraws and all); ValueError naming
+    ``what`` when every draw is unreadable or refused."""
+    try:
+        SampleClip(source, spec).random_map(source[0], np.random.default_rng(seed))
+    except RuntimeError as e:
+        raise ValueError(f"{what}: {e}") from None

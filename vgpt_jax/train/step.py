@@ -7,6 +7,7 @@ same structure and all shapes are static. The step takes latents, not pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -18,12 +19,14 @@ import optax
 from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
+from vgpt_jax.checkpoint.manager import abstract_with_shardings
 from vgpt_jax.diffusion import flow
 from vgpt_jax.models import layout
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
+from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, num_params
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
-from vgpt_jax.train.trainable import ALL, Trainable
+from vgpt_jax.train.flops import official_partition, train_step_flops
+from vgpt_jax.train.trainable import ALL, Trainable, load_pretrained
 
 
 @flax.struct.dataclass
@@ -133,6 +136,11 @@ class StateInit:
         """The step's randomness, folded from (seed, step), so a resumed run draws the same."""
         return jax.random.fold_in(jax.random.key(self.config.seed), step)
 
+    def compile(self, state: TrainState, batch: Any):
+        """The train step compiled for these arguments (the loop runs it, and prints its memory plan)."""
+        with sharding_context(self.mesh, self.axis_rules):
+            return self._step.lower(state, batch).compile()
+
 
 class Trainer(StateInit):
     """Builds the model, optimiser, shardings and the jit-compiled init and train step for a mesh.
@@ -146,6 +154,7 @@ class Trainer(StateInit):
     # config sections whose fields shape the state (the tokenizer's sizes set the latents'; the
     # LoRA section decides which parameters exist and which have optimiser state)
     STATE_SECTIONS = ("model.", "tokenizer.", "lora.")
+    OPTIM_SECTION = "optim"
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
         self.config = config
@@ -182,6 +191,29 @@ class Trainer(StateInit):
     def init_params(self, key: jax.Array):
         """Boxed (logically annotated) parameters."""
         return self.model.init(key, *example_inputs(self.config))["params"]
+
+    def initial_state(self, log: Callable[[str], None] = print) -> TrainState:
+        """Step 0: a fresh state, its parameters loaded from ``train.init_from`` when set."""
+        state = self.init()
+        init_from = self.config.train.init_from
+        if init_from:
+            target = abstract_with_shardings(self.abstract_state.params, self.state_shardings.params)
+            state = state.replace(params=load_pretrained(init_from, state.params, target))
+            log(f"initialised the parameters from {init_from}")
+        elif self.trainable.adapters_only:
+            log(
+                "warning: config.lora.rank > 0 without train.init_from trains adapters on a random, frozen "
+                "model (whose zero-initialised output layer gives them no gradient): set train.init_from"
+            )
+        return state
+
+    def step_cost(self, state: TrainState, compiled=None) -> tuple[float, dict[str, float]]:
+        """(global FLOPs, {"tokens": n}) of one step, both counted as the official comparator counts
+        them: on the official sequence of a representative clip partition."""
+        partition = official_partition(self.config.data.num_frames, self.config.seed)
+        flops = self.global_batch * train_step_flops(self.config, partition, num_params(state.params))
+        tokens = self.global_batch * (2 * sum(partition) - partition[-1]) * self.sizes.block_len
+        return flops, {"tokens": tokens}
 
     # -- step -----------------------------------------------------------------------------------
     def clip_ids(self, key: jax.Array, batch: int) -> jax.Array:

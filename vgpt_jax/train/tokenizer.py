@@ -2,21 +2,23 @@
 
 Frames are (N, H, W, C) in [-1, 1]; a batch is split over the data-parallel mesh axes and the
 (small, replicated) parameters are updated in place (the state is donated). The step's key is
-folded from (seed, step). :func:`train_tokenizer` trains on the frames of a video dataset (any
-source ``data_pipelines.pipeline.open_source`` reads), holds its last videos out for the PSNR and
-saves the tokenizer as a params checkpoint:
-
-    python -m vgpt_jax.train.tokenizer --config experiments/tokenizer_tiny.py --data DIR --workdir W
+folded from (seed, step). :func:`train_tokenizer` trains through the shared training loop
+(``train/loop.py``: checkpoints with the data iterator, exact resume, preemption save, NaN stop,
+metrics and TensorBoard) on frames of a video dataset (any source ``data_pipelines.pipeline.
+open_source`` reads), evaluates the PSNR of held-out videos, and saves the tokenizer as a params
+checkpoint (``vgpt train-tokenizer``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,15 +29,19 @@ from jax.sharding import Mesh
 from data_pipelines import transforms, video_io
 from data_pipelines.clip_sampler import ClipSpec
 from data_pipelines.encode_latents import read_frames
+from data_pipelines.frames import frame_spec, make_frame_pipeline, samples_per_device, split_held_out
 from data_pipelines.pipeline import open_source
-from vgpt_jax.checkpoint.tokenizer import save_tokenizer
+from vgpt_jax import config as config_lib
+from vgpt_jax.checkpoint.tokenizer import save_tokenizer, tokenizer_from_weights
 from vgpt_jax.models import clip_tokenizer as ct
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
+from vgpt_jax.train import loop, preflight
 from vgpt_jax.train.step import (
     StateInit,
     TrainState,
     apply_gradients,
+    finiteness,
     learning_rate_schedule,
     make_optimizer,
 )
@@ -58,7 +64,15 @@ def kl_per_element(mean: jax.Array, logvar: jax.Array) -> jax.Array:
 
 
 class TokenizerTrainer(StateInit):
-    """The tokenizer, its optimiser, shardings and the jit-compiled init, train step and evaluation."""
+    """The tokenizer, its optimiser, shardings and the jit-compiled init, train step and evaluation
+    (a :class:`~vgpt_jax.train.loop.LoopTrainer`).
+
+    Batches are ``{"video": (samples, frames_per_sample, H, W, C)}`` in [-1, 1]: each sample's
+    frames join the batch of frames.
+    """
+
+    STATE_SECTIONS = ("tokenizer.",)
+    OPTIM_SECTION = "tokenizer.optim"
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
         self.config = config
@@ -68,21 +82,19 @@ class TokenizerTrainer(StateInit):
         self.model = ct.AutoencoderKL(self.cfg)
         self.train_config = config.tokenizer.train
         self.optimizer = make_optimizer(config.tokenizer.optim)
-        self.data_parallel = dp = mesh_lib.data_parallel_size(mesh)
-        if self.train_config.batch_size % dp:
-            raise ValueError(
-                f"config.tokenizer.train.batch_size = {self.train_config.batch_size} is not allowed: a "
-                f"multiple of the data-parallel size (mesh data x fsdp = {dp})"
-            )
+        self.data_parallel = mesh_lib.data_parallel_size(mesh)
+        samples_per_device(config, mesh)  # the batch must split over the mesh
         with sharding_context(mesh, self.axis_rules):
             abstract = jax.eval_shape(self._init_annotated, jax.random.key(0))
             self.state_shardings = mesh_lib.tree_shardings(mesh, abstract, self.axis_rules)
+        self.abstract_state = flax.linen.unbox(abstract)
         self.frames_sharding = mesh_lib.batch_sharding(mesh, 4)
+        self.batch_shardings = {"video": mesh_lib.batch_sharding(mesh, 5)}
         replicated = mesh_lib.replicated(mesh)
         self._init = jax.jit(self._init_unboxed, out_shardings=self.state_shardings)
         self._step = jax.jit(
             self._train_step,
-            in_shardings=(self.state_shardings, self.frames_sharding),
+            in_shardings=(self.state_shardings, self.batch_shardings),
             out_shardings=(self.state_shardings, replicated),
             donate_argnums=(0,),
         )
@@ -109,7 +121,8 @@ class TokenizerTrainer(StateInit):
         loss = t.l1_weight * terms["l1"] + t.l2_weight * terms["l2"] + t.kl_weight * terms["kl"]
         return loss, terms
 
-    def _train_step(self, state: TrainState, frames: jax.Array):
+    def _train_step(self, state: TrainState, batch: dict[str, jax.Array]):
+        frames = batch["video"].reshape(-1, *batch["video"].shape[2:])
         grad_fn = jax.value_and_grad(self.loss, has_aux=True)
         (loss, terms), grads = grad_fn(state.params, frames, self.step_key(state.step))
         metrics = {
@@ -118,15 +131,41 @@ class TokenizerTrainer(StateInit):
             "grad_norm": optax.tree.norm(grads),
             "learning_rate": learning_rate_schedule(self.config.tokenizer.optim)(state.step),
         }
-        return apply_gradients(state, grads, self.optimizer), metrics
+        updated = apply_gradients(state, grads, self.optimizer)
+        return updated, {**metrics, **finiteness(loss, updated, batch)}
 
-    def step(self, state: TrainState, frames: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One optimiser step on (batch_size, H, W, C) frames; ``state`` is donated."""
+    def initial_state(self, log: Callable[[str], None] = print) -> TrainState:
+        """Step 0: a fresh state, its parameters those of ``tokenizer.weights`` when set (fine-tuning)."""
+        state = self.init()
+        if self.config.tokenizer.weights:
+            state = state.replace(params=tokenizer_from_weights(self.config, self.mesh).params)
+            log(f"initialised the tokenizer from {self.config.tokenizer.weights}")
+        return state
+
+    def step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One optimiser step; ``state`` is donated. The metrics include the finiteness flags."""
         with sharding_context(self.mesh, self.axis_rules):
-            return self._step(state, frames)
+            return self._step(state, batch)
+
+    def compile(self, state: TrainState, batch: dict[str, jax.Array]):
+        """The train step compiled for these arguments."""
+        with sharding_context(self.mesh, self.axis_rules):
+            return self._step.lower(state, batch).compile()
+
+    def step_cost(self, state: TrainState, compiled) -> tuple[float, dict[str, float]]:
+        """(global FLOPs as XLA counts the compiled step on each device, {"frames": batch_size})."""
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost  # a list of one on older jax versions
+        return float(cost.get("flops", 0.0)) * jax.device_count(), {"frames": self.train_config.batch_size}
+
+    def shard_batch(self, batch: dict[str, Any]) -> dict[str, jax.Array]:
+        """Places a host batch (global shape) on the mesh."""
+        video = batch["video"]
+        ct.check_frames((video.shape[0] * video.shape[1], *video.shape[2:]), self.cfg)
+        return {"video": jax.device_put(jnp.asarray(video, jnp.float32), self.batch_shardings["video"])}
 
     def shard(self, frames: np.ndarray) -> jax.Array:
-        """Places host frames (global batch) on the mesh, split over the data-parallel axes."""
+        """Places host frames (N, H, W, C) on the mesh, split over the data-parallel axes."""
         ct.check_frames(frames.shape, self.cfg)
         return jax.device_put(jnp.asarray(frames, jnp.float32), self.frames_sharding)
 
@@ -158,43 +197,6 @@ class TokenizerTrainer(StateInit):
         }
 
 
-def train(
-    trainer: TokenizerTrainer,
-    batches: Iterator[np.ndarray],
-    steps: int,
-    eval_frames: np.ndarray,
-    state: TrainState | None = None,
-    log: Callable[[str], Any] = print,
-) -> tuple[TrainState, dict[str, Any]]:
-    """Trains ``steps`` steps on host frame batches, then evaluates on ``eval_frames``.
-
-    Logs one line every ``log_every`` steps (the only host syncs). Returns the state and a summary:
-    the evaluation, the per-log-step losses, and the training wall time (compilation included).
-    """
-    state = trainer.init() if state is None else state
-    every = trainer.train_config.log_every
-    losses, start = [], time.perf_counter()
-    for i in range(steps):
-        state, metrics = trainer.step(state, trainer.shard(next(batches)))
-        if (i + 1) % every == 0 or i + 1 == steps:
-            m = {k: float(v) for k, v in metrics.items()}
-            losses.append(m["loss"])
-            elapsed = time.perf_counter() - start
-            log(
-                f"step {i + 1} loss {m['loss']:.5f} l1 {m['l1']:.5f} l2 {m['l2']:.6f} kl {m['kl']:.3f} "
-                f"grad_norm {m['grad_norm']:.3f} lr {m['learning_rate']:.2e} "
-                f"frames/s {(i + 1) * trainer.train_config.batch_size / elapsed:.1f}"
-            )
-    train_seconds = time.perf_counter() - start
-    summary = {**trainer.evaluate(state.params, eval_frames), "steps": steps, "train_seconds": train_seconds}
-    summary["losses"] = losses
-    log(
-        f"held-out PSNR {summary['psnr']:.2f} dB (posterior mean), {summary['psnr_sample']:.2f} dB "
-        f"(sample); latent std {summary['latent_std']:.3f}; {steps} steps in {train_seconds:.1f} s"
-    )
-    return state, summary
-
-
 # -- video data ----------------------------------------------------------------------------------
 
 
@@ -219,65 +221,88 @@ def dataset_frames(
     return videos
 
 
-def random_batches(frames: np.ndarray, batch: int, seed: int) -> Iterator[np.ndarray]:
-    """An endless stream of (batch, H, W, 3) float32 frames in [-1, 1] drawn uniformly from ``frames``."""
-    rng = np.random.default_rng(seed)
-    while True:
-        yield transforms.uint8_to_signed(frames[rng.integers(0, len(frames), batch)])
+def _held_out_frames(config: ml_collections.ConfigDict, source, data_parallel: int, log) -> np.ndarray:
+    """The held-out videos' evenly spaced frames in [-1, 1], as many as split over the devices."""
+    t = config.tokenizer.train
+    frames = np.concatenate(
+        dataset_frames(source, t.frames_per_video, t.frame_size, config.data.max_image_size, log)
+    )
+    # evaluation splits the frames over the data-parallel devices like a batch
+    return transforms.uint8_to_signed(frames[: len(frames) // data_parallel * data_parallel])
+
+
+def _remove_earlier_tokenizer(directory: str) -> None:
+    """An earlier run's tokenizer (the run was resumed to more steps) is replaced, never mixed in;
+    the checkpoints keep its state."""
+    if jax.process_index() == 0 and os.path.isdir(directory):
+        shutil.rmtree(directory)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("removed the earlier tokenizer")
 
 
 def train_tokenizer(
     config: ml_collections.ConfigDict, data_dir: str, workdir: str, log: Callable[[str], Any] = print
 ) -> dict[str, Any]:
-    """Trains ``config.tokenizer`` on the frames of the dataset ``data_dir``; saves it to workdir/tokenizer.
+    """Trains ``config.tokenizer`` on the frames of the dataset ``data_dir`` in ``workdir`` (resuming
+    from its checkpoints); saves the tokenizer to ``workdir/tokenizer``.
 
-    The last ``eval_videos`` videos are held out for the PSNR. Returns :func:`train`'s summary with
-    ``seconds`` (the whole call: reading, compilation, training, evaluation, saving) and the
-    tokenizer's folder.
+    The last ``eval_videos`` videos are held out for the PSNR (every ``eval_every`` steps and at
+    the end). Returns the final evaluation with ``steps``, ``losses`` (one per log step),
+    ``train_seconds`` (the loop, compilation included), ``seconds`` (the whole call),
+    ``scaling_factor`` and ``tokenizer`` (the saved folder). A preempted run saves its checkpoint
+    and returns ``{"preempted": True, "steps": ...}`` without a tokenizer: rerun to resume.
     """
     start = time.perf_counter()
     t = config.tokenizer.train
-    source = open_source(data_dir)
-    videos = dataset_frames(source, t.frames_per_video, t.frame_size, config.data.max_image_size, log)
-    if len(videos) <= t.eval_videos:
-        raise ValueError(
-            f"{data_dir} has {len(videos)} readable videos: tokenizer training needs more than "
-            f"config.tokenizer.train.eval_videos = {t.eval_videos} (they are held out)"
-        )
+    config = config_lib.with_fields(config, {"data.source_path": data_dir})
+    preflight.check_workdir(workdir)
+    train_source, held_source = split_held_out(open_source(data_dir), t.eval_videos)
+    preflight.check_first_clip(train_source, frame_spec(config), config.seed, f"tokenizer data {data_dir}")
     trainer = TokenizerTrainer(config, mesh_lib.make_mesh(config.mesh))
-    train_frames = np.concatenate(videos[: -t.eval_videos])
-    held_out = np.concatenate(videos[-t.eval_videos :])
-    # evaluation splits the frames over the data-parallel devices like a batch
-    held_out = transforms.uint8_to_signed(
-        held_out[: len(held_out) // trainer.data_parallel * trainer.data_parallel]
-    )
+    held_out = _held_out_frames(config, held_source, trainer.data_parallel, log)
     log(
-        f"tokenizer data: {len(train_frames)} frames of {len(videos) - t.eval_videos} videos, "
+        f"tokenizer data: samples of {t.frames_per_sample} frames from {len(train_source)} videos, "
         f"{len(held_out)} held-out frames of {t.eval_videos} videos"
     )
-    batches = random_batches(train_frames, t.batch_size, config.seed)
-    state, summary = train(trainer, batches, t.steps, held_out, log=log)
+    pipeline = make_frame_pipeline(config, trainer.mesh, train_source)
+
+    def evaluate(step: int, state: TrainState) -> dict[str, float] | None:
+        if t.eval_every and step % t.eval_every == 0:
+            return {f"eval/{k}": v for k, v in trainer.evaluate(state.params, held_out).items()}
+        return None
+
+    settings = loop.LoopSettings.from_config(config, t)
+    state = loop.train_with(
+        trainer, settings, workdir, pipeline, data_iterator=pipeline, log=log, on_step=evaluate
+    )
+    train_seconds = time.perf_counter() - start
+    if int(state.step) < t.steps:
+        log(f"preempted at step {int(state.step)} of {t.steps}: rerun the same command to resume")
+        return {"preempted": True, "steps": int(state.step)}
+    metrics = loop.read_metrics(workdir)
+    summary = {
+        **trainer.evaluate(state.params, held_out),
+        "steps": t.steps,
+        "train_seconds": train_seconds,
+        "losses": [metrics[step]["loss"] for step in sorted(metrics) if "loss" in metrics[step]],
+    }
+    log(
+        f"held-out PSNR {summary['psnr']:.2f} dB (posterior mean), {summary['psnr_sample']:.2f} dB "
+        f"(sample); latent std {summary['latent_std']:.3f}"
+    )
     cfg = trainer.cfg
     if t.fit_scaling_factor:
         # latent_std was measured at the configured scaling: rescale so the held-out latents have std 1
         cfg = dataclasses.replace(cfg, scaling_factor=cfg.scaling_factor / summary["latent_std"])
-        config = ml_collections.ConfigDict(config.to_dict())
-        config.tokenizer.scaling_factor = cfg.scaling_factor
         log(f"scaling_factor set to {cfg.scaling_factor:.5f} (held-out latent std 1)")
     summary["scaling_factor"] = cfg.scaling_factor
     directory = os.path.join(workdir, TOKENIZER_DIR)
-    save_tokenizer(ct.ClipTokenizer(cfg, state.params, trainer.mesh), directory, config)
+    _remove_earlier_tokenizer(directory)
+    save_tokenizer(
+        ct.ClipTokenizer(cfg, state.params, trainer.mesh), directory, ct.with_weight_fields(config, cfg)
+    )
     summary.update(seconds=time.perf_counter() - start, tokenizer=directory)
     log(f"tokenizer saved to {directory}; {summary['seconds']:.1f} s in all")
     return summary
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "An experiments/*.py file (tokenizer section).")
-    _DATA = flags.DEFINE_string("data", None, "A video dataset: a folder of videos, an index .txt, clips.")
-    _WORKDIR = flags.DEFINE_string("workdir", None, "The tokenizer is written to WORKDIR/tokenizer.")
-    flags.mark_flags_as_required(["config", "data", "workdir"])
-    app.run(lambda argv: train_tokenizer(_CONFIG.value, _DATA.value, _WORKDIR.value))
