@@ -50,6 +50,7 @@ MESH_AXES = ("data", "fsdp", "tensor", "sequence")
 # The projections a LoRA adapter may wrap: the fused ``qkv`` (Phi-3 qkv_proj) and ``out`` (o_proj)
 # kernels of every layer's attention, the release's two targets.
 LORA_TARGETS = ("qkv", "out")
+CONDITION_KINDS = ("none", "class", "text")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -176,6 +177,17 @@ def base_config() -> ml_collections.ConfigDict:
     lo.alpha = 0.0  # 0 = equal to the rank (a scale of 1), as the release
     lo.targets = LORA_TARGETS
 
+    # A condition prefix before the frames (DESIGN §8; our design, the release publishes none):
+    # "class", one token from a learned (num_classes + 1, D) table whose last row is the null
+    # class; "text", Phi-3 token ids padded to max_text_tokens (pads masked, a null text is all
+    # pad). Training replaces a condition by the null one with probability ``dropout``, which
+    # sampling's condition guidance (sampling.condition_scale) needs.
+    co = c.condition = ml_collections.ConfigDict()
+    co.kind = "none"
+    co.num_classes = 0
+    co.max_text_tokens = 64
+    co.dropout = 0.1
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
     c.mesh.fsdp = -1  # -1: all devices left over
@@ -201,6 +213,7 @@ def base_config() -> ml_collections.ConfigDict:
         ("time_freq", None),
         ("patch_out", None),
         ("lora_rank", None),  # LoRA factors: small, so only their other axis is sharded
+        ("classes", None),  # the condition's class table: a few hundred rows at most
         # activations
         ("activation_batch", ("data", "fsdp")),
         ("activation_length", "sequence"),
@@ -211,7 +224,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     s = c.sampling = ml_collections.ConfigDict()
     s.steps = 50
-    s.cfg_scale = 1.5
+    s.cfg_scale = 1.5  # w_hist: guidance by the history
+    # w_cond: guidance by the condition (config.condition), x = x_none + w_hist (x_hist − x_none)
+    # + w_cond (x_full − x_hist); 1 = no condition guidance. OmniGen's default text guidance.
+    s.condition_scale = 3.0
     s.shift = 1.0
     s.clip_frames = 24
     s.window_frames = 80
@@ -577,7 +593,33 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _validate_optimizer(optim, section)
     _validate_partition(config)
     _validate_lora(config.lora)
+    _validate_condition(config.condition)
     return config
+
+
+def _validate_condition(co: ml_collections.ConfigDict) -> None:
+    _require(co.kind in CONDITION_KINDS, "condition.kind", co.kind, f"one of {CONDITION_KINDS}")
+    if co.kind == "class":
+        _require(
+            isinstance(co.num_classes, int) and co.num_classes >= 1,
+            "condition.num_classes",
+            co.num_classes,
+            "an integer >= 1 with condition.kind = 'class' (the table adds one null row)",
+        )
+    if co.kind == "text":
+        _require(
+            isinstance(co.max_text_tokens, int) and co.max_text_tokens >= 1,
+            "condition.max_text_tokens",
+            co.max_text_tokens,
+            "an integer >= 1 with condition.kind = 'text' (the prefix's static length)",
+        )
+    _require(0.0 <= co.dropout <= 1.0, "condition.dropout", co.dropout, "a probability in [0, 1]")
+
+
+def condition_length(config: ml_collections.ConfigDict) -> int:
+    """P, the static number of condition tokens before the frames (0 without a condition)."""
+    co = config.condition
+    return {"none": 0, "class": 1, "text": co.max_text_tokens}[co.kind]
 
 
 def _validate_lora(lora: ml_collections.ConfigDict) -> None:

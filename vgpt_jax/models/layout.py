@@ -31,6 +31,7 @@ from vgpt_jax.nn.tokens import (
     ORDER_SECOND,
     ORDER_THIRD,
     TokenAttrs,
+    batched_attrs,
     concat_attrs,
     prefix_attrs,
     visible,
@@ -97,9 +98,9 @@ def with_prefix(attrs: TokenAttrs, positions: jax.Array, prefix: int) -> tuple[T
 def with_prefix_pads(attrs: TokenAttrs, prefix_is_pad: jax.Array) -> TokenAttrs:
     """Marks pads of the condition prefix: attrs (B, P + T), prefix_is_pad (B, P) bool (text
     shorter than its static length; a null text is all pad)."""
+    attrs = batched_attrs(attrs, prefix_is_pad.shape[0])
     prefix = prefix_is_pad.shape[-1]
-    is_pad = jnp.broadcast_to(attrs.is_pad, (prefix_is_pad.shape[0], attrs.is_pad.shape[-1]))
-    return attrs._replace(is_pad=is_pad.at[:, :prefix].set(is_pad[:, :prefix] | prefix_is_pad))
+    return attrs._replace(is_pad=attrs.is_pad.at[:, :prefix].set(attrs.is_pad[:, :prefix] | prefix_is_pad))
 
 
 def training_layout(
