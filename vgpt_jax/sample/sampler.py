@@ -80,8 +80,9 @@ def _conditioned_predictor(
         conditions,
         method=VideoGPT.prefill,
     )
-    # (prefill block, first frame, history hidden) of each row: full, [hist,] none
-    rows = [(0, n, False)] + ([(1, n, False)] * (n > 0) + [(1, 0, True)] if guided else [])
+    rows = [(0, n, False)]  # (prefill block, first frame, history hidden) of the full row
+    if guided:
+        rows += [(1, n, False)] * (n > 0) + [(1, 0, True)]  # hist (with a history only), none
 
     def block(x, i, axis):  # rows of prefill block i
         return jax.lax.slice_in_dim(x, i * b, (i + 1) * b, axis=axis)
