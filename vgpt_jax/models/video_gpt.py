@@ -466,6 +466,17 @@ class VideoGPT(nn.Module):
         return self.head(hidden[:, -clip.shape[1] :], t, noisy.shape[-3], noisy.shape[-2])
 
 
+# The condition's own parameters: no unconditioned (pre-trained or converted) checkpoint holds
+# them, and a LoRA run trains them beside the adapters. A text condition has none: it reads the
+# Phi-3 token table, a pre-trained parameter that LoRA leaves frozen.
+CONDITION_PARAMS = (("class_embed",),)
+
+
+def is_condition_param(path: tuple[str, ...]) -> bool:
+    """Whether the parameter at ``path`` (a tuple of names from the root) is a condition's own."""
+    return tuple(path) in CONDITION_PARAMS
+
+
 def condition_is_pad(cfg: ModelConfig, condition: jax.Array) -> jax.Array:
     """Pads of the prefix of condition ids (see ``VideoGPT.embed_condition``) -> (B, P) bool."""
     if cfg.condition_kind == "text":
