@@ -119,6 +119,12 @@ def base_config() -> ml_collections.ConfigDict:
     # where the training clips come from (see vgpt_jax/train/launch.py); split for TFDS datasets
     d.source_path = ""
     d.split = "train"
+    # With condition.kind "class", source_path is a labelled source (data_pipelines/labelled_source):
+    # a JSONL manifest, or a folder of class sub-folders (UCF-101/), then read through split_file
+    # if set (UCF-101's trainlist0N.txt). class_index (a classInd.txt) numbers the classes; empty:
+    # the one beside split_file or in the folder, else the sorted sub-folder names.
+    d.class_index = ""
+    d.split_file = ""
     d.min_side = 128  # videos with a shorter side are rejected (the official filter)
     d.worker_count = 0  # Grain decode processes per host; 0 decodes in the main process
     d.worker_buffer_size = 2
