@@ -12,6 +12,9 @@ For a batch of videos, (K, H, W, 3) uint8 each:
 
 Batches hold ``data-parallel size × config.data.per_device_batch_size`` videos, split over the
 mesh; a last partial batch is padded by repeating its last video.
+
+A class-conditioned checkpoint (``config.condition.kind`` "class", DESIGN §8) takes one class id
+per video, and :meth:`Predictor.generate` makes videos from class ids alone (class-to-video).
 """
 
 from __future__ import annotations
@@ -68,6 +71,32 @@ def to_uint8(pixels: jax.Array) -> jax.Array:
     return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
+def check_class_ids(config: ml_collections.ConfigDict, class_ids: Sequence[int] | None) -> None:
+    """ValueError, naming the flag and the checkpoint's ``condition``, unless ``class_ids`` fit it:
+    ids in [0, num_classes] (num_classes: the null class, unconditioned) for a class-conditioned
+    checkpoint, None for any other (a text checkpoint needs a prompt, which has no path yet)."""
+    co = config.condition
+    if co.kind != "class":
+        if class_ids is not None:
+            raise ValueError(
+                f"--class-id needs a class-conditioned checkpoint; this one has condition.kind = {co.kind!r}"
+            )
+        if co.kind != "none":
+            raise ValueError(f"this checkpoint has condition.kind = {co.kind!r}: only 'class' can be sampled")
+        return
+    if class_ids is None:
+        raise ValueError(
+            f"this checkpoint is class-conditioned ({co.num_classes} classes): pass --class-id K, "
+            f"0 <= K < {co.num_classes}, or K = {co.num_classes} (the null class) for no class"
+        )
+    wrong = [k for k in class_ids if not 0 <= k <= co.num_classes]
+    if wrong:
+        raise ValueError(
+            f"class id {wrong[0]} is outside the table: 0 <= K < {co.num_classes}, or K = {co.num_classes} "
+            "(the null class)"
+        )
+
+
 def _to_host(x: jax.Array) -> np.ndarray:
     """A sharded array as one NumPy array on every process."""
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
@@ -110,6 +139,8 @@ class Predictor:
         self.frame_size = (d.latent_height * f, d.latent_width * f)  # (height, width) in pixels
         self.batch_size = mesh_lib.data_parallel_size(self.mesh) * d.per_device_batch_size
         self._batch_sharding = mesh_lib.batch_sharding(self.mesh, 5)
+        self._class_sharding = mesh_lib.batch_sharding(self.mesh, 1)
+        self._latent_shape = (d.latent_height, d.latent_width, config.model.latent_channels)
 
     @classmethod
     def from_checkpoint(
@@ -128,38 +159,80 @@ class Predictor:
         config, params, tokenizer = load_for_inference(path, mesh, overrides)
         return cls(config, params, tokenizer, tokenizer.mesh)
 
-    def _predict_batch(self, videos: Sequence[np.ndarray], num_frames: int, progress: bool) -> np.ndarray:
-        """n <= batch_size videos (K, h, w, 3) uint8 at the model size -> (n, num_frames, h, w, 3) uint8."""
-        n = len(videos)
-        batch = np.stack([*videos, *[videos[-1]] * (self.batch_size - n)])
+    def _padded(self, rows: Sequence) -> np.ndarray:
+        """n <= batch_size rows -> (batch_size, ...), the last row repeated."""
+        return np.stack([*rows, *[rows[-1]] * (self.batch_size - len(rows))])
+
+    def _predict_batch(
+        self,
+        videos: Sequence[np.ndarray] | int,
+        num_frames: int,
+        progress: bool,
+        class_ids: Sequence[int] | None,
+    ) -> np.ndarray:
+        """n <= batch_size videos (K, h, w, 3) uint8 at the model size, or n videos from nothing
+        (an int), with n class ids or None -> (n, num_frames, h, w, 3) uint8."""
         encode_key, sample_key = jax.random.split(jax.random.key(self.config.sampling.seed))
-        context = self.tokenizer.encode(transforms.uint8_to_signed(batch), jax.random.fold_in(encode_key, 0))
+        if isinstance(videos, int):
+            n = videos
+            context = jnp.zeros((self.batch_size, 0, *self._latent_shape), jnp.float32)
+        else:
+            n = len(videos)
+            pixels = transforms.uint8_to_signed(self._padded(videos))
+            context = self.tokenizer.encode(pixels, jax.random.fold_in(encode_key, 0))
         context = jax.device_put(context, self._batch_sharding)
+        condition = None
+        if class_ids is not None:
+            condition = jax.device_put(self._padded(np.asarray(class_ids, np.int32)), self._class_sharding)
         reencode = _Reencoder(self.tokenizer, encode_key)
         with sharding_context(self.mesh, self.config.mesh.logical_axis_rules):
-            self.sampler.rollout(self.params, context, num_frames, sample_key, reencode, progress)
+            self.sampler.rollout(
+                self.params, context, num_frames, sample_key, reencode, progress, condition=condition
+            )
         return _to_host(jnp.concatenate(reencode.pixels, axis=1))[:n]
 
     def predict(
-        self, videos: Sequence[np.ndarray], num_frames: int, progress: bool = False
+        self,
+        videos: Sequence[np.ndarray],
+        num_frames: int,
+        progress: bool = False,
+        class_ids: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
         """Predicts ``num_frames`` frames after each video.
 
-        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ). Returns one
+        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ); ``class_ids``: one
+        per video for a class-conditioned checkpoint (see :func:`check_class_ids`). Returns one
         (num_frames, H_i, W_i, 3) uint8 array per video.
         """
         lengths = {len(v) for v in videos}
         if len(lengths) != 1:
             raise ValueError(f"the videos have different numbers of conditioning frames {sorted(lengths)}")
+        self._check_class_ids(class_ids, len(videos))
         height, width = self.frame_size
         max_size = self.config.data.max_image_size
         out = []
         for start in range(0, len(videos), self.batch_size):
             chunk = videos[start : start + self.batch_size]
             resized = [to_model_resolution(v, max_size, height, width) for v in chunk]
-            predicted = self._predict_batch(resized, num_frames, progress)
+            ids = None if class_ids is None else class_ids[start : start + self.batch_size]
+            predicted = self._predict_batch(resized, num_frames, progress, ids)
             out += [resize(p, *v.shape[1:3]) for p, v in zip(predicted, chunk, strict=True)]
         return out
+
+    def generate(self, class_ids: Sequence[int], num_frames: int, progress: bool = False) -> list[np.ndarray]:
+        """Class-to-video: ``num_frames`` frames from nothing but each class id. Returns one
+        (num_frames, H, W, 3) uint8 array per id at the model's frame size (:attr:`frame_size`)."""
+        self._check_class_ids(class_ids, len(class_ids))
+        out = []
+        for start in range(0, len(class_ids), self.batch_size):
+            ids = class_ids[start : start + self.batch_size]
+            out += list(self._predict_batch(len(ids), num_frames, progress, ids))
+        return out
+
+    def _check_class_ids(self, class_ids: Sequence[int] | None, num_videos: int) -> None:
+        check_class_ids(self.config, class_ids)
+        if class_ids is not None and len(class_ids) != num_videos:
+            raise ValueError(f"{len(class_ids)} class ids for {num_videos} videos: give one per video")
 
 
 def predict_file(
@@ -172,6 +245,7 @@ def predict_file(
     fps: int | None = None,
     with_context: bool = False,
     overrides: Sequence[str] = (),
+    class_id: int | None = None,
     **sampling,
 ) -> int:
     """`vgpt sample`: predicts ``num_frames`` frames after the first ``cond_frames`` of ``video``.
@@ -180,14 +254,10 @@ def predict_file(
     4th). ``output`` gets the prediction (after the conditioning frames with ``with_context``) at
     the input's size, at ``fps`` (default: the input's fps / stride, rounded). The sampler's settings
     are the checkpoint's ``config.sampling``; ``overrides`` and ``sampling`` replace single fields
-    (see :meth:`Predictor.from_checkpoint`). Returns the frame count.
+    (see :meth:`Predictor.from_checkpoint`). ``class_id``: the class of a class-conditioned
+    checkpoint (see :func:`check_class_ids`). Returns the frame count.
     """
-    if Path(output).is_dir():  # checked before sampling, which takes minutes
-        raise FileExistsError(
-            f"--output {output} is a folder: pass the path of the .mp4 file to write, e.g. "
-            f"{Path(output) / 'prediction.mp4'}"
-        )
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    _prepare_output(output)
     info = video_io.probe_video(video)
     needed = (cond_frames - 1) * stride + 1
     if info.num_frames < needed:
@@ -197,7 +267,39 @@ def predict_file(
         )
     context = video_io.read_video(video, range(0, needed, stride))
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
-    (predicted,) = predictor.predict([context], num_frames, progress=True)
+    class_ids = None if class_id is None else [class_id]
+    (predicted,) = predictor.predict([context], num_frames, progress=True, class_ids=class_ids)
     frames = np.concatenate([context, predicted]) if with_context else predicted
     video_io.write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)
+
+
+def generate_file(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    class_id: int,
+    num_frames: int,
+    fps: int | None = None,
+    overrides: Sequence[str] = (),
+    **sampling,
+) -> int:
+    """`vgpt sample --class-id K` without a video: ``num_frames`` frames of class ``class_id`` from
+    a class-conditioned checkpoint, at the model's frame size and ``fps`` (default: the
+    checkpoint's ``config.train.sample_fps``). Settings as :func:`predict_file`. Returns the frame
+    count."""
+    _prepare_output(output)
+    predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
+    (frames,) = predictor.generate([class_id], num_frames, progress=True)
+    video_io.write_mp4(output, frames, fps or predictor.config.train.sample_fps)
+    return len(frames)
+
+
+def _prepare_output(output: str | os.PathLike) -> None:
+    """Makes ``output``'s folder; FileExistsError if ``output`` is a folder (before sampling, which
+    takes minutes)."""
+    if Path(output).is_dir():
+        raise FileExistsError(
+            f"--output {output} is a folder: pass the path of the .mp4 file to write, e.g. "
+            f"{Path(output) / 'prediction.mp4'}"
+        )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
