@@ -22,6 +22,7 @@ from vgpt_jax.sample.sampler import Sampler, guide_rows
 from vgpt_jax.train.step import Trainer
 
 NUM_CLASSES = 3
+ADAPTER_NAMES = ("qkv_lora_a", "qkv_lora_b", "out_lora_a", "out_lora_b")
 
 
 def conditioned_config(kind: str = "class", **fields):
@@ -221,3 +222,34 @@ def test_conditioned_sampling_matches_numpy(class_model, num_history, w_hist, w_
     want = _numpy_loop(rows, combine, noise, steps)
     assert np.abs(want).mean() > 0.1
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The task config
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ucf101_class_lora_config_and_its_trained_parameters():
+    """101 classes on the release backbone at 16 frames of 320x240; LoRA rank 8 trains the adapters
+    and the class table: per layer 3072·8 + 8·9216 + 3072·8 + 8·3072 = 147,456, times 32 layers,
+    plus the table's (101 + 1)·3072 = 313,344 (by hand)."""
+    from vgpt_jax.cli.info import info
+
+    c = config_lib.validate(config_lib.load_experiment("experiments/ucf101_class_lora.py"))
+    assert (c.condition.kind, c.condition.num_classes, c.lora.rank, c.lora.alpha) == ("class", 101, 8, 8.0)
+    assert (c.data.num_frames, c.data.latent_height * 8, c.data.latent_width * 8) == (16, 240, 320)
+    assert info(c)["trainable_params"] == 32 * 147_456 + 313_344
+
+
+def test_ucf101_class_lora_runlocal_builds():
+    local = config_lib.validate(config_lib.load_experiment("experiments/ucf101_class_lora.py:runlocal"))
+    assert local.model.to_dict() == load_experiment("tiny_cpu").model.to_dict()
+    local.mesh.update(data=1)
+    trainer = Trainer(local, make_mesh(local.mesh, jax.devices()[:1]))
+    params = trainer.init().params
+    assert params["class_embed"].shape == (102, local.model.hidden_size)
+    trained = jax.tree_util.tree_leaves_with_path(trainer.trainable.split(params)[0])
+    names = sorted(jax.tree_util.keystr(path) for path, _ in trained)
+    assert names == sorted(
+        ["['class_embed']"] + [f"['backbone']['layers']['attention']['{k}']" for k in ADAPTER_NAMES]
+    )
