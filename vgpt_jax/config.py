@@ -192,6 +192,7 @@ def base_config() -> ml_collections.ConfigDict:
     co.kind = "none"
     co.num_classes = 0
     co.max_text_tokens = 64
+    co.text_tokenizer = ""  # a folder with the release's tokenizer.json: how text becomes ids
     co.dropout = 0.1
 
     c.mesh = ml_collections.ConfigDict()

@@ -13,8 +13,8 @@ For a batch of videos, (K, H, W, 3) uint8 each:
 Batches hold ``data-parallel size × config.data.per_device_batch_size`` videos, split over the
 mesh; a last partial batch is padded by repeating its last video.
 
-A class-conditioned checkpoint (``config.condition.kind`` "class", DESIGN §8) takes one class id
-per video, and :meth:`Predictor.generate` makes videos from class ids alone (class-to-video).
+A conditioned checkpoint (``config.condition.kind`` "class" or "text", DESIGN §8) takes one class
+id or prompt per video, and :meth:`Predictor.generate` makes videos from them alone.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 from PIL import Image
 
 from data_pipelines import transforms, video_io
+from data_pipelines.text_tokens import load_text_tokenizer, text_ids
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import inference_mesh, load_for_inference
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
@@ -71,19 +72,36 @@ def to_uint8(pixels: jax.Array) -> jax.Array:
     return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
-def check_class_ids(config: ml_collections.ConfigDict, class_ids: Sequence[int] | None) -> None:
-    """ValueError, naming the flag and the checkpoint's ``condition``, unless ``class_ids`` fit it:
-    ids in [0, num_classes] (num_classes: the null class, unconditioned) for a class-conditioned
-    checkpoint, None for any other (a text checkpoint needs a prompt, which has no path yet)."""
+def condition_ids(
+    config: ml_collections.ConfigDict,
+    class_ids: Sequence[int] | None = None,
+    prompts: Sequence[str] | None = None,
+) -> np.ndarray | None:
+    """The ids of ``config.condition`` for n rows: class ids (n,) int32, the prompts' token ids
+    (n, P) int32 (-1 pads, see :mod:`data_pipelines.text_tokens`), or None without a condition.
+
+    ValueError, naming the flag and the checkpoint's ``condition.kind``, unless what is given fits
+    it: class ids in [0, num_classes] (num_classes: the null class) for "class", prompts for
+    "text", neither for "none".
+    """
     co = config.condition
-    if co.kind != "class":
-        if class_ids is not None:
+    given = {"class": class_ids, "text": prompts}
+    for kind, flag in (("class", "--class-id"), ("text", "--prompt")):
+        if given[kind] is not None and co.kind != kind:
             raise ValueError(
-                f"--class-id needs a class-conditioned checkpoint; this one has condition.kind = {co.kind!r}"
+                f"{flag} needs a {kind}-conditioned checkpoint; this one has condition.kind = {co.kind!r}"
             )
-        if co.kind != "none":
-            raise ValueError(f"this checkpoint has condition.kind = {co.kind!r}: only 'class' can be sampled")
-        return
+    if co.kind == "none":
+        return None
+    if co.kind == "text":
+        if prompts is None:
+            raise ValueError(
+                f"this checkpoint is text-conditioned: pass --prompt TEXT (up to {co.max_text_tokens} tokens)"
+            )
+        tokenizer = load_text_tokenizer(co.text_tokenizer)
+        return np.stack(
+            [text_ids(tokenizer, p, co.max_text_tokens, config.model.vocab_size) for p in prompts]
+        )
     if class_ids is None:
         raise ValueError(
             f"this checkpoint is class-conditioned ({co.num_classes} classes): pass --class-id K, "
@@ -95,6 +113,7 @@ def check_class_ids(config: ml_collections.ConfigDict, class_ids: Sequence[int] 
             f"class id {wrong[0]} is outside the table: 0 <= K < {co.num_classes}, or K = {co.num_classes} "
             "(the null class)"
         )
+    return np.asarray(class_ids, np.int32)
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -139,7 +158,6 @@ class Predictor:
         self.frame_size = (d.latent_height * f, d.latent_width * f)  # (height, width) in pixels
         self.batch_size = mesh_lib.data_parallel_size(self.mesh) * d.per_device_batch_size
         self._batch_sharding = mesh_lib.batch_sharding(self.mesh, 5)
-        self._class_sharding = mesh_lib.batch_sharding(self.mesh, 1)
         self._latent_shape = (d.latent_height, d.latent_width, config.model.latent_channels)
 
     @classmethod
@@ -168,10 +186,10 @@ class Predictor:
         videos: Sequence[np.ndarray] | int,
         num_frames: int,
         progress: bool,
-        class_ids: Sequence[int] | None,
+        condition: np.ndarray | None,
     ) -> np.ndarray:
         """n <= batch_size videos (K, h, w, 3) uint8 at the model size, or n videos from nothing
-        (an int), with n class ids or None -> (n, num_frames, h, w, 3) uint8."""
+        (an int), with n rows of condition ids or None -> (n, num_frames, h, w, 3) uint8."""
         encode_key, sample_key = jax.random.split(jax.random.key(self.config.sampling.seed))
         if isinstance(videos, int):
             n = videos
@@ -181,9 +199,9 @@ class Predictor:
             pixels = transforms.uint8_to_signed(self._padded(videos))
             context = self.tokenizer.encode(pixels, jax.random.fold_in(encode_key, 0))
         context = jax.device_put(context, self._batch_sharding)
-        condition = None
-        if class_ids is not None:
-            condition = jax.device_put(self._padded(np.asarray(class_ids, np.int32)), self._class_sharding)
+        if condition is not None:
+            condition = self._padded(condition)
+            condition = jax.device_put(condition, mesh_lib.batch_sharding(self.mesh, condition.ndim))
         reencode = _Reencoder(self.tokenizer, encode_key)
         with sharding_context(self.mesh, self.config.mesh.logical_axis_rules):
             self.sampler.rollout(
@@ -197,42 +215,56 @@ class Predictor:
         num_frames: int,
         progress: bool = False,
         class_ids: Sequence[int] | None = None,
+        prompts: Sequence[str] | None = None,
     ) -> list[np.ndarray]:
         """Predicts ``num_frames`` frames after each video.
 
-        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ); ``class_ids``: one
-        per video for a class-conditioned checkpoint (see :func:`check_class_ids`). Returns one
-        (num_frames, H_i, W_i, 3) uint8 array per video.
+        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ); ``class_ids`` or
+        ``prompts``: one per video for a conditioned checkpoint (see :func:`condition_ids`).
+        Returns one (num_frames, H_i, W_i, 3) uint8 array per video.
         """
         lengths = {len(v) for v in videos}
         if len(lengths) != 1:
             raise ValueError(f"the videos have different numbers of conditioning frames {sorted(lengths)}")
-        self._check_class_ids(class_ids, len(videos))
+        ids = self._condition(class_ids, prompts, len(videos))
         height, width = self.frame_size
         max_size = self.config.data.max_image_size
         out = []
         for start in range(0, len(videos), self.batch_size):
             chunk = videos[start : start + self.batch_size]
             resized = [to_model_resolution(v, max_size, height, width) for v in chunk]
-            ids = None if class_ids is None else class_ids[start : start + self.batch_size]
-            predicted = self._predict_batch(resized, num_frames, progress, ids)
+            rows = None if ids is None else ids[start : start + self.batch_size]
+            predicted = self._predict_batch(resized, num_frames, progress, rows)
             out += [resize(p, *v.shape[1:3]) for p, v in zip(predicted, chunk, strict=True)]
         return out
 
-    def generate(self, class_ids: Sequence[int], num_frames: int, progress: bool = False) -> list[np.ndarray]:
-        """Class-to-video: ``num_frames`` frames from nothing but each class id. Returns one
-        (num_frames, H, W, 3) uint8 array per id at the model's frame size (:attr:`frame_size`)."""
-        self._check_class_ids(class_ids, len(class_ids))
+    def generate(
+        self,
+        num_frames: int,
+        progress: bool = False,
+        class_ids: Sequence[int] | None = None,
+        prompts: Sequence[str] | None = None,
+    ) -> list[np.ndarray]:
+        """Class- or text-to-video: ``num_frames`` frames from nothing but each class id or prompt.
+        Returns one (num_frames, H, W, 3) uint8 array per condition at the model's frame size
+        (:attr:`frame_size`)."""
+        ids = self._condition(class_ids, prompts, None)
+        if ids is None:
+            raise ValueError("generating from nothing needs a class- or text-conditioned checkpoint")
         out = []
-        for start in range(0, len(class_ids), self.batch_size):
-            ids = class_ids[start : start + self.batch_size]
-            out += list(self._predict_batch(len(ids), num_frames, progress, ids))
+        for start in range(0, len(ids), self.batch_size):
+            rows = ids[start : start + self.batch_size]
+            out += list(self._predict_batch(len(rows), num_frames, progress, rows))
         return out
 
-    def _check_class_ids(self, class_ids: Sequence[int] | None, num_videos: int) -> None:
-        check_class_ids(self.config, class_ids)
-        if class_ids is not None and len(class_ids) != num_videos:
-            raise ValueError(f"{len(class_ids)} class ids for {num_videos} videos: give one per video")
+    def _condition(
+        self, class_ids: Sequence[int] | None, prompts: Sequence[str] | None, num_videos: int | None
+    ) -> np.ndarray | None:
+        """:func:`condition_ids`, one row per video when ``num_videos`` is given."""
+        ids = condition_ids(self.config, class_ids, prompts)
+        if ids is not None and num_videos is not None and len(ids) != num_videos:
+            raise ValueError(f"{len(ids)} conditions for {num_videos} videos: give one per video")
+        return ids
 
 
 def predict_file(
@@ -246,6 +278,7 @@ def predict_file(
     with_context: bool = False,
     overrides: Sequence[str] = (),
     class_id: int | None = None,
+    prompt: str | None = None,
     **sampling,
 ) -> int:
     """`vgpt sample`: predicts ``num_frames`` frames after the first ``cond_frames`` of ``video``.
@@ -254,8 +287,8 @@ def predict_file(
     4th). ``output`` gets the prediction (after the conditioning frames with ``with_context``) at
     the input's size, at ``fps`` (default: the input's fps / stride, rounded). The sampler's settings
     are the checkpoint's ``config.sampling``; ``overrides`` and ``sampling`` replace single fields
-    (see :meth:`Predictor.from_checkpoint`). ``class_id``: the class of a class-conditioned
-    checkpoint (see :func:`check_class_ids`). Returns the frame count.
+    (see :meth:`Predictor.from_checkpoint`). ``class_id`` or ``prompt``: the condition of a
+    conditioned checkpoint (see :func:`condition_ids`). Returns the frame count.
     """
     _prepare_output(output)
     info = video_io.probe_video(video)
@@ -267,8 +300,7 @@ def predict_file(
         )
     context = video_io.read_video(video, range(0, needed, stride))
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
-    class_ids = None if class_id is None else [class_id]
-    (predicted,) = predictor.predict([context], num_frames, progress=True, class_ids=class_ids)
+    (predicted,) = predictor.predict([context], num_frames, True, _one(class_id), _one(prompt))
     frames = np.concatenate([context, predicted]) if with_context else predicted
     video_io.write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)
@@ -277,21 +309,27 @@ def predict_file(
 def generate_file(
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
-    class_id: int,
     num_frames: int,
+    class_id: int | None = None,
+    prompt: str | None = None,
     fps: int | None = None,
     overrides: Sequence[str] = (),
     **sampling,
 ) -> int:
-    """`vgpt sample --class-id K` without a video: ``num_frames`` frames of class ``class_id`` from
-    a class-conditioned checkpoint, at the model's frame size and ``fps`` (default: the
-    checkpoint's ``config.train.sample_fps``). Settings as :func:`predict_file`. Returns the frame
-    count."""
+    """`vgpt sample --class-id K` or ``--prompt TEXT`` without a video: ``num_frames`` frames of
+    that condition from a conditioned checkpoint, at the model's frame size and ``fps`` (default:
+    the checkpoint's ``config.train.sample_fps``). Settings as :func:`predict_file`. Returns the
+    frame count."""
     _prepare_output(output)
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
-    (frames,) = predictor.generate([class_id], num_frames, progress=True)
+    (frames,) = predictor.generate(num_frames, True, _one(class_id), _one(prompt))
     video_io.write_mp4(output, frames, fps or predictor.config.train.sample_fps)
     return len(frames)
+
+
+def _one(condition: int | str | None) -> list | None:
+    """One video's condition as a list of one, or None."""
+    return None if condition is None else [condition]
 
 
 def _prepare_output(output: str | os.PathLike) -> None:
