@@ -11,7 +11,7 @@ from inference_fixture import make_workdir, moving_square
 from data_pipelines import video_io
 from vgpt_jax import cli
 from vgpt_jax.checkpoint.inference import load_for_inference
-from vgpt_jax.sample.predict import Predictor, condition_ids, with_sampling
+from vgpt_jax.sample.predict import Predictor, condition_ids, null_condition_ids, with_sampling
 
 NUM_CLASSES = 3
 FAST = {"steps": 2, "clip_frames": 2, "window_frames": 4}
@@ -57,13 +57,21 @@ def test_the_class_id_picks_its_row_of_the_table(class_workdir):
     row); the two classes' videos differ, so the id reaches the model."""
     config, params, tokenizer = load_for_inference(class_workdir)
     config = with_sampling(config, cfg_scale=1.5, condition_scale=2.0, **FAST)
-    videos = Predictor(config, params, tokenizer).generate(3, class_ids=[0, 1])
+    predictor = Predictor(config, params, tokenizer)
+    videos = predictor.generate(condition_ids(config, class_ids=[0, 1]), 3)
     assert [v.shape for v in videos] == [(3, 64, 64, 3)] * 2 and videos[0].dtype == np.uint8
     assert not np.array_equal(videos[0], videos[1])
     swapped = {**params, "class_embed": _swapped_rows(params["class_embed"], 0, 1)}
-    swapped_videos = Predictor(config, swapped, tokenizer).generate(3, class_ids=[1, 0])
+    swapped_videos = Predictor(config, swapped, tokenizer).generate(
+        condition_ids(config, class_ids=[1, 0]), 3
+    )
     for got, want in zip(swapped_videos, videos, strict=True):
         np.testing.assert_array_equal(got, want)
+    # a conditioned model is never run without its prefix
+    with pytest.raises(ValueError, match="condition ids missing for a model whose condition.kind is 'class'"):
+        predictor.predict([moving_square(2, 64, 64)], 2)
+    with pytest.raises(ValueError, match="1 conditions for 2 videos"):
+        predictor.predict([moving_square(2, 64, 64)] * 2, 2, condition=np.zeros((1,), np.int32))
 
 
 def test_the_prompt_s_words_pick_their_rows_of_the_token_table(text_workdir):
@@ -71,11 +79,13 @@ def test_the_prompt_s_words_pick_their_rows_of_the_token_table(text_workdir):
     config, params, tokenizer = load_for_inference(text_workdir)
     config = with_sampling(config, cfg_scale=1.5, condition_scale=2.0, **FAST)
     prompts = ["a ball drops", "a ball rolls"]
-    videos = Predictor(config, params, tokenizer).generate(3, prompts=prompts)
+    videos = Predictor(config, params, tokenizer).generate(condition_ids(config, prompts=prompts), 3)
     assert not np.array_equal(videos[0], videos[1])
     table = params["embed_tokens"]["embedding"]
     swapped = {**params, "embed_tokens": {"embedding": _swapped_rows(table, 6, 7)}}
-    swapped_videos = Predictor(config, swapped, tokenizer).generate(3, prompts=prompts[::-1])
+    swapped_videos = Predictor(config, swapped, tokenizer).generate(
+        condition_ids(config, prompts=prompts[::-1]), 3
+    )
     for got, want in zip(swapped_videos, videos, strict=True):
         np.testing.assert_array_equal(got, want)
 
@@ -147,6 +157,12 @@ def test_conditions_are_checked_against_the_checkpoint(tmp_path):
         FileNotFoundError, match=r"no tokenizer.json in .*set config.condition.text_tokenizer"
     ):
         condition_ids(_config("text", text_tokenizer=str(tmp_path)), prompts=["a"])
+
+
+def test_null_condition_ids():
+    assert null_condition_ids(_config("none"), 2) is None
+    assert null_condition_ids(_config("class"), 2).tolist() == [3, 3]
+    assert null_condition_ids(_config("text"), 1).tolist() == [[-1, -1, -1, -1]]
 
 
 def test_a_token_past_the_model_s_table_is_named():

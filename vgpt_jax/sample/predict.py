@@ -13,8 +13,9 @@ For a batch of videos, (K, H, W, 3) uint8 each:
 Batches hold ``data-parallel size × config.data.per_device_batch_size`` videos, split over the
 mesh; a last partial batch is padded by repeating its last video.
 
-A conditioned checkpoint (``config.condition.kind`` "class" or "text", DESIGN §8) takes one class
-id or prompt per video, and :meth:`Predictor.generate` makes videos from them alone.
+A conditioned checkpoint (``config.condition.kind`` "class" or "text", DESIGN §8) takes one row of
+condition ids per video (:func:`condition_ids` of class ids or prompts), and
+:meth:`Predictor.generate` makes videos from them alone.
 """
 
 from __future__ import annotations
@@ -116,6 +117,17 @@ def condition_ids(
     return np.asarray(class_ids, np.int32)
 
 
+def null_condition_ids(config: ml_collections.ConfigDict, n: int) -> np.ndarray | None:
+    """The null condition of n rows (the null class, an all-pad text), None without a condition:
+    a conditioned model's unconditioned prediction, which condition dropout trained it for."""
+    co = config.condition
+    if co.kind == "class":
+        return np.full((n,), co.num_classes, np.int32)
+    if co.kind == "text":
+        return np.full((n, co.max_text_tokens), -1, np.int32)
+    return None
+
+
 def _to_host(x: jax.Array) -> np.ndarray:
     """A sharded array as one NumPy array on every process."""
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
@@ -214,57 +226,52 @@ class Predictor:
         videos: Sequence[np.ndarray],
         num_frames: int,
         progress: bool = False,
-        class_ids: Sequence[int] | None = None,
-        prompts: Sequence[str] | None = None,
+        condition: np.ndarray | None = None,
     ) -> list[np.ndarray]:
         """Predicts ``num_frames`` frames after each video.
 
-        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ); ``class_ids`` or
-        ``prompts``: one per video for a conditioned checkpoint (see :func:`condition_ids`).
-        Returns one (num_frames, H_i, W_i, 3) uint8 array per video.
+        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ); ``condition``: a
+        conditioned checkpoint's ids, one row per video (:func:`condition_ids`, or
+        :func:`null_condition_ids` for none). Returns one (num_frames, H_i, W_i, 3) uint8 array per
+        video.
         """
         lengths = {len(v) for v in videos}
         if len(lengths) != 1:
             raise ValueError(f"the videos have different numbers of conditioning frames {sorted(lengths)}")
-        ids = self._condition(class_ids, prompts, len(videos))
+        self._check_condition(condition, len(videos))
         height, width = self.frame_size
         max_size = self.config.data.max_image_size
         out = []
         for start in range(0, len(videos), self.batch_size):
             chunk = videos[start : start + self.batch_size]
             resized = [to_model_resolution(v, max_size, height, width) for v in chunk]
-            rows = None if ids is None else ids[start : start + self.batch_size]
+            rows = None if condition is None else condition[start : start + self.batch_size]
             predicted = self._predict_batch(resized, num_frames, progress, rows)
             out += [resize(p, *v.shape[1:3]) for p, v in zip(predicted, chunk, strict=True)]
         return out
 
-    def generate(
-        self,
-        num_frames: int,
-        progress: bool = False,
-        class_ids: Sequence[int] | None = None,
-        prompts: Sequence[str] | None = None,
-    ) -> list[np.ndarray]:
-        """Class- or text-to-video: ``num_frames`` frames from nothing but each class id or prompt.
-        Returns one (num_frames, H, W, 3) uint8 array per condition at the model's frame size
-        (:attr:`frame_size`)."""
-        ids = self._condition(class_ids, prompts, None)
-        if ids is None:
-            raise ValueError("generating from nothing needs a class- or text-conditioned checkpoint")
+    def generate(self, condition: np.ndarray, num_frames: int, progress: bool = False) -> list[np.ndarray]:
+        """Class- or text-to-video: ``num_frames`` frames from nothing but each row of condition ids
+        (:func:`condition_ids`). Returns one (num_frames, H, W, 3) uint8 array per row at the
+        model's frame size (:attr:`frame_size`)."""
+        self._check_condition(condition, len(condition))
         out = []
-        for start in range(0, len(ids), self.batch_size):
-            rows = ids[start : start + self.batch_size]
+        for start in range(0, len(condition), self.batch_size):
+            rows = condition[start : start + self.batch_size]
             out += list(self._predict_batch(len(rows), num_frames, progress, rows))
         return out
 
-    def _condition(
-        self, class_ids: Sequence[int] | None, prompts: Sequence[str] | None, num_videos: int | None
-    ) -> np.ndarray | None:
-        """:func:`condition_ids`, one row per video when ``num_videos`` is given."""
-        ids = condition_ids(self.config, class_ids, prompts)
-        if ids is not None and num_videos is not None and len(ids) != num_videos:
-            raise ValueError(f"{len(ids)} conditions for {num_videos} videos: give one per video")
-        return ids
+    def _check_condition(self, condition: np.ndarray | None, num_videos: int) -> None:
+        """ValueError unless ``condition`` has one row per video exactly when the model has one (a
+        conditioned model without its prefix would be off the distribution it learnt)."""
+        kind = self.config.condition.kind
+        if (condition is None) != (kind == "none"):
+            raise ValueError(
+                f"condition ids {'missing' if condition is None else 'given'} for a model whose "
+                f"condition.kind is {kind!r}: see condition_ids and null_condition_ids"
+            )
+        if condition is not None and len(condition) != num_videos:
+            raise ValueError(f"{len(condition)} conditions for {num_videos} videos: give one per video")
 
 
 def predict_file(
@@ -300,7 +307,8 @@ def predict_file(
         )
     context = video_io.read_video(video, range(0, needed, stride))
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
-    (predicted,) = predictor.predict([context], num_frames, True, _one(class_id), _one(prompt))
+    condition = condition_ids(predictor.config, _one(class_id), _one(prompt))
+    (predicted,) = predictor.predict([context], num_frames, progress=True, condition=condition)
     frames = np.concatenate([context, predicted]) if with_context else predicted
     video_io.write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)
@@ -322,7 +330,10 @@ def generate_file(
     frame count."""
     _prepare_output(output)
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
-    (frames,) = predictor.generate(num_frames, True, _one(class_id), _one(prompt))
+    condition = condition_ids(predictor.config, _one(class_id), _one(prompt))
+    if condition is None:
+        raise ValueError("generating without a video needs a class- or text-conditioned checkpoint")
+    (frames,) = predictor.generate(condition, num_frames, progress=True)
     video_io.write_mp4(output, frames, fps or predictor.config.train.sample_fps)
     return len(frames)
 
