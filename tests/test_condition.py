@@ -253,3 +253,14 @@ def test_ucf101_class_lora_runlocal_builds():
     assert names == sorted(
         ["['class_embed']"] + [f"['backbone']['layers']['attention']['{k}']" for k in ADAPTER_NAMES]
     )
+
+
+@pytest.mark.parametrize("kind", ["class", "text"])
+def test_a_conditioned_model_has_no_official_folder(kind):
+    from vgpt_jax.convert.official import check_official
+
+    config = config_lib.base_config()
+    check_official(config)
+    config.condition.update(kind=kind, num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match=f"condition.kind = '{kind}': the official model has no condition"):
+        check_official(config)
