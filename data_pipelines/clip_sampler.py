@@ -20,11 +20,13 @@ from absl import logging
 
 from data_pipelines import transforms, video_io
 from data_pipelines.array_record_source import StoredClip
+from data_pipelines.labelled_source import LabelledVideo
 from data_pipelines.video_source import VideoRef
 
 SKIPPED = "skipped"  # output counters (int32 scalars per clip): unreadable files met on the way
 REJECTED = "rejected"  # videos refused by a rule on the way
 COUNTERS = (SKIPPED, REJECTED)
+CONDITION = "condition"  # the class label (int32 scalar) of a labelled video's clip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,8 @@ class SampleClip(grain.transforms.RandomMap):
     """Source item -> ``{"video": (N, H, W, 3) uint8, "skipped": int32, "rejected": int32}``.
 
     Latent records give their own fields, each (N, ...) along the frame axis, instead of ``video``.
+    A labelled video with a class label adds ``condition``: its label, int32 (the label of the
+    video drawn, a redraw's if it came to one).
     """
 
     def __init__(self, source, spec: ClipSpec):
@@ -109,6 +113,8 @@ class SampleClip(grain.transforms.RandomMap):
         )
 
     def _clip(self, element, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        if isinstance(element, LabelledVideo) and element.label is not None:
+            return {"video": self._video_file(element, rng), CONDITION: np.int32(element.label)}
         if isinstance(element, VideoRef):
             return {"video": self._video_file(element, rng)}
         if isinstance(element, StoredClip):

@@ -232,6 +232,17 @@ class LabelledVideoSource:
         listing = read_ucf101_split(split_file, video_root, read_class_index(class_index))
         return cls(listing, f"{split_file} (videos under {video_root})", probe_limit)
 
+    def require_classes(self, num_classes: int) -> None:
+        """ValueError naming the first entry without a class label in [0, num_classes), if any:
+        a class-conditioned run would otherwise fail deep in its step, or index past the table."""
+        for video in self.listing.videos:
+            if video.label is None or not 0 <= video.label < num_classes:
+                raise ValueError(
+                    f"{video.video_id} in {self.where} has label {video.label!r}: a class-conditioned run "
+                    f"needs a label in [0, {num_classes}) for every video (condition.num_classes = "
+                    f"{num_classes})"
+                )
+
     @property
     def counts(self) -> dict[str, int]:
         """Rows skipped while listing: ``{bad_rows, missing}``."""
@@ -247,13 +258,21 @@ class LabelledVideoSource:
         return f"LabelledVideoSource({self.where}, {len(self)} videos)"
 
 
-def open_labelled(path: str, class_index: str | None = None) -> tuple[LabelledVideoSource, list[str]]:
+def open_labelled(
+    path: str, class_index: str | None = None, split_file: str | None = None
+) -> tuple[LabelledVideoSource, list[str]]:
     """(source, class names) of a manifest (a file) or a folder of class sub-folders.
 
     A folder's classes come from ``class_index`` (a ``classInd.txt``), else from ``classInd.txt``
     in the folder if there is one, else from its sorted sub-folder names. A manifest has no class
-    names ([]); ``class_index`` then names them.
+    names ([]); ``class_index`` then names them. With ``split_file`` (UCF-101's ``trainlist0N.txt``)
+    the folder's videos are those it lists, numbered by ``class_index`` or else the
+    ``classInd.txt`` beside it.
     """
+    if split_file:
+        index = class_index or os.path.join(os.path.dirname(os.path.abspath(split_file)), "classInd.txt")
+        names = read_class_index(index)
+        return LabelledVideoSource.from_ucf101(path, split_file, index), names
     names = read_class_index(class_index) if class_index else None
     if os.path.isdir(path):
         own_index = os.path.join(path, "classInd.txt")

@@ -217,3 +217,39 @@ def test_latent_records_are_sampled_along_the_frame_axis(tmp_path):
         steps = np.diff(clip % 100)
         # flexible: one interval per clip, from U{4 .. min(floor(29 / 4), 12) = 7}
         assert np.all(steps == steps[0]) and 4 <= steps[0] <= 7
+
+
+def test_class_conditioned_batches_carry_each_clip_s_label(tmp_path, tiny_config):
+    """Class folders whose videos are one grey level per class: each row's ``condition`` is the
+    class its pixels show; TrainInputs hands it on; a label past the table is refused up front."""
+    from vgpt_jax.train import preflight
+    from vgpt_jax.train.inputs import TrainInputs
+
+    grey = {"drop": 30, "roll": 200}  # classes numbered by sorted folder name: drop 0, roll 1
+    for name, level in grey.items():
+        os.makedirs(tmp_path / name)
+        for i in range(2):
+            frames = [np.full((64, 64, 3), level, np.uint8)] * 40
+            video_io.write_video(str(tmp_path / name / f"{i}.mp4"), frames, 8)
+    tiny_config.condition.update(kind="class", num_classes=2)
+    tiny_config.data.update(source_path=str(tmp_path), min_side=64, per_device_batch_size=1)
+    spec = preflight.clip_spec(tiny_config, downsample=8)
+    source = preflight.open_training_source(tiny_config, spec)
+    iterator = pipeline.make_pipeline(tiny_config, mesh_of(), source, spec=spec)
+    for _ in range(2):
+        batch = next(iterator)
+        shown = np.asarray(batch["video"]).mean(axis=(1, 2, 3, 4)) > 0  # the brighter class: 1
+        assert batch["condition"].dtype == np.int32 and batch["condition"].shape == (8,)
+        np.testing.assert_array_equal(np.asarray(batch["condition"]), shown.astype(np.int32))
+        assert int(shown.sum()) == 4  # 8 rows: two shuffled epochs of the 4 videos, 2 of each class
+
+    latents = {"latent_mean": np.zeros((2, 2, 1, 1, 1)), "latent_std": np.ones((2, 2, 1, 1, 1))}
+    labels = np.asarray([1, 0], np.int32)
+    prepared = TrainInputs(tiny_config)({**latents, "condition": labels}, step=0)
+    assert sorted(prepared) == ["clean", "condition", "target"]
+    np.testing.assert_array_equal(prepared["condition"], labels)
+    assert sorted(TrainInputs(tiny_config)(latents, step=0)) == ["clean", "target"]
+
+    tiny_config.condition.num_classes = 1
+    with pytest.raises(ValueError, match=r"roll/\d.mp4 .* has label 1: .* in \[0, 1\)"):
+        preflight.open_training_source(tiny_config, spec)

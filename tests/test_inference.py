@@ -139,7 +139,7 @@ def test_vgpt_sample_starts_from_the_checkpoints_sampling(
     (export_dir / "config.json").write_text(json.dumps(saved))
     seen = {}
 
-    def fake_predict(self, videos, num_frames, progress=False):
+    def fake_predict(self, videos, num_frames, progress=False, condition=None):
         seen.update(self.config.sampling.to_dict())
         return [np.zeros((num_frames, *videos[0].shape[1:]), np.uint8)]
 

@@ -117,6 +117,24 @@ def test_ucf101_split_files_as_distributed(tmp_path):
     assert [source[i].label for i in range(len(source))] == [1, 2]
 
 
+def test_open_labelled_through_a_split_file_and_the_class_check(tmp_path):
+    """UCF-101 as training opens it: the split file's videos, classes from the classInd.txt beside it
+    unless one is given; require_classes names a label past the table."""
+    videos, lists = ucf_tree(tmp_path)
+    source, names = ls.open_labelled(str(videos), split_file=str(lists / "testlist01.txt"))
+    assert names == ["ApplyEyeMakeup", "Archery", "YoYo"]
+    assert [(source[i].video_id, source[i].label) for i in range(len(source))] == [
+        ("Archery/v_Archery_g02_c01.avi", 1),
+        ("YoYo/v_YoYo_g01_c01.avi", 2),
+    ]
+    (tmp_path / "two.txt").write_text("1 YoYo\n2 Archery\n")
+    source, names = ls.open_labelled(str(videos), str(tmp_path / "two.txt"), str(lists / "testlist01.txt"))
+    assert names == ["YoYo", "Archery"] and [source[i].label for i in range(len(source))] == [1, 0]
+    source.require_classes(2)
+    with pytest.raises(ValueError, match=r"Archery/v_Archery_g02_c01.avi .* label 1: .*\[0, 1\)"):
+        source.require_classes(1)
+
+
 def test_class_folders_with_and_without_an_index(tmp_path):
     videos, lists = ucf_tree(tmp_path)
     tiny_video(videos / "loose.mp4")  # not in a class folder

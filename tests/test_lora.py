@@ -22,11 +22,16 @@ from vgpt_jax.train.step import Trainer
 
 RANK, ALPHA = 2, 3.0  # scale alpha / rank = 1.5, so a missing or inverted scale shows
 ADAPTERS = ("qkv_lora_a", "qkv_lora_b", "out_lora_a", "out_lora_b")
+NUM_CLASSES = 3
+CLASS_TABLE = ("class_embed",)  # a class condition's table: new, so trained with the adapters
 
 
-def lora_config(rank: int = RANK, alpha: float = ALPHA, targets: tuple[str, ...] = ("qkv", "out")):
+def lora_config(
+    rank: int = RANK, alpha: float = ALPHA, targets: tuple[str, ...] = ("qkv", "out"), condition: str = "none"
+):
     c = load_experiment("tiny_cpu")
     c.lora.update(rank=rank, alpha=alpha, targets=targets)
+    c.condition.update(kind=condition, num_classes=NUM_CLASSES)
     c.mesh.update(data=1, fsdp=1, tensor=1, sequence=1)
     return config_lib.validate(c)
 
@@ -246,13 +251,18 @@ def params_at(tree, path):
 # -- training ------------------------------------------------------------------------------------
 
 
-def _batch(rng, shape):
+def _batch(rng, shape, classes: bool = False):
     x = rng.normal(size=shape).astype(np.float32)
-    return {"target": x, "clean": x + 0.1 * rng.normal(size=shape).astype(np.float32)}
+    batch = {"target": x, "clean": x + 0.1 * rng.normal(size=shape).astype(np.float32)}
+    if classes:
+        batch["condition"] = rng.integers(0, NUM_CLASSES, size=shape[:1]).astype(np.int32)
+    return batch
 
 
-def test_a_lora_run_trains_only_the_adapters_in_place():
-    config = lora_config(alpha=0.0)
+@pytest.mark.parametrize("condition", ["none", "class"])
+def test_a_lora_run_trains_only_the_adapters_in_place(condition):
+    """... and a class condition's table, the other parameter that pre-training has not."""
+    config = lora_config(alpha=0.0, condition=condition)
     config.optim.warmup_steps = 0  # warm-up's first step has learning rate 0
     config.data.per_device_batch_size = 2
     trainer = Trainer(config, make_mesh(config.mesh, jax.devices()[:1]))
@@ -261,21 +271,23 @@ def test_a_lora_run_trains_only_the_adapters_in_place():
     fresh = trainer.init()
     base = random_params(config, seed=5)
     flat = traverse_util.flatten_dict(fresh.params)
-    params = {
-        k: flat[k] if k[-1].endswith(ADAPTERS) else v for k, v in traverse_util.flatten_dict(base).items()
-    }
+    trained = [k for k in flat if k[-1].endswith(ADAPTERS) or k == CLASS_TABLE]
+    assert len(trained) == 4 + (condition == "class")
+    params = {k: flat[k] if k in trained else v for k, v in traverse_util.flatten_dict(base).items()}
     params = jax.device_put(traverse_util.unflatten_dict(params), trainer.state_shardings.params)
     params = jax.tree.map(jnp.copy, params)  # buffers of JAX's own (a NumPy array's are not donated)
     state = fresh.replace(params=params)
     # copies: a NumPy view of a CPU buffer would keep the buffer from being donated
     start = {k: np.array(v, copy=True) for k, v in traverse_util.flatten_dict(state.params).items()}
     rng = np.random.default_rng(0)
-    batches = [trainer.shard_batch(_batch(rng, trainer.batch_shape)) for _ in range(3)]
+    batches = [
+        trainer.shard_batch(_batch(rng, trainer.batch_shape, classes=condition == "class")) for _ in range(3)
+    ]
     for batch in batches:
         frozen_buffers = {
             k: v.unsafe_buffer_pointer()
             for k, v in traverse_util.flatten_dict(state.params).items()
-            if not k[-1].endswith(ADAPTERS)
+            if k not in trained
         }
         state, metrics = trainer.step(state, batch)
         after = traverse_util.flatten_dict(state.params)
@@ -283,17 +295,15 @@ def test_a_lora_run_trains_only_the_adapters_in_place():
         assert {k: after[k].unsafe_buffer_pointer() for k in frozen_buffers} == frozen_buffers
     assert np.isfinite(float(metrics["loss"]))
     after = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(state.params).items()}
-    adapters = [k for k in after if k[-1].endswith(ADAPTERS)]
-    assert len(adapters) == 4
     for k, v in after.items():
-        if k in adapters:
+        if k in trained:
             assert not np.array_equal(v, start[k]), k  # A moves once B is non-zero (step 2)
         else:
             np.testing.assert_array_equal(v, start[k], err_msg=str(k))
-    # optimiser moments exist for the adapters alone: Adam's mu and nu, one entry per adapter entry
+    # optimiser moments exist for the trained alone: Adam's mu and nu, one entry per trained entry
     moments = [x for x in jax.tree.leaves(state.opt_state) if x.ndim > 0]
-    adapter_sizes = sorted(start[k].shape for k in adapters)
-    assert sorted(x.shape for x in moments) == sorted(adapter_sizes * 2)
+    trained_shapes = [start[k].shape for k in trained]
+    assert sorted(x.shape for x in moments) == sorted(trained_shapes * 2)
 
 
 def _dot_output_shapes(jaxpr) -> set[tuple[int, ...]]:
@@ -388,6 +398,36 @@ def test_init_from_refuses_adapters_the_config_does_not_ask_for_and_missing_weig
     saved = traverse_util.flatten_dict(random_params(adapted, seed=7))
     for k, v in traverse_util.flatten_dict(loaded).items():
         np.testing.assert_array_equal(np.asarray(v), saved[k], err_msg=str(k))
+
+
+@pytest.mark.parametrize("rank", [0, RANK])
+def test_init_from_an_unconditioned_checkpoint_keeps_the_fresh_class_table(tmp_path, rank):
+    """A class-conditioned fine-tune (LoRA or full) from a checkpoint without ``class_embed``:
+    the table keeps the run's value, the adapters too, and every saved weight loads bit-exactly."""
+    from vgpt_jax.checkpoint.params import save_params
+    from vgpt_jax.train.trainable import load_pretrained
+
+    base_config = lora_config(rank=0)
+    pretrained = random_params(base_config, seed=10)
+    save_params(tmp_path / "pretrained", {"model": pretrained}, base_config)
+    conditioned = lora_config(rank=rank, condition="class")
+    fresh = random_params(conditioned, seed=11, b_scale=0.0)
+    loaded = traverse_util.flatten_dict(
+        load_pretrained(str(tmp_path / "pretrained"), fresh, video_gpt.abstract_params(conditioned))
+    )
+    saved, initial = traverse_util.flatten_dict(pretrained), traverse_util.flatten_dict(fresh)
+    new = [CLASS_TABLE, *(k for k in initial if k[-1].endswith(ADAPTERS))]
+    assert sorted(loaded) == sorted([*saved, *new])
+    assert initial[CLASS_TABLE].shape == (NUM_CLASSES + 1, base_config.model.hidden_size)
+    for k, v in loaded.items():
+        np.testing.assert_array_equal(np.asarray(v), initial[k] if k in new else saved[k], err_msg=str(k))
+
+    # a table of other size (a checkpoint fine-tuned on other classes) is named, not loaded
+    other = lora_config(rank=0, condition="class")
+    save_params(tmp_path / "other", {"model": random_params(other, seed=12)}, other)
+    conditioned.condition.num_classes = NUM_CLASSES + 1
+    with pytest.raises(ValueError, match="other shapes: class_embed"):
+        load_pretrained(str(tmp_path / "other"), None, video_gpt.abstract_params(conditioned))
 
 
 def test_info_counts_the_trained_parameters():

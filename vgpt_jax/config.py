@@ -50,6 +50,7 @@ MESH_AXES = ("data", "fsdp", "tensor", "sequence")
 # The projections a LoRA adapter may wrap: the fused ``qkv`` (Phi-3 qkv_proj) and ``out`` (o_proj)
 # kernels of every layer's attention, the release's two targets.
 LORA_TARGETS = ("qkv", "out")
+CONDITION_KINDS = ("none", "class", "text")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -118,6 +119,12 @@ def base_config() -> ml_collections.ConfigDict:
     # where the training clips come from (see vgpt_jax/train/launch.py); split for TFDS datasets
     d.source_path = ""
     d.split = "train"
+    # With condition.kind "class", source_path is a labelled source (data_pipelines/labelled_source):
+    # a JSONL manifest, or a folder of class sub-folders (UCF-101/), then read through split_file
+    # if set (UCF-101's trainlist0N.txt). class_index (a classInd.txt) numbers the classes; empty:
+    # the one beside split_file or in the folder, else the sorted sub-folder names.
+    d.class_index = ""
+    d.split_file = ""
     d.min_side = 128  # videos with a shorter side are rejected (the official filter)
     d.worker_count = 0  # Grain decode processes per host; 0 decodes in the main process
     d.worker_buffer_size = 2
@@ -180,6 +187,18 @@ def base_config() -> ml_collections.ConfigDict:
     lo.alpha = 0.0  # 0 = equal to the rank (a scale of 1), as the release
     lo.targets = LORA_TARGETS
 
+    # A condition prefix before the frames (DESIGN §8; our design, the release publishes none):
+    # "class", one token from a learned (num_classes + 1, D) table whose last row is the null
+    # class; "text", Phi-3 token ids padded to max_text_tokens (pads masked, a null text is all
+    # pad). Training replaces a condition by the null one with probability ``dropout``, which
+    # sampling's condition guidance (sampling.condition_scale) needs.
+    co = c.condition = ml_collections.ConfigDict()
+    co.kind = "none"
+    co.num_classes = 0
+    co.max_text_tokens = 64
+    co.text_tokenizer = ""  # a folder with the release's tokenizer.json: how text becomes ids
+    co.dropout = 0.1
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
     c.mesh.fsdp = -1  # -1: all devices left over
@@ -205,6 +224,7 @@ def base_config() -> ml_collections.ConfigDict:
         ("time_freq", None),
         ("patch_out", None),
         ("lora_rank", None),  # LoRA factors: small, so only their other axis is sharded
+        ("classes", None),  # the condition's class table: a few hundred rows at most
         # activations
         ("activation_batch", ("data", "fsdp")),
         ("activation_length", "sequence"),
@@ -215,7 +235,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     s = c.sampling = ml_collections.ConfigDict()
     s.steps = 50
-    s.cfg_scale = 1.5
+    s.cfg_scale = 1.5  # w_hist: guidance by the history
+    # w_cond: guidance by the condition (config.condition), x = x_none + w_hist (x_hist − x_none)
+    # + w_cond (x_full − x_hist); 1 = no condition guidance. OmniGen's default text guidance.
+    s.condition_scale = 3.0
     s.shift = 1.0
     s.clip_frames = 24
     s.window_frames = 80
@@ -600,6 +623,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _validate_optimizer(optim, section)
     _validate_partition(config)
     _validate_lora(config.lora)
+    _validate_condition(config.condition)
     return config
 
 
@@ -610,6 +634,31 @@ def _validate_loop(t: ml_collections.ConfigDict, section: str) -> None:
             _require(getattr(t, field) >= 1, f"{section}.{field}", getattr(t, field), ">= 1")
     for field in ("eval_every", "profile_start", "profile_steps"):
         _require(getattr(t, field) >= 0, f"{section}.{field}", getattr(t, field), ">= 0")
+
+
+def _validate_condition(co: ml_collections.ConfigDict) -> None:
+    _require(co.kind in CONDITION_KINDS, "condition.kind", co.kind, f"one of {CONDITION_KINDS}")
+    if co.kind == "class":
+        _require(
+            isinstance(co.num_classes, int) and co.num_classes >= 1,
+            "condition.num_classes",
+            co.num_classes,
+            "an integer >= 1 with condition.kind = 'class' (the table adds one null row)",
+        )
+    if co.kind == "text":
+        _require(
+            isinstance(co.max_text_tokens, int) and co.max_text_tokens >= 1,
+            "condition.max_text_tokens",
+            co.max_text_tokens,
+            "an integer >= 1 with condition.kind = 'text' (the prefix's static length)",
+        )
+    _require(0.0 <= co.dropout <= 1.0, "condition.dropout", co.dropout, "a probability in [0, 1]")
+
+
+def condition_length(config: ml_collections.ConfigDict) -> int:
+    """P, the static number of condition tokens before the frames (0 without a condition)."""
+    co = config.condition
+    return {"none": 0, "class": 1, "text": co.max_text_tokens}[co.kind]
 
 
 def _validate_lora(lora: ml_collections.ConfigDict) -> None:

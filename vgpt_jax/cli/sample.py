@@ -1,11 +1,16 @@
-"""``vgpt sample``: video prediction from a file with a checkpoint's own sampling settings."""
+"""``vgpt sample``: video prediction from a file, or class- or text-to-video from a class-
+or text-conditioned checkpoint (``--class-id`` / ``--prompt`` without ``--video``), with a checkpoint's
+own sampling settings."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "continue the first --cond-frames frames of --video by --num-frames frames (video prediction)"
+HELP = (
+    "continue the first --cond-frames frames of --video by --num-frames frames (video prediction), "
+    "or generate --num-frames frames of class --class-id or text --prompt"
+)
 CONFIG = "overrides"
 
 
@@ -13,8 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from vgpt_jax.sample.options import add_sampling_arguments, positive_int
 
     parser.add_argument("--checkpoint", required=True, type=Path, help="a training workdir or an export")
-    parser.add_argument("--video", required=True, type=Path, help="the input video")
-    parser.add_argument("--cond-frames", required=True, type=positive_int, help="conditioning frames K")
+    parser.add_argument(
+        "--video", type=Path, help="the input video (none: generate from --class-id or --prompt)"
+    )
+    parser.add_argument("--cond-frames", type=positive_int, help="conditioning frames K (with --video)")
     parser.add_argument("--num-frames", required=True, type=positive_int, help="frames to predict M")
     parser.add_argument("--output", required=True, type=Path, help="the output .mp4")
     parser.add_argument(
@@ -27,13 +34,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--with-context", action="store_true", help="write the K conditioning frames before the prediction"
     )
+    parser.add_argument(
+        "--class-id",
+        type=int,
+        help="the class of a class-conditioned checkpoint (condition.kind 'class'); its num_classes: none",
+    )
+    parser.add_argument(
+        "--prompt",
+        help="the text of a text-conditioned checkpoint, tokenized with condition.text_tokenizer's files",
+    )
     add_sampling_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from vgpt_jax.sample.options import sampling_overrides
-    from vgpt_jax.sample.predict import predict_file
+    from vgpt_jax.sample.predict import generate_file, predict_file
 
+    if args.video is None:
+        if args.class_id is None and args.prompt is None:
+            raise ValueError(
+                "pass --video (video prediction), --class-id or --prompt (class- or text-to-video)"
+            )
+        frames = generate_file(
+            args.checkpoint,
+            args.output,
+            args.num_frames,
+            class_id=args.class_id,
+            prompt=args.prompt,
+            fps=args.fps,
+            overrides=args.config_overrides,
+            **sampling_overrides(args),
+        )
+        print(f"wrote {frames} frames to {args.output}")
+        return 0
+    if args.cond_frames is None:
+        raise ValueError("--video needs --cond-frames K: the video's first K frames condition the prediction")
     frames = predict_file(
         args.checkpoint,
         args.video,
@@ -44,6 +79,8 @@ def main(args: argparse.Namespace) -> int:
         fps=args.fps,
         with_context=args.with_context,
         overrides=args.config_overrides,
+        class_id=args.class_id,
+        prompt=args.prompt,
         **sampling_overrides(args),
     )
     print(f"wrote {frames} frames to {args.output}")

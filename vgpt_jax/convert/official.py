@@ -336,6 +336,11 @@ def check_official(config: ml_collections.ConfigDict) -> None:
             f"config.lora.rank = {config.lora.rank}: an official folder holds no LoRA adapters; export the "
             "checkpoint with them merged into the weights first (`vgpt export` without --keep-adapter)"
         )
+    if config.condition.kind != "none":
+        raise ValueError(
+            f"config.condition.kind = {config.condition.kind!r}: the official model has no condition path "
+            "(DESIGN §8), so a conditioned model has no official folder"
+        )
 
 
 def phi3_config_json(config: ml_collections.ConfigDict, dtype: str) -> dict:

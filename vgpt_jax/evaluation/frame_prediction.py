@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from data_pipelines import video_io
 from vgpt_jax.evaluation import fvd, i3d, video_metrics
-from vgpt_jax.sample.predict import Predictor
+from vgpt_jax.sample.predict import Predictor, null_condition_ids
 
 # predicts P frames after each context: ([(K, H, W, 3) uint8], P) -> [(P, H, W, 3) uint8]
 PredictFn = Callable[[list[np.ndarray], int], list[np.ndarray]]
@@ -366,7 +366,10 @@ class TrainingEvaluation:
         if not self.every or step % self.every:
             return {}
         self.predictor.params = state.params
-        predictions = self.predictor.predict(self.evaluator.contexts, self.evaluator.task.pred_frames)
+        contexts = self.evaluator.contexts
+        # held-out videos have no labels: a conditioned run is judged on its unconditioned prediction
+        null = null_condition_ids(self.predictor.config, len(contexts))
+        predictions = self.predictor.predict(contexts, self.evaluator.task.pred_frames, condition=null)
         return scalars(self.evaluator.evaluate(predictions), "eval")
 
 

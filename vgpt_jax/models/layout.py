@@ -10,6 +10,10 @@ sequence uses one static order for every partition: ``[clean frames 0…N−1][n
 (2N blocks). The clean copies of the last clip, which the official sequence does not contain,
 are pad tokens: no real query sees them and their outputs are never read. A partition therefore
 changes only the ``clip`` and ``is_pad`` attributes, and every shape is static.
+
+A condition prefix of P tokens (static; DESIGN §8) comes first: ``[COND 0…P−1][clean][noisy]``
+at RoPE positions ``0…P−1``, every frame position shifted by P (RoPE is relative, so frame–frame
+interactions are those of P = 0). With P = 0 every layout is the one above, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,7 +24,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgpt_jax.nn.tokens import CLEAN, NOISY, ORDER_MARKER, ORDER_SECOND, ORDER_THIRD, TokenAttrs, visible
+from vgpt_jax.nn.tokens import (
+    CLEAN,
+    NOISY,
+    ORDER_MARKER,
+    ORDER_SECOND,
+    ORDER_THIRD,
+    TokenAttrs,
+    batched_attrs,
+    concat_attrs,
+    prefix_attrs,
+    visible,
+)
 
 
 def random_clip_ids(key: jax.Array, num_frames: int) -> jax.Array:
@@ -69,11 +84,33 @@ def expand_blocks(
     return TokenAttrs(*(flat(a) for a in attrs)), flat(positions)
 
 
-def training_layout(clip_ids: jax.Array, tokens_per_frame: int) -> tuple[TokenAttrs, jax.Array]:
+def with_prefix(attrs: TokenAttrs, positions: jax.Array, prefix: int) -> tuple[TokenAttrs, jax.Array]:
+    """Frame tokens (..., T) -> ``[COND 0…P−1]`` + those tokens, (..., P + T), P = ``prefix``.
+
+    The prefix takes positions 0…P−1 and the frame tokens' positions move up by P.
+    """
+    lead = positions.shape[:-1]
+    cond = TokenAttrs(*(jnp.broadcast_to(a, (*lead, prefix)) for a in prefix_attrs(prefix)))
+    cond_positions = jnp.broadcast_to(jnp.arange(prefix, dtype=positions.dtype), (*lead, prefix))
+    return concat_attrs(cond, attrs), jnp.concatenate([cond_positions, positions + prefix], axis=-1)
+
+
+def with_prefix_pads(attrs: TokenAttrs, prefix_is_pad: jax.Array) -> TokenAttrs:
+    """Marks pads of the condition prefix: attrs (B, P + T), prefix_is_pad (B, P) bool (text
+    shorter than its static length; a null text is all pad)."""
+    attrs = batched_attrs(attrs, prefix_is_pad.shape[0])
+    prefix = prefix_is_pad.shape[-1]
+    return attrs._replace(is_pad=attrs.is_pad.at[:, :prefix].set(attrs.is_pad[:, :prefix] | prefix_is_pad))
+
+
+def training_layout(
+    clip_ids: jax.Array, tokens_per_frame: int, prefix: int = 0
+) -> tuple[TokenAttrs, jax.Array]:
     """Attributes and positions of the training sequence for clip ids (..., N).
 
-    Returns TokenAttrs (..., 2N·L) and positions (..., 2N·L) int32 in the order
-    ``[clean 0…N−1][noisy 0…N−1]``; the clean copies of the last clip are pad.
+    Returns TokenAttrs (..., P + 2N·L) and positions (..., P + 2N·L) int32 in the order
+    ``[COND 0…P−1][clean 0…N−1][noisy 0…N−1]`` (P = ``prefix``, static); the clean copies of the
+    last clip are pad.
     """
     n = clip_ids.shape[-1]
     frames = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), clip_ids.shape)
@@ -81,23 +118,31 @@ def training_layout(clip_ids: jax.Array, tokens_per_frame: int) -> tuple[TokenAt
     kind = jnp.concatenate([jnp.full_like(clip_ids, CLEAN), jnp.full_like(clip_ids, NOISY)], axis=-1)
     is_pad = jnp.concatenate([clip_ids == last_clip, jnp.zeros_like(clip_ids, dtype=bool)], axis=-1)
     both = lambda x: jnp.concatenate([x, x], axis=-1)  # noqa: E731
-    return expand_blocks(kind, both(frames), both(clip_ids.astype(jnp.int32)), is_pad, tokens_per_frame)
+    blocks = expand_blocks(kind, both(frames), both(clip_ids.astype(jnp.int32)), is_pad, tokens_per_frame)
+    return with_prefix(*blocks, prefix)
 
 
-def history_layout(num_history: int, tokens_per_frame: int) -> tuple[TokenAttrs, jax.Array]:
-    """Clean blocks of frames 0…n−1, all in clip 0 (sampling). -> TokenAttrs (n·L,), positions."""
+def history_layout(num_history: int, tokens_per_frame: int, prefix: int = 0) -> tuple[TokenAttrs, jax.Array]:
+    """``[COND 0…P−1]`` then clean blocks of frames 0…n−1, all in clip 0 (sampling: what the KV
+    prefill computes). -> TokenAttrs (P + n·L,), positions."""
     frames = jnp.arange(num_history, dtype=jnp.int32)
     zeros = jnp.zeros_like(frames)
-    return expand_blocks(zeros + CLEAN, frames, zeros, zeros.astype(bool), tokens_per_frame)
+    return with_prefix(
+        *expand_blocks(zeros + CLEAN, frames, zeros, zeros.astype(bool), tokens_per_frame), prefix
+    )
 
 
 def generation_layout(
-    first_frame: int, num_frames: int, tokens_per_frame: int
+    first_frame: int, num_frames: int, tokens_per_frame: int, prefix: int = 0
 ) -> tuple[TokenAttrs, jax.Array]:
-    """Noisy blocks of frames first…first+g−1, one clip after the history. -> (g·L,) each."""
+    """Noisy blocks of frames first…first+g−1, one clip after the history, positions shifted past
+    a prefix of P tokens (which sits in the KV prefix). -> (g·L,) each."""
     frames = jnp.arange(num_frames, dtype=jnp.int32) + first_frame
     ones = jnp.ones_like(frames)
-    return expand_blocks(ones * NOISY, frames, ones, jnp.zeros_like(frames, dtype=bool), tokens_per_frame)
+    attrs, positions = expand_blocks(
+        ones * NOISY, frames, ones, jnp.zeros_like(frames, dtype=bool), tokens_per_frame
+    )
+    return attrs, positions + prefix
 
 
 def grouped_clip_order(num_frames: int, block_len: int) -> np.ndarray:

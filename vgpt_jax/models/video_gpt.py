@@ -34,6 +34,10 @@ With ``config.lora.rank`` r > 0, each attention kernel named in ``config.lora.ta
 adapter beside it (:mod:`vgpt_jax.nn.lora`): ``backbone/layers/attention/qkv_lora_a`` [L] (D, r),
 ``qkv_lora_b`` [L] (r, 3, H, Dh), ``out_lora_a`` [L] (H, Dh, r), ``out_lora_b`` [L] (r, D). They
 have no official tensor: ``vgpt export`` merges them into ``qkv`` and ``out``.
+
+With ``config.condition.kind`` "class", ``class_embed`` (num_classes + 1, D) holds one row per
+class and a last, null row; it has no official tensor either (the release has no condition path,
+DESIGN §8). A "text" condition reads the Phi-3 ``embed_tokens`` table.
 """
 
 from __future__ import annotations
@@ -110,6 +114,9 @@ class ModelConfig:
     dtype: Any
     param_dtype: Any
     lora: LoRA = LoRA()
+    condition_kind: str = "none"  # config.condition.kind
+    num_classes: int = 0  # class conditions; the table has one more, null, row
+    condition_length: int = 0  # P: condition tokens before the frames
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> ModelConfig:
@@ -148,6 +155,9 @@ class ModelConfig:
             dtype=jnp.dtype(m.dtype),
             param_dtype=jnp.dtype(m.param_dtype),
             lora=LoRA(config.lora.rank, config.lora.alpha, tuple(config.lora.targets)),
+            condition_kind=config.condition.kind,
+            num_classes=config.condition.num_classes,
+            condition_length=config_lib.condition_length(config),
         )
 
     @property
@@ -296,6 +306,41 @@ class VideoGPT(nn.Module):
         self.backbone = Backbone(c)
         self.final_layer = FinalLayer(c)
         self.pos_table = sincos_2d_table(c.hidden_size, c.pos_embed_max_size, c.pos_embed_base_size)
+        if c.condition_kind == "class":  # a parameter of setup, so init creates it without a call
+            self.class_embed = self.param(
+                "class_embed",
+                nn.with_logical_partitioning(phi3_normal, ("classes", "embed")),
+                (c.num_classes + 1, c.hidden_size),
+                c.param_dtype,
+            )
+
+    def embed_condition(self, condition: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Condition ids -> the prefix's embeddings (B, P, D) and its pads (B, P) bool.
+
+        "class": ids (B,) in [0, num_classes], num_classes being the null class -> P = 1 row of
+        ``class_embed``; "text": Phi-3 token ids (B, P), negative for pads -> rows of the token
+        table (a pad's row is never seen).
+        """
+        c = self.cfg
+        if c.condition_kind == "class":
+            rows = jnp.asarray(self.class_embed, c.dtype)[condition][:, None]
+        elif c.condition_kind == "text":
+            rows = self.embed_tokens(jnp.maximum(condition, 0)).astype(c.dtype)
+        else:
+            raise ValueError(
+                f"a condition was passed to a model without one (condition.kind {c.condition_kind!r})"
+            )
+        return rows, condition_is_pad(c, condition)
+
+    def _with_condition(
+        self, x: jax.Array, attrs: TokenAttrs, condition: jax.Array | None
+    ) -> tuple[jax.Array, TokenAttrs]:
+        """Frame tokens x (B, T, D) -> the condition's embeddings then x, (B, P + T, D), and the
+        layout's attrs (of P + T tokens) with the condition's pads marked. No condition: as given."""
+        if condition is None:
+            return x, attrs
+        prefix, prefix_is_pad = self.embed_condition(condition)
+        return jnp.concatenate([prefix, x], axis=1), layout.with_prefix_pads(attrs, prefix_is_pad)
 
     def _marker(self, token_id: int, batch_shape) -> jax.Array:
         """Embedding of one special token, broadcast to (*batch_shape, 1, D)."""
@@ -339,22 +384,35 @@ class VideoGPT(nn.Module):
         return unpatchify(out, self.cfg.patch_size, height, width)
 
     def __call__(
-        self, noisy: jax.Array, clean: jax.Array, t: jax.Array, attrs: TokenAttrs, positions: jax.Array
+        self,
+        noisy: jax.Array,
+        clean: jax.Array,
+        t: jax.Array,
+        attrs: TokenAttrs,
+        positions: jax.Array,
+        condition: jax.Array | None = None,
     ) -> jax.Array:
-        """Training pass. noisy x_t and clean inputs (B, N, h, w, C), t (B, N), layout of 2N·L tokens.
+        """Training pass. noisy x_t and clean inputs (B, N, h, w, C), t (B, N), layout of P + 2N·L
+        tokens (P = cfg.condition_length with a ``condition``, ids as :meth:`embed_condition`, else 0).
 
         Returns the x1 prediction for every frame, (B, N, h, w, C) fp32.
         """
-        x = jnp.concatenate([self.embed_clean(clean), self.embed_noisy(noisy, t)], axis=1)
+        noisy_tokens = self.embed_noisy(noisy, t)
+        x = jnp.concatenate([self.embed_clean(clean), noisy_tokens], axis=1)
+        x, attrs = self._with_condition(x, attrs, condition)
         hidden, _ = self.backbone(x, positions, attrs)
-        return self.head(hidden[:, x.shape[1] // 2 :], t, noisy.shape[-3], noisy.shape[-2])
+        return self.head(hidden[:, -noisy_tokens.shape[1] :], t, noisy.shape[-3], noisy.shape[-2])
 
-    def prefill(self, clean: jax.Array, attrs: TokenAttrs, positions: jax.Array) -> KVPrefix:
-        """Clean history (B, n, h, w, C) -> per-layer keys/values (num_layers, B, n·L, H, Dh).
+    def prefill(
+        self, clean: jax.Array, attrs: TokenAttrs, positions: jax.Array, condition: jax.Array | None = None
+    ) -> KVPrefix:
+        """Clean history (B, n, h, w, C), after the ``condition`` if given -> per-layer keys/values
+        (num_layers, B, P + n·L, H, Dh) of ``history_layout``'s tokens.
 
-        Exact for any later query, because clean tokens never attend to noisy ones.
+        Exact for any later query, because clean and condition tokens never attend to noisy ones.
         """
-        _, kv = self.backbone(self.embed_clean(clean), positions, attrs, return_kv=True)
+        x, attrs = self._with_condition(self.embed_clean(clean), attrs, condition)
+        _, kv = self.backbone(x, positions, attrs, return_kv=True)
         return kv
 
     def denoise(
@@ -370,30 +428,75 @@ class VideoGPT(nn.Module):
 
         ``attrs``/``positions`` are in block order; the clip runs in grouped order (an exact
         permutation: positions and attributes travel with the tokens), whose first 2g tokens are
-        the markers, so that on a GPU the patches' attention is one dense fused kernel.
+        the markers, so that on a GPU the patches' attention is one dense fused kernel. The
+        ``prefix`` holds a condition's keys too, if any (``prefill`` with a condition).
         """
         b, g = t.shape
         x = self.embed_noisy(noisy, t)
         order = layout.grouped_clip_order(g, x.shape[1] // g)
         x = x[:, order]
         attrs = TokenAttrs(*(a[..., order] for a in attrs))
+        # The dense clip kernel needs every row's pad keys last; a text prefix has its pads
+        # between its words and the history, so text-conditioned clips take the masked kernel.
+        special = None if self.cfg.condition_kind == "text" else 2 * g
         hidden, _ = self.backbone(
-            x, positions[..., order], attrs, prefix, prefix_attrs, special_queries=2 * g
+            x, positions[..., order], attrs, prefix, prefix_attrs, special_queries=special
         )
         patches = hidden[:, 2 * g :].reshape(b, g, -1, self.cfg.hidden_size)
         return self.patch_head(patches, t, noisy.shape[-3], noisy.shape[-2])
 
     def sequence(
-        self, clean: jax.Array, noisy: jax.Array, t: jax.Array, attrs: TokenAttrs, positions: jax.Array
+        self,
+        clean: jax.Array,
+        noisy: jax.Array,
+        t: jax.Array,
+        attrs: TokenAttrs,
+        positions: jax.Array,
+        condition: jax.Array | None = None,
     ) -> jax.Array:
-        """Uncached reference: history and clip in one sequence, as the official sampler runs.
+        """Uncached reference: [condition], history and clip in one sequence, as the official
+        sampler runs.
 
         clean (B, n, h, w, C), noisy (B, g, h, w, C), t (B, g) -> x1 of the clip (B, g, h, w, C).
         """
-        history = self.embed_clean(clean)
-        x = jnp.concatenate([history, self.embed_noisy(noisy, t)], axis=1)
+        clip = self.embed_noisy(noisy, t)
+        x = jnp.concatenate([self.embed_clean(clean), clip], axis=1)
+        x, attrs = self._with_condition(x, attrs, condition)
         hidden, _ = self.backbone(x, positions, attrs)
-        return self.head(hidden[:, history.shape[1] :], t, noisy.shape[-3], noisy.shape[-2])
+        return self.head(hidden[:, -clip.shape[1] :], t, noisy.shape[-3], noisy.shape[-2])
+
+
+# The condition's own parameters: no unconditioned (pre-trained or converted) checkpoint holds
+# them, and a LoRA run trains them beside the adapters. A text condition has none: it reads the
+# Phi-3 token table, a pre-trained parameter that LoRA leaves frozen.
+CONDITION_PARAMS = (("class_embed",),)
+
+
+def is_condition_param(path: tuple[str, ...]) -> bool:
+    """Whether the parameter at ``path`` (a tuple of names from the root) is a condition's own."""
+    return tuple(path) in CONDITION_PARAMS
+
+
+def condition_is_pad(cfg: ModelConfig, condition: jax.Array) -> jax.Array:
+    """Pads of the prefix of condition ids (see ``VideoGPT.embed_condition``) -> (B, P) bool."""
+    if cfg.condition_kind == "text":
+        return condition < 0
+    return jnp.zeros((condition.shape[0], cfg.condition_length), bool)
+
+
+def null_condition(cfg: ModelConfig, batch: int) -> jax.Array:
+    """The null condition of ``batch`` rows: the null class (B,) or an all-pad text (B, P) int32."""
+    if cfg.condition_kind == "class":
+        return jnp.full((batch,), cfg.num_classes, jnp.int32)
+    return jnp.full((batch, cfg.condition_length), -1, jnp.int32)
+
+
+def drop_condition(cfg: ModelConfig, key: jax.Array, condition: jax.Array, rate: float) -> jax.Array:
+    """Condition ids (B,) or (B, P) with each row replaced by the null condition with probability
+    ``rate`` (training's condition dropout, which condition guidance needs)."""
+    drop = jax.random.bernoulli(key, rate, condition.shape[:1])
+    drop = drop.reshape(-1, *[1] * (condition.ndim - 1))
+    return jnp.where(drop, null_condition(cfg, condition.shape[0]), condition)
 
 
 def model_from_config(config: ml_collections.ConfigDict) -> VideoGPT:

@@ -15,7 +15,8 @@ so the kernels never touch a tile of the score matrix that the rule masks comple
 
    The classification is *sound* for any token order (a tile called empty or full really is) and
    *exact* when every block's clips form a contiguous range of clip ids, which the training,
-   history and generation layouts guarantee (clips are contiguous runs of frames). Each row of
+   history and generation layouts guarantee (clips are contiguous runs of frames; a condition
+   prefix is clip −1, just before clip 0: ``tokens.prefix_attrs``). Each row of
    tiles is then compacted into ``[n_partial, n_nonempty, ids of partial tiles…, ids of full
    tiles…]`` so a kernel runs one loop of ``n_partial`` masked steps and one of
    ``n_nonempty - n_partial`` unmasked steps, each a ``pl.ds(idx * block, block)`` slice.

@@ -83,7 +83,7 @@ _EMPTY_LSE = 0.5 * _MASK_VALUE
 # Sort code of a key: group << 28 | major << 2 | order, with major = frame (clean) or clip (noisy).
 _GROUP_CLEAN, _GROUP_NOISY, _GROUP_PAD, _GROUP_FILL = 0, 1, 2, 3
 _GROUP_UNIT = 1 << 28
-_MAJOR_UNIT = 4  # order is in {0, 1, 2}; frames and clips must stay below 2**26
+_MAJOR_UNIT = 4  # order is in {0, 1, 2}; |frame|, |clip| must stay below 2**26 (prefix: < 0)
 _NO_SEGMENT_KEY, _NO_SEGMENT_QUERY = -1, -2
 
 
@@ -109,7 +109,9 @@ def key_ranges(q_attrs: TokenAttrs, k_attrs: TokenAttrs, num_keys: int | None = 
 
     q_attrs fields (Tq,), k_attrs fields (Tk,) (one example). Keys at index >= ``num_keys`` (default
     Tk) are fill: nobody sees them. Exact for attributes whose clip is non-decreasing in frame over
-    the clean non-pad keys, with order in {0, 1, 2} and 0 <= frame, clip < 2**26.
+    the clean non-pad keys, with order in {0, 1, 2} and -2**26 <= frame, clip < 2**26. A condition
+    prefix (``tokens.prefix_attrs``: negative frames, clip -1) sorts first, so a prefix query's
+    prefix piece ends just after its own key and every frame query's prefix piece covers it.
     """
     tk = k_attrs.kind.shape[-1]
     num_keys = tk if num_keys is None else num_keys

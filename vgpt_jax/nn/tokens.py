@@ -4,6 +4,15 @@ The mask is data, never a stored (L, L) matrix: every token carries ``TokenAttrs
 :func:`visible` decides, for any (query, key) pair, whether the query may look at the key. The
 attention backends (``attention``, ``block_sparse_attention``, ``splash``) and the sequence
 layouts (``models/layout.py``) all read the rule from here.
+
+A condition prefix (DESIGN §8: class or text tokens ``[COND 0…P−1]`` before the frames) extends
+the rule: a COND query sees the COND keys of lower or equal prefix index; every clean and noisy
+query sees every real COND key. COND tokens need no rule of their own: :func:`prefix_attrs` gives
+prefix token i the clean rule's attributes of a frame −P + i in clip −1, below every real frame
+(>= 0) and clip (>= 0). The clean rule then *is* the extended rule (frame-causal among COND
+tokens, "earlier frame" for clean queries, "earlier clip" for noisy ones), so every backend that
+implements spec §5.1 implements the prefix too, with no new kernel piece (DESIGN §8, "Range
+form"). Their ``kind`` is ``COND``, which every rule reads as "not noisy", i.e. clean.
 """
 
 from __future__ import annotations
@@ -13,7 +22,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-CLEAN, NOISY = 0, 1
+CLEAN, NOISY, COND = 0, 1, 2
+# The clip of every prefix token: earlier than every clip of the frames (clip ids start at 0).
+COND_CLIP = -1
 # Within-block order o: noisy block [<|diffusion|>=0, TIME=1, patches=2]; clean block
 # [<img>=0, patches=1, </img>=2].
 ORDER_MARKER, ORDER_SECOND, ORDER_THIRD = 0, 1, 2
@@ -22,11 +33,28 @@ ORDER_MARKER, ORDER_SECOND, ORDER_THIRD = 0, 1, 2
 class TokenAttrs(NamedTuple):
     """Per-token attributes; each field (..., T) int32 (``is_pad`` bool)."""
 
-    kind: jax.Array  # CLEAN or NOISY
-    frame: jax.Array  # global frame index
-    clip: jax.Array  # clip index (frames of one clip share it; clips are ordered in time)
-    order: jax.Array  # within-block order o (see ORDER_*)
+    kind: jax.Array  # CLEAN, NOISY or COND (read as clean by the rule)
+    frame: jax.Array  # global frame index; prefix token i of P: i − P (see prefix_attrs)
+    clip: jax.Array  # clip index (frames of one clip share it; clips are ordered in time); COND_CLIP
+    order: jax.Array  # within-block order o (see ORDER_*); ORDER_MARKER for prefix tokens
     is_pad: jax.Array  # pad tokens: invisible to real queries; pad queries see everything
+
+
+def prefix_attrs(length: int) -> TokenAttrs:
+    """Attributes of a condition prefix of ``length`` real tokens, fields (length,).
+
+    Token i is clean-like at frame i − length (negative: before every frame of the video) in
+    clip COND_CLIP, so the rule of :func:`visible` makes the prefix causal in i and visible to
+    every frame token (module docstring). Pads among them are set by the caller.
+    """
+    index = jnp.arange(length, dtype=jnp.int32)
+    return TokenAttrs(
+        kind=jnp.full((length,), COND, jnp.int32),
+        frame=index - length,
+        clip=jnp.full((length,), COND_CLIP, jnp.int32),
+        order=jnp.full((length,), ORDER_MARKER, jnp.int32),
+        is_pad=jnp.zeros((length,), bool),
+    )
 
 
 def concat_attrs(first: TokenAttrs, second: TokenAttrs) -> TokenAttrs:
@@ -54,6 +82,8 @@ def visible(q: TokenAttrs, k: TokenAttrs) -> jax.Array:
 
     - k clean: q clean sees earlier clean frames and, in its own frame, keys of order <= its own;
       q noisy sees clean frames of strictly earlier clips.
+    - COND tokens take the clean branch; their attributes (:func:`prefix_attrs`) turn it into the
+      prefix rule (module docstring).
     - k noisy: only noisy queries of the same clip, with key order <= query order.
     - pad keys are seen by pad queries only; pad queries see every key.
     """

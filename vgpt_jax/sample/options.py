@@ -24,13 +24,19 @@ def positive_int(text: str) -> int:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds --steps, --cfg-scale, --clip-frames, --window-frames and --seed (default: the checkpoint's)."""
+    """Adds --steps, --cfg-scale, --condition-scale, --clip-frames, --window-frames and --seed
+    (default: the checkpoint's)."""
     group = parser.add_argument_group("sampling (default: the checkpoint's config.sampling)")
     group.add_argument("--steps", type=positive_int, help="Euler steps per clip (the paper: 50)")
     group.add_argument(
         "--cfg-scale",
         type=float,
         help="image CFG weight against the history-free clip; 1 = none (the paper: 1.5)",
+    )
+    group.add_argument(
+        "--condition-scale",
+        type=float,
+        help="guidance weight of a checkpoint's condition (a class), DESIGN §8; 1 = none",
     )
     group.add_argument(
         "--clip-frames", type=positive_int, help="frames generated per autoregressive round (the paper: 24)"
@@ -48,6 +54,7 @@ def sampling_overrides(args: argparse.Namespace) -> dict:
     return {
         "steps": args.steps,
         "cfg_scale": args.cfg_scale,
+        "condition_scale": args.condition_scale,
         "clip_frames": args.clip_frames,
         "window_frames": args.window_frames,
         "seed": args.seed,

@@ -12,6 +12,10 @@ For a batch of videos, (K, H, W, 3) uint8 each:
 
 Batches hold ``data-parallel size × config.data.per_device_batch_size`` videos, split over the
 mesh; a last partial batch is padded by repeating its last video.
+
+A conditioned checkpoint (``config.condition.kind`` "class" or "text", DESIGN §8) takes one row of
+condition ids per video (:func:`condition_ids` of class ids or prompts), and
+:meth:`Predictor.generate` makes videos from them alone.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from jax.sharding import Mesh
 from PIL import Image
 
 from data_pipelines import transforms, video_io
+from data_pipelines.text_tokens import load_text_tokenizer, text_ids
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import inference_mesh, load_for_inference
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
@@ -66,6 +71,61 @@ def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 def to_uint8(pixels: jax.Array) -> jax.Array:
     """[0, 1] floats -> uint8, rounded to the nearest level (as diffusers' image processor does)."""
     return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def condition_ids(
+    config: ml_collections.ConfigDict,
+    class_ids: Sequence[int] | None = None,
+    prompts: Sequence[str] | None = None,
+) -> np.ndarray | None:
+    """The ids of ``config.condition`` for n rows: class ids (n,) int32, the prompts' token ids
+    (n, P) int32 (-1 pads, see :mod:`data_pipelines.text_tokens`), or None without a condition.
+
+    ValueError, naming the flag and the checkpoint's ``condition.kind``, unless what is given fits
+    it: class ids in [0, num_classes] (num_classes: the null class) for "class", prompts for
+    "text", neither for "none".
+    """
+    co = config.condition
+    given = {"class": class_ids, "text": prompts}
+    for kind, flag in (("class", "--class-id"), ("text", "--prompt")):
+        if given[kind] is not None and co.kind != kind:
+            raise ValueError(
+                f"{flag} needs a {kind}-conditioned checkpoint; this one has condition.kind = {co.kind!r}"
+            )
+    if co.kind == "none":
+        return None
+    if co.kind == "text":
+        if prompts is None:
+            raise ValueError(
+                f"this checkpoint is text-conditioned: pass --prompt TEXT (up to {co.max_text_tokens} tokens)"
+            )
+        tokenizer = load_text_tokenizer(co.text_tokenizer)
+        return np.stack(
+            [text_ids(tokenizer, p, co.max_text_tokens, config.model.vocab_size) for p in prompts]
+        )
+    if class_ids is None:
+        raise ValueError(
+            f"this checkpoint is class-conditioned ({co.num_classes} classes): pass --class-id K, "
+            f"0 <= K < {co.num_classes}, or K = {co.num_classes} (the null class) for no class"
+        )
+    wrong = [k for k in class_ids if not 0 <= k <= co.num_classes]
+    if wrong:
+        raise ValueError(
+            f"class id {wrong[0]} is outside the table: 0 <= K < {co.num_classes}, or K = {co.num_classes} "
+            "(the null class)"
+        )
+    return np.asarray(class_ids, np.int32)
+
+
+def null_condition_ids(config: ml_collections.ConfigDict, n: int) -> np.ndarray | None:
+    """The null condition of n rows (the null class, an all-pad text), None without a condition:
+    a conditioned model's unconditioned prediction, which condition dropout trained it for."""
+    co = config.condition
+    if co.kind == "class":
+        return np.full((n,), co.num_classes, np.int32)
+    if co.kind == "text":
+        return np.full((n, co.max_text_tokens), -1, np.int32)
+    return None
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -110,6 +170,7 @@ class Predictor:
         self.frame_size = (d.latent_height * f, d.latent_width * f)  # (height, width) in pixels
         self.batch_size = mesh_lib.data_parallel_size(self.mesh) * d.per_device_batch_size
         self._batch_sharding = mesh_lib.batch_sharding(self.mesh, 5)
+        self._latent_shape = (d.latent_height, d.latent_width, config.model.latent_channels)
 
     @classmethod
     def from_checkpoint(
@@ -128,38 +189,89 @@ class Predictor:
         config, params, tokenizer = load_for_inference(path, mesh, overrides)
         return cls(config, params, tokenizer, tokenizer.mesh)
 
-    def _predict_batch(self, videos: Sequence[np.ndarray], num_frames: int, progress: bool) -> np.ndarray:
-        """n <= batch_size videos (K, h, w, 3) uint8 at the model size -> (n, num_frames, h, w, 3) uint8."""
-        n = len(videos)
-        batch = np.stack([*videos, *[videos[-1]] * (self.batch_size - n)])
+    def _padded(self, rows: Sequence) -> np.ndarray:
+        """n <= batch_size rows -> (batch_size, ...), the last row repeated."""
+        return np.stack([*rows, *[rows[-1]] * (self.batch_size - len(rows))])
+
+    def _predict_batch(
+        self,
+        videos: Sequence[np.ndarray] | int,
+        num_frames: int,
+        progress: bool,
+        condition: np.ndarray | None,
+    ) -> np.ndarray:
+        """n <= batch_size videos (K, h, w, 3) uint8 at the model size, or n videos from nothing
+        (an int), with n rows of condition ids or None -> (n, num_frames, h, w, 3) uint8."""
         encode_key, sample_key = jax.random.split(jax.random.key(self.config.sampling.seed))
-        context = self.tokenizer.encode(transforms.uint8_to_signed(batch), jax.random.fold_in(encode_key, 0))
+        if isinstance(videos, int):
+            n = videos
+            context = jnp.zeros((self.batch_size, 0, *self._latent_shape), jnp.float32)
+        else:
+            n = len(videos)
+            pixels = transforms.uint8_to_signed(self._padded(videos))
+            context = self.tokenizer.encode(pixels, jax.random.fold_in(encode_key, 0))
         context = jax.device_put(context, self._batch_sharding)
+        if condition is not None:
+            condition = self._padded(condition)
+            condition = jax.device_put(condition, mesh_lib.batch_sharding(self.mesh, condition.ndim))
         reencode = _Reencoder(self.tokenizer, encode_key)
         with sharding_context(self.mesh, self.config.mesh.logical_axis_rules):
-            self.sampler.rollout(self.params, context, num_frames, sample_key, reencode, progress)
+            self.sampler.rollout(
+                self.params, context, num_frames, sample_key, reencode, progress, condition=condition
+            )
         return _to_host(jnp.concatenate(reencode.pixels, axis=1))[:n]
 
     def predict(
-        self, videos: Sequence[np.ndarray], num_frames: int, progress: bool = False
+        self,
+        videos: Sequence[np.ndarray],
+        num_frames: int,
+        progress: bool = False,
+        condition: np.ndarray | None = None,
     ) -> list[np.ndarray]:
         """Predicts ``num_frames`` frames after each video.
 
-        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ). Returns one
-        (num_frames, H_i, W_i, 3) uint8 array per video.
+        videos: (K, H_i, W_i, 3) uint8 RGB, one K for all (sizes may differ); ``condition``: a
+        conditioned checkpoint's ids, one row per video (:func:`condition_ids`, or
+        :func:`null_condition_ids` for none). Returns one (num_frames, H_i, W_i, 3) uint8 array per
+        video.
         """
         lengths = {len(v) for v in videos}
         if len(lengths) != 1:
             raise ValueError(f"the videos have different numbers of conditioning frames {sorted(lengths)}")
+        self._check_condition(condition, len(videos))
         height, width = self.frame_size
         max_size = self.config.data.max_image_size
         out = []
         for start in range(0, len(videos), self.batch_size):
             chunk = videos[start : start + self.batch_size]
             resized = [to_model_resolution(v, max_size, height, width) for v in chunk]
-            predicted = self._predict_batch(resized, num_frames, progress)
+            rows = None if condition is None else condition[start : start + self.batch_size]
+            predicted = self._predict_batch(resized, num_frames, progress, rows)
             out += [resize(p, *v.shape[1:3]) for p, v in zip(predicted, chunk, strict=True)]
         return out
+
+    def generate(self, condition: np.ndarray, num_frames: int, progress: bool = False) -> list[np.ndarray]:
+        """Class- or text-to-video: ``num_frames`` frames from nothing but each row of condition ids
+        (:func:`condition_ids`). Returns one (num_frames, H, W, 3) uint8 array per row at the
+        model's frame size (:attr:`frame_size`)."""
+        self._check_condition(condition, len(condition))
+        out = []
+        for start in range(0, len(condition), self.batch_size):
+            rows = condition[start : start + self.batch_size]
+            out += list(self._predict_batch(len(rows), num_frames, progress, rows))
+        return out
+
+    def _check_condition(self, condition: np.ndarray | None, num_videos: int) -> None:
+        """ValueError unless ``condition`` has one row per video exactly when the model has one (a
+        conditioned model without its prefix would be off the distribution it learnt)."""
+        kind = self.config.condition.kind
+        if (condition is None) != (kind == "none"):
+            raise ValueError(
+                f"condition ids {'missing' if condition is None else 'given'} for a model whose "
+                f"condition.kind is {kind!r}: see condition_ids and null_condition_ids"
+            )
+        if condition is not None and len(condition) != num_videos:
+            raise ValueError(f"{len(condition)} conditions for {num_videos} videos: give one per video")
 
 
 def predict_file(
@@ -172,6 +284,8 @@ def predict_file(
     fps: int | None = None,
     with_context: bool = False,
     overrides: Sequence[str] = (),
+    class_id: int | None = None,
+    prompt: str | None = None,
     **sampling,
 ) -> int:
     """`vgpt sample`: predicts ``num_frames`` frames after the first ``cond_frames`` of ``video``.
@@ -180,14 +294,10 @@ def predict_file(
     4th). ``output`` gets the prediction (after the conditioning frames with ``with_context``) at
     the input's size, at ``fps`` (default: the input's fps / stride, rounded). The sampler's settings
     are the checkpoint's ``config.sampling``; ``overrides`` and ``sampling`` replace single fields
-    (see :meth:`Predictor.from_checkpoint`). Returns the frame count.
+    (see :meth:`Predictor.from_checkpoint`). ``class_id`` or ``prompt``: the condition of a
+    conditioned checkpoint (see :func:`condition_ids`). Returns the frame count.
     """
-    if Path(output).is_dir():  # checked before sampling, which takes minutes
-        raise FileExistsError(
-            f"--output {output} is a folder: pass the path of the .mp4 file to write, e.g. "
-            f"{Path(output) / 'prediction.mp4'}"
-        )
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    _prepare_output(output)
     info = video_io.probe_video(video)
     needed = (cond_frames - 1) * stride + 1
     if info.num_frames < needed:
@@ -197,7 +307,48 @@ def predict_file(
         )
     context = video_io.read_video(video, range(0, needed, stride))
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
-    (predicted,) = predictor.predict([context], num_frames, progress=True)
+    condition = condition_ids(predictor.config, _one(class_id), _one(prompt))
+    (predicted,) = predictor.predict([context], num_frames, progress=True, condition=condition)
     frames = np.concatenate([context, predicted]) if with_context else predicted
     video_io.write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
     return len(frames)
+
+
+def generate_file(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    num_frames: int,
+    class_id: int | None = None,
+    prompt: str | None = None,
+    fps: int | None = None,
+    overrides: Sequence[str] = (),
+    **sampling,
+) -> int:
+    """`vgpt sample --class-id K` or ``--prompt TEXT`` without a video: ``num_frames`` frames of
+    that condition from a conditioned checkpoint, at the model's frame size and ``fps`` (default:
+    the checkpoint's ``config.train.sample_fps``). Settings as :func:`predict_file`. Returns the
+    frame count."""
+    _prepare_output(output)
+    predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
+    condition = condition_ids(predictor.config, _one(class_id), _one(prompt))
+    if condition is None:
+        raise ValueError("generating without a video needs a class- or text-conditioned checkpoint")
+    (frames,) = predictor.generate(condition, num_frames, progress=True)
+    video_io.write_mp4(output, frames, fps or predictor.config.train.sample_fps)
+    return len(frames)
+
+
+def _one(condition: int | str | None) -> list | None:
+    """One video's condition as a list of one, or None."""
+    return None if condition is None else [condition]
+
+
+def _prepare_output(output: str | os.PathLike) -> None:
+    """Makes ``output``'s folder; FileExistsError if ``output`` is a folder (before sampling, which
+    takes minutes)."""
+    if Path(output).is_dir():
+        raise FileExistsError(
+            f"--output {output} is a folder: pass the path of the .mp4 file to write, e.g. "
+            f"{Path(output) / 'prediction.mp4'}"
+        )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)

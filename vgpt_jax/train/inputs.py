@@ -1,4 +1,5 @@
-"""Pipeline batches -> the train step's ``target`` / ``clean`` latents (spec §2: two posterior samples).
+"""Pipeline batches -> the train step's ``target`` / ``clean`` latents (spec §2: two posterior samples),
+and the batch's ``condition`` ids as they are when it has them.
 
 The data pipeline yields either pixel clips (``video`` (B, T, H, W, 3) in [-1, 1]) or cached
 posterior moments written by ``data_pipelines.encode_latents`` (``latent_mean`` / ``latent_std``
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from data_pipelines.clip_sampler import CONDITION
 from data_pipelines.encode_latents import LATENT_MEAN, LATENT_STD
 
 VIDEO = "video"
@@ -47,8 +49,12 @@ class TrainInputs:
         return jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), _POSTERIOR_STREAM), step)
 
     def __call__(self, batch: dict[str, jax.Array], step: int) -> dict[str, jax.Array]:
-        """``batch`` of global arrays -> {'target', 'clean'} (B, T, h, w, C) for optimiser step ``step``."""
-        key = self.step_key(step)
+        """``batch`` of global arrays -> {'target', 'clean'} (B, T, h, w, C) for optimiser step
+        ``step``, and the batch's ``condition`` (B,) if it has one."""
+        latents = self._latents(batch, self.step_key(step))
+        return {**latents, CONDITION: batch[CONDITION]} if CONDITION in batch else latents
+
+    def _latents(self, batch: dict[str, jax.Array], key: jax.Array) -> dict[str, jax.Array]:
         if LATENT_MEAN in batch:
             return posterior_pair(batch[LATENT_MEAN], batch[LATENT_STD], key)
         if VIDEO not in batch:

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from data_pipelines.clip_sampler import ClipSpec, SampleClip
+from data_pipelines.labelled_source import open_labelled
 from data_pipelines.pipeline import open_source
 from vgpt_jax.train import workdir_lock
 
@@ -51,8 +52,19 @@ def open_training_source(config: ml_collections.ConfigDict, spec: ClipSpec):
         )
     if not os.path.exists(d.source_path):
         raise FileNotFoundError(f"config.data.source_path={d.source_path} does not exist")
-    source = open_source(d.source_path, d.split)
+    source = _open(config)
     check_first_clip(source, spec, config.seed, f"config.data.source_path={d.source_path}")
+    return source
+
+
+def _open(config: ml_collections.ConfigDict):
+    """The source of ``config.data``: labelled videos, each with a class in the table, for class
+    conditions (the step needs a label for every row), else :func:`open_source`'s."""
+    d = config.data
+    if config.condition.kind != "class":
+        return open_source(d.source_path, d.split)
+    source, _ = open_labelled(d.source_path, d.class_index or None, d.split_file or None)
+    source.require_classes(config.condition.num_classes)
     return source
 
 

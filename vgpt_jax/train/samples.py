@@ -2,8 +2,8 @@
 
 At every ``config.train.sample_every`` steps the model predicts the last ``sampling.clip_frames``
 frames of a fixed clip (the first training clip this process saw) from the frames before them,
-with the inference sampler and settings. Left half: the real clip; right half: the context
-followed by the prediction, both decoded by the tokenizer.
+with the inference sampler and settings, and the clip's condition if the run has one. Left half:
+the real clip; right half: the context followed by the prediction, both decoded by the tokenizer.
 """
 
 from __future__ import annotations
@@ -40,18 +40,22 @@ class SampleVideos:
         self.directory = os.path.join(workdir, "samples")
         self.sampler = Sampler(config, model_from_config(config))
         self.predict_frames = min(config.sampling.clip_frames, config.data.num_frames - 1)
-        self.clip = None
+        self.clip = self.condition = None
 
     def remember(self, batch: dict[str, jax.Array]) -> None:
-        """Keeps the first clip of the first batch (target latents) as the one to predict."""
+        """Keeps the first clip of the first batch (target latents) as the one to predict, with
+        its condition (a conditioned model never saw frames without a prefix)."""
         if self.clip is None:
             self.clip = batch["target"][:1]
+            self.condition = batch["condition"][:1] if "condition" in batch else None
 
     def __call__(self, step: int, state) -> None:
         if not self.every or step % self.every or self.clip is None:
             return
         context_len = self.clip.shape[1] - self.predict_frames
-        predicted = self.sampler.rollout(state.params, self.clip[:, :context_len], self.predict_frames)
+        predicted = self.sampler.rollout(
+            state.params, self.clip[:, :context_len], self.predict_frames, condition=self.condition
+        )
         real = self.tokenizer.decode_to_pixels(self.clip[0])
         guessed = self.tokenizer.decode_to_pixels(predicted[0])
         real, guessed = (

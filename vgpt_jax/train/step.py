@@ -22,7 +22,7 @@ from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.manager import abstract_with_shardings
 from vgpt_jax.diffusion import flow
 from vgpt_jax.models import layout
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, num_params
+from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, drop_condition, example_inputs, num_params
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.train.flops import official_partition, train_step_flops
@@ -148,7 +148,9 @@ class Trainer(StateInit):
     Batches are dicts of latents in channels-last layout:
       ``target`` (B, N, h, w, C): x1, the frames to denoise;
       ``clean`` (B, N, h, w, C): the clean copies' inputs (an independent posterior sample of the
-      same frames; pass ``target`` again if there is only one).
+      same frames; pass ``target`` again if there is only one);
+      ``condition`` (with ``config.condition.kind`` other than "none"): class ids (B,) int32 or
+      text ids (B, P) int32 (negative = pad), see ``VideoGPT.embed_condition``.
     """
 
     # config sections whose fields shape the state (the tokenizer's sizes set the latents'; the
@@ -179,6 +181,9 @@ class Trainer(StateInit):
         self.batch_shape = (self.global_batch, n, h, w, c)
         batch_sharding = mesh_lib.batch_sharding(mesh, 5)
         self.batch_shardings = {"target": batch_sharding, "clean": batch_sharding}
+        if config.condition.kind != "none":
+            ndim = 1 if config.condition.kind == "class" else 2
+            self.batch_shardings["condition"] = mesh_lib.batch_sharding(mesh, ndim)
         self._init = jax.jit(self._init_unboxed, out_shardings=self.state_shardings)
         self._step = jax.jit(
             self._train_step,
@@ -234,9 +239,16 @@ class Trainer(StateInit):
         inputs = flow.training_inputs(
             noise_key, target, batch["clean"], clip_ids, self.config.layout.clean_noise_min
         )
-        attrs, positions = layout.training_layout(clip_ids, self.sizes.tokens_per_frame)
+        condition = batch.get("condition")
+        prefix = 0
+        if condition is not None:
+            # a stream of its own, so the partition and noise draws are those of an unconditioned run
+            drop_key = jax.random.fold_in(key, 1)
+            condition = drop_condition(self.model_config, drop_key, condition, self.config.condition.dropout)
+            prefix = self.model_config.condition_length
+        attrs, positions = layout.training_layout(clip_ids, self.sizes.tokens_per_frame, prefix)
         prediction = self.model.apply(
-            {"params": params}, inputs.noisy, inputs.clean, inputs.t, attrs, positions
+            {"params": params}, inputs.noisy, inputs.clean, inputs.t, attrs, positions, condition
         )
         first_clip_weight = self.config.layout.first_clip_loss_weight
         frame_weight = None if first_clip_weight == 1.0 else jnp.where(clip_ids == 0, first_clip_weight, 1.0)

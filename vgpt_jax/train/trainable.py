@@ -1,4 +1,5 @@
-"""Which parameters a run trains: all of them, or only the LoRA adapters (``config.lora.rank > 0``).
+"""Which parameters a run trains: all of them, or with ``config.lora.rank > 0`` only the LoRA
+adapters and the condition's own parameters (the class table: new, so nothing pre-trained to keep).
 
 The train step splits the parameters into a trained tree and a frozen one, differentiates only
 with respect to the trained tree (so the frozen kernels' gradients are never computed) and keeps
@@ -15,15 +16,24 @@ import ml_collections
 from flax import traverse_util
 
 from vgpt_jax.checkpoint.params import load_params, saved_arrays
+from vgpt_jax.models.video_gpt import is_condition_param
 from vgpt_jax.nn.lora import is_adapter
+
+
+def is_new(path: tuple[str, ...]) -> bool:
+    """Whether the parameter at ``path`` is one that a pre-trained model lacks: a LoRA factor or a
+    condition's own parameter. A LoRA run trains exactly these; a text condition adds none (it
+    reads the Phi-3 token table, which stays frozen with the rest of the base)."""
+    return is_adapter(path) or is_condition_param(path)
 
 
 @dataclasses.dataclass(frozen=True)
 class Trainable:
     """A split of a parameter tree (nested dicts, boxed or not) into (trained, frozen) trees.
 
-    ``adapters_only`` False: every parameter is trained and the frozen tree is empty, so the
-    split and the merge hand the tree through as it is.
+    ``adapters_only`` True trains the parameters that :func:`is_new` names; False: every
+    parameter is trained and the frozen tree is empty, so the split and the merge hand the tree
+    through as it is.
     """
 
     adapters_only: bool = False
@@ -37,8 +47,8 @@ class Trainable:
         if not self.adapters_only:
             return params, {}
         flat = traverse_util.flatten_dict(params)
-        trained = {path: leaf for path, leaf in flat.items() if is_adapter(path)}
-        frozen = {path: leaf for path, leaf in flat.items() if not is_adapter(path)}
+        trained = {path: leaf for path, leaf in flat.items() if is_new(path)}
+        frozen = {path: leaf for path, leaf in flat.items() if not is_new(path)}
         return traverse_util.unflatten_dict(trained), traverse_util.unflatten_dict(frozen)
 
     def merge(self, trained: Any, frozen: Any) -> Any:
@@ -62,8 +72,9 @@ def load_pretrained(directory: str, params: Any, abstract: Any) -> Any:
     (``vgpt convert`` or ``vgpt export``) put in; ``abstract``: their ShapeDtypeStructs carrying
     the shardings that the loaded arrays land on.
 
-    LoRA adapters the checkpoint lacks keep their value from ``params`` (their init: a fresh
-    adapter on pre-trained weights); adapters it holds are loaded too. Any other parameter it
+    LoRA adapters and a condition's own parameters (:func:`is_new`) that the checkpoint lacks
+    keep their value from ``params`` (their init: a fresh adapter or class table on pre-trained
+    weights); those it holds are loaded too. Any other parameter it
     lacks, a parameter the model has not, or a shape that differs is a ValueError naming them.
     """
     saved = saved_arrays(directory)
@@ -78,7 +89,7 @@ def load_pretrained(directory: str, params: Any, abstract: Any) -> Any:
             f"({_names([p for p in unexpected if is_adapter(p)])}): export it with the adapters merged "
             "(`vgpt export` without --keep-adapter), or set config.lora as in its config.json"
         )
-    missing = [p for p in want if p not in have and not is_adapter(p)]
+    missing = [p for p in want if p not in have and not is_new(p)]
     reshaped = [p for p in want if p in have and have[p].shape != want[p].shape]
     if missing or unexpected or reshaped:
         problems = [
