@@ -2,7 +2,8 @@
 
 The model is ``tiny_cpu.py``'s at twice the width, trained on 16-frame clips at the benchmark's
 8 fps (frame interval 1), so that what it learns is the motion the Physics-IQ test cases are scored
-on. The tokenizer recipe is ``tokenizer_tiny.py``'s. ``demo`` sizes the world and the evaluation.
+on. The tokenizer recipe is ``tokenizer_tiny.py``'s. ``demo`` sizes the world and the evaluation;
+``evaluation`` is the frame-prediction task on the world's held-out videos.
 """
 
 import os
@@ -54,6 +55,10 @@ def get_config():
     c.sampling.clip_frames = 4
     c.sampling.window_frames = 16
 
+    # 8 frames before the switch time, 8 after: one training clip's length, so the window never slides
+    c.evaluation.cond_frames = 8
+    c.evaluation.pred_frames = 8
+
     demo = c.demo = ml_collections.ConfigDict()
     w = demo.world = ml_collections.ConfigDict()
     w.num_train = 264
@@ -63,7 +68,12 @@ def get_config():
     w.train_fps = 8
     w.train_seconds = 8.0
     w.workers = 2
+    w.num_eval = 16  # held-out videos for frame prediction (evaluation.num_videos reads as many)
+    w.eval_seed = 1  # not the training seed: other scenes
     demo.fps = 8  # the benchmark folder the model is conditioned on and scored at
     demo.cond_frames = 12  # the last conditioning frames the model sees (the window holds 16)
     demo.side_by_side = 3  # test cases written as real | predicted videos
+    # FVD of the final frame prediction; off here: I3D at 224x224 costs more than the rest of the
+    # evaluation on a CPU (evaluation.fvd is the in-training one's)
+    demo.fvd = False
     return c

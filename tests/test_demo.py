@@ -1,5 +1,5 @@
 """`vgpt demo` end to end on a miniature world: every stage runs, the report is complete, the
-baseline is what it says it is, and a rerun skips the finished stages."""
+baselines are what they say they are, and a rerun skips the finished stages."""
 
 import json
 
@@ -10,12 +10,14 @@ from conftest import load_experiment
 from data_pipelines import video_io
 from data_pipelines.array_record_source import INDEX_FILE
 from vgpt_jax.demo import run as demo
+from vgpt_jax.demo import synthetic_physics
 from vgpt_jax.evaluation.physics_iq.layout import find_descriptions, read_descriptions
 
 
 def _miniature_config():
     config = load_experiment("demo")
-    config.demo.world.update(num_train=12, num_scenarios=1, size=32, train_seconds=3.0, workers=1)
+    config.demo.world.update(num_train=12, num_scenarios=1, size=32, train_seconds=3.0, workers=1, num_eval=3)
+    config.evaluation.update(cond_frames=4, pred_frames=4)
     config.demo.update(cond_frames=4, side_by_side=1)
     config.tokenizer.train.update(steps=4, log_every=2, frame_size=32, frames_per_video=4, eval_videos=2)
     config.tokenizer.train.frames_per_sample = 1  # the 8 frames of a step split over 8 fake devices
@@ -59,7 +61,36 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
         assert np.abs(held - last).mean() < 4.0
         assert np.abs(held - held[:1]).mean(axis=(1, 2, 3)).max() < 1.0  # one frame, repeated
 
+    _check_frame_prediction(report["frame_prediction"], tmp_path)
+    assert any("frame prediction (4 -> 4 frames of 3 held-out videos)" in line for line in lines), lines[-1]
+
     lines.clear()
     again = demo.run(_miniature_config(), str(tmp_path), log=lines.append)
     assert again["physics_iq"] == report["physics_iq"]
+    assert again["frame_prediction"] == report["frame_prediction"]
     assert not any(line.startswith("step ") or "[world]" in line for line in lines), lines
+
+
+def _check_frame_prediction(predicted: dict, workdir) -> None:
+    """The held-out videos are the generator's frames around the switch time, and the baseline's
+    PSNR is that of the last conditioning frame against the true frames (NumPy, float64)."""
+    assert predicted["num_videos"] == 3 and predicted["task"]["cond_frames"] == 4
+    for name in ("model", "copy_last_frame"):
+        for metric in ("psnr", "ssim"):
+            assert np.isfinite(predicted[name][metric]), (name, metric, predicted[name])
+        assert predicted[name]["fvd"] is None  # demo.fvd is off
+    assert (workdir / demo.FRAME_PREDICTION_DIR / "metrics.png").stat().st_size > 1000
+
+    videos = sorted((workdir / demo.WORLD_DIR / demo.HELD_OUT_DIR).glob("*.mp4"))
+    assert len(videos) == 3
+    frames = np.stack([video_io.read_frames(str(v), range(8)) for v in videos]).astype(np.float64)
+    # video 0 is seed 1's first scene from 2.5 s (frame 20 at 8 fps): 4 frames before the switch
+    # time, 4 after; of every 8-frame window of the rendered scene, that one is the nearest
+    _, _, rendered = synthetic_physics.training_video(1, 0, 32, 32, 8, 5.0)
+    errors = [np.abs(frames[0] - rendered[start : start + 8]).mean() for start in range(len(rendered) - 7)]
+    assert np.argmin(errors) == 20, np.round(errors, 1)
+    mse = np.mean(np.square(frames[:, 4:] - frames[:, 3:4]), axis=(2, 3, 4))  # (videos, 4)
+    psnr = 10.0 * np.log10(255.0**2 / mse)
+    baseline = predicted["copy_last_frame"]
+    np.testing.assert_allclose(baseline["psnr_per_frame"], psnr.mean(axis=0), rtol=1e-4)
+    assert baseline["psnr"] == pytest.approx(psnr.mean(), rel=1e-4)

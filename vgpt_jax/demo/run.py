@@ -8,13 +8,17 @@
 4. Video-GPT: trained on the latents (``vgpt train``'s code path), then exported;
 5. Physics-IQ: the model continues every take-1 conditioning video to 5 s (``vgpt physics-iq
    generate``'s code path), a copy of the last conditioning frame is the baseline, and both are
-   scored with the benchmark's definitions.
+   scored with the benchmark's definitions;
+6. frame prediction: on the world's held-out videos (fresh scenes of the training generator) the
+   model predicts ``evaluation.pred_frames`` frames after ``evaluation.cond_frames`` (``vgpt
+   predict-eval``'s code path), scored by PSNR, SSIM and (``demo.fvd``) FVD beside the
+   copy-last-frame baseline.
 
-The report in W: ``report.json`` (``physics_iq.model`` / ``physics_iq.baseline``, the tokenizer's
-held-out PSNR, the stages' times and the paths), ``loss_curves.png``, ``scores.png`` and
-``side_by_side/`` (real | predicted, MP4 and GIF). Every stage keeps its outputs: rerunning after a
-crash skips finished stages (training resumes from its last checkpoint, generation skips finished
-videos).
+The report in W: ``report.json`` (``physics_iq.model`` / ``physics_iq.baseline``,
+``frame_prediction``, the tokenizer's held-out PSNR, the stages' times and the paths),
+``loss_curves.png``, ``scores.png``, ``frame_prediction/metrics.png`` and ``side_by_side/`` (real |
+predicted, MP4 and GIF). Every stage keeps its outputs: rerunning after a crash skips finished
+stages (training resumes from its last checkpoint, generation and scoring skip finished videos).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from vgpt_jax.checkpoint.inference import export
 from vgpt_jax.checkpoint.params import is_params_checkpoint
 from vgpt_jax.checkpoint.tokenizer import tokenizer_from_weights
 from vgpt_jax.demo import synthetic_physics
+from vgpt_jax.evaluation import frame_prediction, fvd
+from vgpt_jax.evaluation.frame_prediction import PredictionTask
 from vgpt_jax.evaluation.physics_iq.generate import generate, read_conditioning
 from vgpt_jax.evaluation.physics_iq.layout import (
     CONDITIONING_SECONDS,
@@ -49,6 +55,7 @@ from vgpt_jax.evaluation.physics_iq.layout import (
 )
 from vgpt_jax.evaluation.physics_iq.score import score
 from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.sample.predict import Predictor
 from vgpt_jax.train import launch
 from vgpt_jax.train.loop import read_metrics
 from vgpt_jax.train.samples import side_by_side
@@ -57,13 +64,55 @@ from vgpt_jax.train.tokenizer import TOKENIZER_DIR, train_tokenizer
 WORLD_DIR, LATENTS_DIR, MODEL_DIR, EXPORT_DIR = "world", "latents", "videogpt", "export"
 TOKENIZER_RUN = "tokenizer_run"
 TOKENIZER_SUMMARY = "tokenizer_summary.json"
+HELD_OUT_DIR = "held_out"  # under the world: the frame-prediction videos
 GENERATED_DIR, SCORES_DIR, SIDE_BY_SIDE_DIR = "generated", "scores", "side_by_side"
+FRAME_PREDICTION_DIR = "frame_prediction"
 MODEL, BASELINE = "model", "baseline"
 REPORT = "report.json"
 
 
+def held_out_window(task: PredictionTask, fps: int) -> range:
+    """The frames of a world video that a held-out video keeps: the task's first K frames end just
+    before the switch time (``CONDITIONING_SECONDS``), so its P frames are the first after it.
+
+    Every release and launch of a scene happens before the switch time (physics_scenes), so the
+    predicted frames always move: from t = 0, a frame predicted while the balls are still held
+    equals the last conditioning frame bit for bit, and the baseline's PSNR would be +inf.
+    """
+    first = CONDITIONING_SECONDS * fps - task.cond_frames * task.stride
+    if first < 0:
+        raise ValueError(
+            f"evaluation.cond_frames = {task.cond_frames} at stride {task.stride} reach before the "
+            f"world's first frame ({CONDITIONING_SECONDS} s at {fps} fps before the switch time)"
+        )
+    return range(first, first + fvd.span(task.num_frames, task.stride))
+
+
+def write_held_out(folder: Path, world: ml_collections.ConfigDict, frames: range) -> None:
+    """``world.num_eval`` videos ``heldout-NNNNN-KIND.mp4`` in ``folder``: the training generator's
+    videos of seed ``world.eval_seed`` (other scenes than the training set's), cut to ``frames``."""
+    if world.eval_seed == world.seed:
+        raise ValueError(
+            f"demo.world.eval_seed = {world.eval_seed} is the training set's seed: choose another"
+        )
+    folder.mkdir(parents=True)
+    seconds = frames.stop / world.train_fps
+    for index in range(world.num_eval):
+        _, kind, video = synthetic_physics.training_video(
+            world.eval_seed, index, world.size, world.size, world.train_fps, seconds
+        )
+        video_io.write_video(
+            str(folder / f"heldout-{index:05d}-{kind}.mp4"), video[frames.start :], world.train_fps
+        )
+
+
+def held_out_videos(workdir: Path) -> Path:
+    """The folder of the world's held-out videos (frame prediction, in training and after it)."""
+    return workdir / WORLD_DIR / HELD_OUT_DIR
+
+
 def make_world(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], Any]) -> Path:
-    """The synthetic world (training set + benchmark) under workdir/world, written once.
+    """The synthetic world (training set, held-out videos, benchmark) under workdir/world, written once.
 
     Written to a temporary folder and renamed when complete, so a crash never leaves half a world.
     """
@@ -77,11 +126,15 @@ def make_world(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[
     synthetic_physics.write_training_set(
         str(partial), w.num_train, w.size, w.size, w.seed, w.train_fps, w.train_seconds, workers=w.workers
     )
+    write_held_out(
+        partial / HELD_OUT_DIR, w, held_out_window(PredictionTask.from_config(config), w.train_fps)
+    )
     synthetic_physics.write_benchmark(str(partial), w.num_scenarios, w.size, w.size, w.seed, w.workers)
     partial.rename(world)
     log(
-        f"[world] {w.num_train} training videos and {w.num_scenarios} benchmark scenarios "
-        f"({3 * w.num_scenarios} test cases) at {w.size}x{w.size} in {time.perf_counter() - start:.1f} s"
+        f"[world] {w.num_train} training videos, {w.num_eval} held-out videos and {w.num_scenarios} "
+        f"benchmark scenarios ({3 * w.num_scenarios} test cases) at {w.size}x{w.size} in "
+        f"{time.perf_counter() - start:.1f} s"
     )
     return world
 
@@ -150,7 +203,10 @@ def pretrain(
     # the latents are the trained tokenizer's, and Video-GPT's config names it for inference
     config = config_lib.with_fields(config, {"tokenizer.weights": str(tokenizer_weights(workdir))})
     latents = timed("latents", latents_stage, config, world, workdir, log)
-    config = config_lib.with_fields(config, {"data.source_path": str(latents)})
+    # in-training frame prediction (train.eval_every) scores the world's held-out videos
+    config = config_lib.with_fields(
+        config, {"data.source_path": str(latents), "evaluation.videos": str(held_out_videos(workdir))}
+    )
     exported = timed("video_gpt", video_gpt_stage, config, workdir, log)
     return tokenizer, config, exported
 
@@ -186,6 +242,37 @@ def write_side_by_side(data_dir: Path, generated: Path, fps: int, output_dir: Pa
         video_io.write_gif(f"{stem}.gif", frames, fps)
         written.append(f"{stem}.mp4")
     return written
+
+
+def frame_prediction_stage(config: ml_collections.ConfigDict, exported: Path, workdir: Path) -> dict:
+    """``vgpt predict-eval``'s code path in workdir/frame_prediction: the export and the
+    copy-last-frame baseline on the held-out videos (FVD with ``demo.fvd``); scored videos are kept.
+
+    Returns :func:`frame_prediction.evaluate_folder`'s summary.
+    """
+    return frame_prediction.evaluate_folder(
+        lambda: Predictor.from_checkpoint(exported).predict,
+        held_out_videos(workdir),
+        PredictionTask.from_config(config),
+        workdir / FRAME_PREDICTION_DIR,
+        fvd.I3DFeatures() if config.demo.fvd else None,
+    )
+
+
+def frame_prediction_text(summary: dict) -> str:
+    """The model's PSNR, SSIM and FVD (if computed) beside the baseline's, for the last log line."""
+    model, baseline = summary["model"], summary[frame_prediction.BASELINE]
+    numbers = [
+        f"PSNR {model['psnr']:.2f} vs {baseline['psnr']:.2f} dB",
+        f"SSIM {model['ssim']:.3f} vs {baseline['ssim']:.3f}",
+    ]
+    if model["fvd"] is not None:
+        numbers.append(f"FVD {model['fvd']:.1f} vs {baseline['fvd']:.1f}")
+    task = summary["task"]
+    return (
+        f"frame prediction ({task['cond_frames']} -> {task['pred_frames']} frames of "
+        f"{summary['num_videos']} held-out videos), Video-GPT vs copy-last-frame: {', '.join(numbers)}"
+    )
 
 
 def plot_losses(tokenizer_summary: dict, model_metrics: dict[int, dict], path: Path, log_every: int) -> None:
@@ -252,6 +339,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
         name: timed(f"score {name}", score, benchmark, folder, workdir / SCORES_DIR / name, fps)
         for name, folder in generated.items()
     }
+    predicted = timed("frame_prediction", frame_prediction_stage, config, exported, workdir)
     videos = write_side_by_side(
         benchmark, generated[MODEL], fps, workdir / SIDE_BY_SIDE_DIR, config.demo.side_by_side
     )
@@ -262,6 +350,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
 
     report = {
         "physics_iq": {name: scores[name]["physics_iq"] for name in scores},
+        "frame_prediction": predicted,
         "metrics": {
             name: {k: v for k, v in summary.items() if isinstance(v, int | float)}
             for name, summary in scores.items()
@@ -278,6 +367,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], An
     log(
         f"Physics-IQ on {report['test_cases']} synthetic test cases at {fps} fps: "
         f"Video-GPT {report['physics_iq'][MODEL]:.2f}, copy-last-frame baseline "
-        f"{report['physics_iq'][BASELINE]:.2f}  (report: {workdir / REPORT})"
+        f"{report['physics_iq'][BASELINE]:.2f}; {frame_prediction_text(predicted)}  "
+        f"(report: {workdir / REPORT})"
     )
     return report
