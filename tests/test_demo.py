@@ -3,15 +3,21 @@ baselines are what they say they are, and a rerun skips the finished stages."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import load_experiment
 
 from data_pipelines import video_io
 from data_pipelines.array_record_source import INDEX_FILE
+from vgpt_jax import config as config_lib
 from vgpt_jax.demo import run as demo
 from vgpt_jax.demo import synthetic_physics
+from vgpt_jax.evaluation.frame_prediction import PredictionTask
 from vgpt_jax.evaluation.physics_iq.layout import find_descriptions, read_descriptions
+from vgpt_jax.models.video_gpt import abstract_params, num_params
+from vgpt_jax.parallel.mesh import make_mesh
+from vgpt_jax.train.step import Trainer
 
 
 def _miniature_config():
@@ -94,3 +100,32 @@ def _check_frame_prediction(predicted: dict, workdir) -> None:
     baseline = predicted["copy_last_frame"]
     np.testing.assert_allclose(baseline["psnr_per_frame"], psnr.mean(axis=0), rtol=1e-4)
     assert baseline["psnr"] == pytest.approx(psnr.mean(), rel=1e-4)
+
+
+def test_physics_gpu_is_the_demo_at_a_few_hundred_million_parameters():
+    config = config_lib.validate(load_experiment("physics_gpu"))
+    m = config.model
+    # the Phi-3 layer: fused qkv and out (4 D^2), gate_up and down (3 D F), two RMSNorm scales
+    layer = 4 * m.hidden_size**2 + 3 * m.hidden_size * m.mlp_dim + 2 * m.hidden_size
+    total = num_params(abstract_params(config))
+    assert 250e6 < total < 400e6
+    assert 0 < total - m.num_layers * layer < 5e6, total  # the rest: embedders and the final layer
+    assert (m.dtype, m.attention.backend, config.demo.fvd) == ("bfloat16", "auto", True)
+    # the tokenizer's frames are the world's, and the latents the model's (8x downsampling)
+    size = config.demo.world.size
+    assert size >= 128 and config.tokenizer.train.frame_size == size
+    assert (config.data.latent_height * 8, config.data.latent_width * 8) == (size, size)
+    assert config.train.eval_every > 0
+    assert len(demo.held_out_window(PredictionTask.from_config(config), config.demo.world.train_fps)) == 16
+
+
+def test_physics_gpu_runlocal_builds():
+    """``:runlocal``: tiny_cpu's model sizes, the experiment's recipe, a model that initialises."""
+    local = config_lib.validate(config_lib.load_experiment("physics_gpu:runlocal"))
+    tiny, full = load_experiment("tiny_cpu"), load_experiment("physics_gpu")
+    sizes = ("hidden_size", "num_layers", "num_heads", "mlp_dim", "vocab_size")
+    assert [local.model[k] for k in sizes] == [tiny.model[k] for k in sizes]
+    assert local.optim.to_dict() == full.optim.to_dict() and local.train.to_dict() == full.train.to_dict()
+    local.mesh.update(data=1)
+    params = Trainer(local, make_mesh(local.mesh, jax.devices()[:1])).init().params
+    assert num_params(params) == num_params(abstract_params(local))
