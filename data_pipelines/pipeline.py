@@ -24,7 +24,7 @@ import grain
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
+from absl import flags, logging
 from jax.sharding import Mesh
 
 from data_pipelines import transforms
@@ -78,6 +78,9 @@ def make_loader(
     source (cheap for video files, one record otherwise) uses ``read_threads`` threads and
     ``read_prefetch`` items of look-ahead; decoding runs in the ``worker_count`` processes.
     """
+    if worker_count and not flags.FLAGS.is_parsed():
+        # Grain's worker processes read absl flags, which a program without absl.app never parses
+        flags.FLAGS.mark_as_parsed()
     shard = grain.sharding.ShardOptions(shard_index=shard_index, shard_count=shard_count, drop_remainder=True)
     sampler = grain.samplers.IndexSampler(
         num_records=len(source), shard_options=shard, shuffle=shuffle, num_epochs=num_epochs, seed=seed

@@ -6,7 +6,6 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from absl import flags
 from jax.sharding import PartitionSpec
 
 from data_pipelines import pipeline, video_io
@@ -14,13 +13,6 @@ from data_pipelines.array_record_source import ClipRecordSource, ClipRecordWrite
 from data_pipelines.clip_sampler import REJECTED, SKIPPED, ClipSpec, SampleClip
 from data_pipelines.video_source import VideoFileSource
 from vgpt_jax.parallel.mesh import make_mesh
-
-
-@pytest.fixture(scope="module")
-def parsed_flags():
-    """Grain's worker processes read absl flags, which pytest never parses."""
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 def mesh_of(data=1, fsdp=-1, tensor=1):
@@ -111,7 +103,8 @@ def test_loader_state_gives_the_same_next_batch(tmp_path):
 
 
 @pytest.mark.parametrize("worker_count", [0, pytest.param(2, marks=pytest.mark.slow)])
-def test_global_iterator_resumes_with_workers(tmp_path, parsed_flags, worker_count):
+def test_global_iterator_resumes_with_workers(tmp_path, worker_count):
+    """With workers too: make_loader lets them read absl flags, which pytest never parses."""
     source = labelled_clips(tmp_path, [(6, 16, 16)] * 24)
     spec = ClipSpec(num_frames=3, interval=2, min_side=8)
     mesh = mesh_of()

@@ -13,7 +13,6 @@ import tempfile
 import time
 
 import numpy as np
-from absl import flags
 
 from data_pipelines import video_io
 from data_pipelines.clip_sampler import ClipSpec
@@ -59,8 +58,6 @@ def decoded_clips_per_second(
     Worker start-up and the first batch are excluded; then batches of one clip are drawn for
     ``seconds`` of wall time.
     """
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()  # Grain's worker processes read absl flags
     with tempfile.TemporaryDirectory() as tmp:
         source = VideoFileSource(video_dir or make_test_videos(tmp))
         spec = ClipSpec(num_frames=num_frames, interval=interval, height=height, width=width)
