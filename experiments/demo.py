@@ -19,6 +19,10 @@ def get_config():
     # tokenizer_tiny's recipe at half its batch and 700 steps: a quarter of its time, for the demo's
     # 15 minutes (Video-GPT needs the CPU more than the last dB of PSNR)
     c.tokenizer.train.batch_size = 8
+    # 8 videos a step, one frame each: the held-out PSNR is limited by gradient noise, and 2 videos
+    # of 4 frames each lose ~9 dB (README, "Clip tokenizer"); the demo reads stored frames, so
+    # a sample costs no decoding
+    c.tokenizer.train.frames_per_sample = 1
     c.tokenizer.train.steps = 700
     c.tokenizer.optim.decay_steps = c.tokenizer.train.steps - c.tokenizer.optim.warmup_steps
 
@@ -39,10 +43,11 @@ def get_config():
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 100
     c.optim.decay_steps = 1400
-    # CPU speed only: unrolled layers, and one attention chunk for the 576-token sequence (512 would
-    # pad its queries to 1024)
+    # CPU speed only: unrolled layers, and the 576-token sequence's queries in 4 chunks of 144 (no
+    # padding; a chunk's scores stay in the CPU's cache, one chunk of all 576 would not: README,
+    # "Why the demo's recipe")
     c.model.scan_layers = False
-    c.model.attention.query_chunk = 1024
+    c.model.attention.query_chunk = 144
 
     c.train.steps = 1500
     c.train.log_every = 100

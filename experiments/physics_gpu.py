@@ -33,7 +33,7 @@ def get_config(arg: str = ""):
     # 2 x 16 frames x 66 tokens = 2112 a sequence, 33,792 a step of 16: ~0.3 s at the ~110k tokens/s
     # a model of this size reaches on an H200 (a third of the 1 B model's FLOPs a token)
     c.data.per_device_batch_size = 16
-    c.data.worker_count = 8  # decoding the tokenizer's frames outruns its step in one process
+    c.data.worker_count = 8  # reading and bucketing the tokenizer's samples outruns its step in one process
 
     # the CPU demo's 2e-3 is for D 128; a rate ~1/D carried to D 1024 (and b2 0.95 for 500 steps)
     c.optim.update(learning_rate=3e-4, b2=0.95, warmup_steps=50, decay_steps=450)
@@ -45,6 +45,8 @@ def get_config(arg: str = ""):
     t.update(block_out_channels=(32, 64, 128, 128), norm_num_groups=8)
     t.optim.update(learning_rate=1e-3, warmup_steps=100, decay_steps=1400)
     t.train.update(steps=1500, batch_size=32, frame_size=128, log_every=100)
+    # 8 videos a step, 4 frames each: a sample reads a whole stored video (3 MB at 128 px)
+    t.train.frames_per_sample = 4
 
     w = c.demo.world
     w.update(num_train=512, num_scenarios=8, size=128, workers=16)

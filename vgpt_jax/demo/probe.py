@@ -11,7 +11,9 @@
 4. ``vgpt probe`` of both folders: ``W/probe/probe.json`` and ``probe.png``.
 
 Every stage keeps its outputs, so a rerun skips finished ones. ``--full`` pre-trains at the demo's
-own sizes instead (``make demo``'s model, ~15 minutes).
+own sizes instead (``make demo``'s model); ``--config EXPERIMENT`` pre-trains another demo-shaped
+experiment at its own sizes (``experiments/physics_gpu.py`` on a GPU), and in the workdir of a
+finished ``vgpt demo`` of that experiment reuses its model.
 """
 
 from __future__ import annotations
@@ -50,11 +52,17 @@ FEATURE_FLAGS = ["--frames", "16", "--stride", "2", "--pooling", "frames"]
 PROBE_FLAGS = ["--epochs", "200", "--batch-size", "64"]
 
 
-def run(workdir: str, full: bool = False, log=print) -> dict[str, Any]:
-    """Pre-trains, extracts, probes (skipping finished stages); returns the probe's report."""
+def run(workdir: str, full: bool = False, log=print, experiment: str | None = None) -> dict[str, Any]:
+    """Pre-trains, extracts, probes (skipping finished stages); returns the probe's report.
+
+    ``experiment``: a demo-shaped experiment at its own sizes (default: ``demo``, at :data:`SMALL`'s
+    unless ``full``)."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    config = config_lib.load_experiment("demo", [] if full else SMALL)
+    if experiment is None:
+        config = config_lib.load_experiment("demo", [] if full else SMALL)
+    else:
+        config = config_lib.validate(config_lib.load_experiment(experiment))
     seconds = {}
     start = time.perf_counter()
     _, _, exported = demo.pretrain(config, workdir, log)
@@ -95,8 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--full", action="store_true", help="pre-train at the demo's own sizes")
+    parser.add_argument(
+        "--config", help="a demo-shaped experiment at its own sizes (physics_gpu)"
+    )
     args = parser.parse_args(argv)
-    run(args.workdir, args.full)
+    run(args.workdir, args.full, experiment=args.config)
 
 
 if __name__ == "__main__":

@@ -123,8 +123,18 @@ def make_world(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[
     partial = workdir / f"{WORLD_DIR}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     start = time.perf_counter()
+    # the stages train on the stored frames (ArrayRecord: no decoding in the steps' way); the MP4s
+    # are the same videos, to watch
     synthetic_physics.write_training_set(
-        str(partial), w.num_train, w.size, w.size, w.seed, w.train_fps, w.train_seconds, workers=w.workers
+        str(partial),
+        w.num_train,
+        w.size,
+        w.size,
+        w.seed,
+        w.train_fps,
+        w.train_seconds,
+        formats=("mp4", "array_record"),
+        workers=w.workers,
     )
     write_held_out(
         partial / HELD_OUT_DIR, w, held_out_window(PredictionTask.from_config(config), w.train_fps)
@@ -143,6 +153,11 @@ class PreemptedError(Exception):
     """A training stage stopped on SIGTERM after saving its checkpoint: rerunning the demo resumes it."""
 
 
+def training_clips(world: Path) -> Path:
+    """The world's training videos as stored frames (ArrayRecord)."""
+    return world / "train" / "clips"
+
+
 def tokenizer_weights(workdir: Path) -> Path:
     """The demo's trained tokenizer (its training run is workdir/tokenizer_run)."""
     return workdir / TOKENIZER_RUN / TOKENIZER_DIR
@@ -154,7 +169,7 @@ def tokenizer_stage(config: ml_collections.ConfigDict, world: Path, workdir: Pat
     summary_path = workdir / TOKENIZER_SUMMARY
     if is_params_checkpoint(tokenizer_weights(workdir)) and summary_path.is_file():
         return json.loads(summary_path.read_text())
-    summary = train_tokenizer(config, str(world / "train" / "videos"), str(workdir / TOKENIZER_RUN), log=log)
+    summary = train_tokenizer(config, str(training_clips(world)), str(workdir / TOKENIZER_RUN), log=log)
     if summary.get("preempted"):
         raise PreemptedError(f"the tokenizer was preempted at step {summary['steps']}")
     summary_path.write_text(json.dumps(summary, indent=1))
@@ -172,7 +187,7 @@ def latents_stage(config: ml_collections.ConfigDict, world: Path, workdir: Path,
     d = config.data
     spec = ClipSpec.from_config(d, downsample=tokenizer.cfg.downsample_factor, min_side=d.min_side)
     meta = {"tokenizer": tokenizer_meta(tokenizer), "tokenizer_weights": config.tokenizer.weights}
-    counts = encode_dataset(tokenizer, open_source(str(world / "train" / "videos")), str(latents), spec, meta)
+    counts = encode_dataset(tokenizer, open_source(str(training_clips(world))), str(latents), spec, meta)
     log(f"[latents] {counts['records']} videos encoded in {time.perf_counter() - start:.1f} s")
     return latents
 
@@ -289,7 +304,7 @@ def plot_losses(tokenizer_summary: dict, model_metrics: dict[int, dict], path: P
         ylabel="reconstruction + KL loss",
         yscale="log",
     )
-    steps = sorted(model_metrics)
+    steps = sorted(s for s, m in model_metrics.items() if "loss" in m)  # step 0 holds the baseline's eval
     model_ax.plot(steps, [model_metrics[s]["loss"] for s in steps])
     model_ax.set(title="Video-GPT (next-clip flow matching)", xlabel="step", ylabel="x1 MSE", yscale="log")
     fig.savefig(path, dpi=110)

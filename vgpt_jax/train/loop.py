@@ -160,9 +160,15 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _device_memory_gib() -> float:
-    stats = jax.local_devices()[0].memory_stats() or {}
-    return stats.get("bytes_in_use", 0) / 2**30
+def device_memory_gib() -> dict[str, float]:
+    """``memory_gib``: in use now (between steps, so mostly the state); ``peak_memory_gib``: the
+    most the step has ever held, which is what must fit. The largest over this process's devices;
+    0 where the backend keeps no statistics (CPU)."""
+    stats = [d.memory_stats() or {} for d in jax.local_devices()]
+    return {
+        "memory_gib": max(s.get("bytes_in_use", 0) for s in stats) / 2**30,
+        "peak_memory_gib": max(s.get("peak_bytes_in_use", 0) for s in stats) / 2**30,
+    }
 
 
 def describe_memory(compiled) -> str:
@@ -350,7 +356,7 @@ class _Throughput:
             **{f"{unit}_per_s": n / step_s for unit, n in self.units_per_step.items()},
             "mfu": self.flops_per_step / step_s / 1e12 / self.peak_total,
             "data_wait_pct": 100 * self.data_wait / elapsed,
-            "memory_gib": _device_memory_gib(),
+            **device_memory_gib(),
         }
 
 
