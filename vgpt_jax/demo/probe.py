@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--full", action="store_true", help="pre-train at the demo's own sizes")
-    parser.add_argument(
-        "--config", help="a demo-shaped experiment at its own sizes (physics_gpu)"
-    )
+    parser.add_argument("--config", help="a demo-shaped experiment at its own sizes (physics_gpu)")
     args = parser.parse_args(argv)
     run(args.workdir, args.full, experiment=args.config)
 
