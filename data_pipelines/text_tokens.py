@@ -9,7 +9,6 @@ post-processor, so any special tokens it adds count towards the length). ``confi
 from __future__ import annotations
 
 import os
-
 from typing import TYPE_CHECKING
 
 import numpy as np
