@@ -228,7 +228,6 @@ class LoopTrainer(Protocol):
     """
 
     config: ml_collections.ConfigDict
-    mesh: Any
     STATE_SECTIONS: tuple[str, ...]  # the config sections whose fields shape the state
     OPTIM_SECTION: str
     abstract_state: Any
