@@ -142,11 +142,6 @@ class TokenizerTrainer(StateInit):
             log(f"initialised the tokenizer from {self.config.tokenizer.weights}")
         return state
 
-    def step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One optimiser step; ``state`` is donated. The metrics include the finiteness flags."""
-        with sharding_context(self.mesh, self.axis_rules):
-            return self._step(state, batch)
-
     def compile(self, state: TrainState, batch: dict[str, jax.Array]):
         """The train step compiled for these arguments."""
         with sharding_context(self.mesh, self.axis_rules):
