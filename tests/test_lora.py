@@ -497,3 +497,21 @@ def test_an_official_folder_is_refused_for_a_model_with_adapters():
     config.lora.rank = 8
     with pytest.raises(ValueError, match=r"no LoRA adapters.*without --keep-adapter"):
         check_official(config)
+
+
+def test_train_step_flops_of_lora_leave_out_the_frozen_weight_gradients():
+    """Hand-counted: on one frame (partition [1]: the official sequence is its one noisy block) the
+    full step costs 3 x 2 N T for the dense weights plus 3 x 4 L D T^2 v for attention; with frozen
+    weights the dense part is 2 x 2 N T and attention is unchanged."""
+    from vgpt_jax import config as config_lib
+    from vgpt_jax.train.flops import train_step_flops, visible_fraction
+
+    config = load_experiment("tiny_cpu")
+    m, sizes = config.model, config_lib.sizes(config)
+    params, seq = 10_000_000, sizes.block_len  # 2 * 1 - 1 blocks of one frame
+    dense = params - m.vocab_size * m.hidden_size
+    attention = 3 * 4 * m.num_layers * m.hidden_size * seq**2 * visible_fraction([1], sizes.tokens_per_frame)
+    assert train_step_flops(config, [1], params) == pytest.approx(6 * dense * seq + attention, rel=1e-12)
+    assert train_step_flops(config, [1], params, frozen_weights=True) == pytest.approx(
+        4 * dense * seq + attention, rel=1e-12
+    )

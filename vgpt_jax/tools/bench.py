@@ -193,7 +193,8 @@ def bench_train(
     seq = (2 * n - partition[-1]) * sizes.block_len
     tokens = seq * trainer.global_batch
     vis = visible_fraction(partition, sizes.tokens_per_frame)
-    tflops = trainer.global_batch * train_step_flops(config, partition, p_total) / step_s / 1e12
+    frozen = trainer.trainable.adapters_only
+    tflops = trainer.global_batch * train_step_flops(config, partition, p_total, frozen) / step_s / 1e12
     return {
         "row": " ".join(["train", os.path.basename(config_path)[:-3], f"{n} frames", *row_overrides]),
         "params": p_total,

@@ -64,11 +64,20 @@ def visible_fraction(partition: list[int], tokens_per_frame: int, chunk: int = 2
     return seen / total**2
 
 
-def train_step_flops(config: ml_collections.ConfigDict, partition: list[int], num_params: int) -> float:
-    """Model FLOPs of one train step on one sequence with this clip partition."""
+def train_step_flops(
+    config: ml_collections.ConfigDict, partition: list[int], num_params: int, frozen_weights: bool = False
+) -> float:
+    """Model FLOPs of one train step on one sequence with this clip partition.
+
+    A trained weight's matmul costs 3x its forward (forward, input gradient, weight gradient); with
+    ``frozen_weights`` (LoRA: only the adapters train) no weight gradient is formed, so 2x. The
+    attention scores have no weights and cost 3x either way; the adapters' rank-r matmuls are left
+    out (under 1% of a layer at rank 8).
+    """
     m = config.model
     sizes = config_lib.sizes(config)
     seq = (2 * sum(partition) - partition[-1]) * sizes.block_len
     dense = num_params - m.vocab_size * m.hidden_size
     vis = visible_fraction(partition, sizes.tokens_per_frame)
-    return 3 * (2 * dense * seq + 4 * m.num_layers * m.hidden_size * seq * seq * vis)
+    weight_passes = 2 if frozen_weights else 3
+    return weight_passes * 2 * dense * seq + 3 * 4 * m.num_layers * m.hidden_size * seq * seq * vis

@@ -214,9 +214,11 @@ class Trainer(StateInit):
 
     def step_cost(self, state: TrainState, compiled=None) -> tuple[float, dict[str, float]]:
         """(global FLOPs, {"tokens": n}) of one step, both counted as the official comparator counts
-        them: on the official sequence of a representative clip partition."""
+        them: on the official sequence of a representative clip partition (LoRA: no weight gradients
+        of the frozen weights)."""
         partition = official_partition(self.config.data.num_frames, self.config.seed)
-        flops = self.global_batch * train_step_flops(self.config, partition, num_params(state.params))
+        frozen = self.trainable.adapters_only
+        flops = self.global_batch * train_step_flops(self.config, partition, num_params(state.params), frozen)
         tokens = self.global_batch * (2 * sum(partition) - partition[-1]) * self.sizes.block_len
         return flops, {"tokens": tokens}
 
