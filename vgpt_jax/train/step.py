@@ -111,10 +111,11 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
 
 
 class StateInit:
-    """Init and per-step keys shared by the trainers of Video-GPT and of the tokenizer.
+    """Init, per-step keys and step compilation shared by the trainers of Video-GPT and of the tokenizer.
 
     A subclass sets ``config``, ``mesh``, ``axis_rules`` (its model's logical axis rules),
-    ``optimizer`` and ``_init`` (the jit of ``_init_unboxed`` with the state's shardings), may set
+    ``optimizer``, ``_init`` (the jit of ``_init_unboxed`` with the state's shardings) and ``_step``
+    (the jit of its train step, which :meth:`compile` lowers), may set
     ``trainable`` (default: every parameter) and defines ``init_params(key)`` (boxed parameters).
     """
 

@@ -142,11 +142,6 @@ class TokenizerTrainer(StateInit):
             log(f"initialised the tokenizer from {self.config.tokenizer.weights}")
         return state
 
-    def compile(self, state: TrainState, batch: dict[str, jax.Array]):
-        """The train step compiled for these arguments."""
-        with sharding_context(self.mesh, self.axis_rules):
-            return self._step.lower(state, batch).compile()
-
     def step_cost(self, state: TrainState, compiled) -> tuple[float, dict[str, float]]:
         """(global FLOPs as XLA counts the compiled step on each device, {"frames": batch_size})."""
         cost = compiled.cost_analysis()
