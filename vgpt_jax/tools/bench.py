@@ -46,6 +46,7 @@ from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_conte
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.tools import profile
 from vgpt_jax.train.flops import matmul_peak, official_partition, train_step_flops, visible_fraction
+from vgpt_jax.train.loop import planned_memory_bytes
 from vgpt_jax.train.step import Trainer, apply_gradients
 
 
@@ -171,24 +172,26 @@ def bench_train(
     latents = rng.normal(size=trainer.batch_shape).astype(np.float32)
     batch = trainer.shard_batch({"target": latents, "clean": latents})
     t0 = time.perf_counter()
-    state, metrics = trainer.step(state, batch)
+    step = trainer.compile(state, batch)
+    state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
     losses = [metrics["loss"]]
-    state, metrics = trainer.step(state, batch)
+    state, metrics = step(state, batch)
     losses.append(metrics["loss"])
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for _ in range(steps):
-        state, metrics = trainer.step(state, batch)
+        state, metrics = step(state, batch)
         losses.append(metrics["loss"])  # device scalars: read after the timing
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
     devices = device_mesh.devices.size
     step_profile = None
     if with_profile:
-        state, step_profile = profile_step(trainer, state, batch)
+        state, step_profile = profile_step(trainer, step, state, batch)
 
+    planned = planned_memory_bytes(step)
     p_total = num_params(state.params)
     seq = (2 * n - partition[-1]) * sizes.block_len
     tokens = seq * trainer.global_batch
@@ -212,19 +215,22 @@ def bench_train(
         "model_tflops_per_s": round(tflops, 1),
         "mfu": round(tflops / peak / devices, 4),
         "peak_mem_gib": peak_memory_gib(),
+        # the row's own need, where the process's peak above also holds earlier rows'
+        "planned_mem_gib": None if planned is None else round(planned / 2**30, 2),
         **({"profile": step_profile} if step_profile else {}),
     }
 
 
-def profile_step(trainer: Trainer, state, batch) -> tuple[Any, dict]:
-    """Device time of two train steps by kernel kind, plus the optimiser update timed alone.
+def profile_step(trainer: Trainer, compiled_step, state, batch) -> tuple[Any, dict]:
+    """Device time of two steps of ``compiled_step`` (``trainer``'s) by kernel kind, plus the
+    optimiser update timed alone.
 
     Returns the advanced state (the step donates it) and the profile dict.
     """
     current = [state]
 
     def step():
-        current[0], metrics = trainer.step(current[0], batch)
+        current[0], metrics = compiled_step(current[0], batch)
         return metrics
 
     summary = profile.profile(step)
@@ -413,6 +419,7 @@ def print_table(rows: list[dict], peak: float) -> None:
         "encode_frames_per_s",
         "decode_frames_per_s",
         "peak_mem_gib",
+        "planned_mem_gib",
         "error",
     ]
     print(" | ".join(cols))

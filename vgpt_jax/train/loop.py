@@ -171,16 +171,25 @@ def device_memory_gib() -> dict[str, float]:
     }
 
 
+def planned_memory_bytes(compiled) -> int | None:
+    """A compiled program's memory per device as XLA planned it: arguments + outputs - donated +
+    temporaries (None where the backend plans none ahead)."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+
+
 def describe_memory(compiled) -> str:
     """The compiled step's memory per device, as XLA planned it (MaxText prints the same)."""
-    m = compiled.memory_analysis()
-    if m is None:  # some backends plan no memory ahead
+    total = planned_memory_bytes(compiled)
+    if total is None:
         return "the compiled step's memory analysis is not available on this backend"
+    m = compiled.memory_analysis()
 
     def gib(n: int) -> str:
         return f"{n / 2**30:.3f} GiB"
 
-    total = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
     return (
         f"compiled step memory per device: {gib(total)} = arguments {gib(m.argument_size_in_bytes)} + "
         f"outputs {gib(m.output_size_in_bytes)} - donated {gib(m.alias_size_in_bytes)} + "
