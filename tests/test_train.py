@@ -111,7 +111,10 @@ def _live_kernel_calls(jaxpr, name: str) -> int:
     return live
 
 
-@pytest.mark.parametrize("policy, forward_kernels", [("none", 1), ("full", 2), ("attention", 1)])
+@pytest.mark.parametrize(
+    "policy, forward_kernels",
+    [("none", 1), ("full", 2), ("attention", 1), ("attention_out", 1), ("attention_offload", 1)],
+)
 def test_attention_remat_policy_keeps_the_attention_forward_out_of_the_backward(policy, forward_kernels):
     """Full remat re-runs the attention kernel's forward in the backward; the ``attention`` policy
     saves its residuals (through shard_map and the custom VJP), so the step runs it once."""
@@ -144,6 +147,46 @@ def test_attention_policy_saves_each_attention_tensor_once():
     # (layers, batch, tokens, heads, head dim); the kernel pads tokens to its 128-row tiles
     assert saved.count("[1,1,72,4,24]") == 3, saved
     assert saved.count("[1,1,128,4,32]") == 1, saved
+
+
+def test_attention_out_policy_saves_the_output_but_not_q_k_v():
+    """``attention_out`` keeps the kernel's (padded) output and softmax statistics only: the
+    backward recomputes q, k and v from the layer input, not the attention forward."""
+    config = load_experiment("tiny_cpu")
+    config.model.update(
+        hidden_size=96, num_heads=4, num_kv_heads=4, num_layers=1, remat_policy="attention_out"
+    )
+    config.model.attention.backend = "block_sparse"
+    model = VideoGPT(ModelConfig.from_config(config))
+    inputs = example_inputs(config, num_frames=2)
+    params = model.init(jax.random.key(0), *inputs)["params"]
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        jax.ad_checkpoint.print_saved_residuals(lambda p: model.apply({"params": p}, *inputs).sum(), params)
+    saved = report.getvalue()
+    assert saved.count("[1,1,72,4,24]") == 0, saved
+    assert saved.count("[1,1,128,4,32]") == 1, saved
+
+
+@pytest.mark.parametrize("policy", ["full", "attention", "attention_out", "attention_offload"])
+def test_remat_policies_keep_the_gradients_of_no_remat(policy):
+    """A policy decides what is stored or recomputed, never what is computed: every gradient equals
+    the one without remat."""
+    config = load_experiment("tiny_cpu")
+    config.model.update(num_layers=2)
+    inputs = example_inputs(config, num_frames=2)
+
+    def grads(remat_policy):
+        c = config.copy_and_resolve_references()
+        c.model.remat_policy = remat_policy
+        model = VideoGPT(ModelConfig.from_config(c))
+        params = model.init(jax.random.key(0), *inputs)["params"]
+        out_shape = jax.eval_shape(lambda p: model.apply({"params": p}, *inputs), params).shape
+        weights = jax.random.normal(jax.random.key(1), out_shape)
+        return jax.jit(jax.grad(lambda p: (model.apply({"params": p}, *inputs) * weights).sum()))(params)
+
+    for a, b in zip(jax.tree.leaves(grads(policy)), jax.tree.leaves(grads("none")), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # fp32: recomputation reorders sums
 
 
 def test_fresh_init_is_the_same_on_any_mesh(single_device_run):

@@ -68,7 +68,7 @@ from vgpt_jax.nn.initializers import phi3_normal, zeros
 from vgpt_jax.nn.lora import LoRA
 from vgpt_jax.nn.mlp import GatedMLP
 from vgpt_jax.nn.norms import RMSNorm, layer_norm_no_affine
-from vgpt_jax.nn.remat import ATTENTION_RESIDUALS
+from vgpt_jax.nn.remat import ATTENTION_LSE, ATTENTION_OUT, ATTENTION_RESIDUALS
 from vgpt_jax.nn.rope import inverse_frequencies, rope_cos_sin
 from vgpt_jax.nn.tokens import TokenAttrs, batched_attrs
 from vgpt_jax.parallel import mesh as mesh_lib
@@ -81,6 +81,18 @@ REMAT_POLICIES = {
     # statistics): the backward re-runs only the norms and the MLP/out-projection matmuls, never
     # the attention forward (its memory: README, "Performance").
     "attention": jax.checkpoint_policies.save_only_these_names(*ATTENTION_RESIDUALS),
+    # Keeps the output and softmax statistics only: the backward re-runs the q/k/v projection and
+    # RoPE (a sixth of a layer's matmuls) but still not the attention forward, for a fifth of
+    # "attention"'s saved bytes (q, k and v are three activations of the output's size).
+    "attention_out": jax.checkpoint_policies.save_only_these_names(ATTENTION_OUT, ATTENTION_LSE),
+    # "attention"'s residuals moved to host memory in the forward and back for the backward: the
+    # device keeps "full"'s footprint while the copies overlap the next layers' compute.
+    "attention_offload": jax.checkpoint_policies.save_and_offload_only_these_names(
+        names_which_can_be_saved=(),
+        names_which_can_be_offloaded=ATTENTION_RESIDUALS,
+        offload_src="device",
+        offload_dst="pinned_host",
+    ),
 }
 
 
