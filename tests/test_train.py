@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import load_experiment
 
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
+from vgpt_jax import config as config_lib
+from vgpt_jax.models.video_gpt import REMAT_POLICIES, ModelConfig, VideoGPT, example_inputs
 from vgpt_jax.parallel.mesh import make_mesh, sharding_context
 from vgpt_jax.train.step import Trainer, learning_rate_schedule
 
@@ -262,3 +263,8 @@ def test_first_clip_loss_weight():
     later = loss(0.0)
     first = (8 * loss(1.0) - 5 * later) / 3
     assert loss(0.5) == pytest.approx((0.5 * 3 * first + 5 * later) / (0.5 * 3 + 5), rel=1e-5)
+
+
+def test_every_configurable_remat_policy_exists():
+    """``validate`` accepts exactly the policies the model can build (plus "none": no remat)."""
+    assert set(config_lib.REMAT_POLICIES) == {"none", *REMAT_POLICIES}

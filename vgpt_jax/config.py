@@ -43,7 +43,7 @@ PHI3_SHORT_FACTOR = (
 )  # fmt: skip
 
 ATTENTION_BACKENDS = ("auto", "xla", "block_sparse", "splash")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention", "attention_out", "attention_offload")
 ROPE_FACTOR_CHOICES = ("long", "short", "none")
 PARTITIONS = ("random", "per_frame", "fixed")
 MESH_AXES = ("data", "fsdp", "tensor", "sequence")
