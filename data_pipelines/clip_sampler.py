@@ -26,7 +26,8 @@ from data_pipelines.video_source import VideoRef
 SKIPPED = "skipped"  # output counters (int32 scalars per clip): unreadable files met on the way
 REJECTED = "rejected"  # videos refused by a rule on the way
 COUNTERS = (SKIPPED, REJECTED)
-CONDITION = "condition"  # the class label (int32 scalar) of a labelled video's clip
+# a labelled video's condition: its text's ids ((P,) int32, -1 pads), else its class label (int32 scalar)
+CONDITION = "condition"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +76,21 @@ class _RejectedError(Exception):
     pass
 
 
+def _condition(video: LabelledVideo) -> np.ndarray | None:
+    """The text ids (P,) int32 when the source tokenized the video's text, else the class label
+    () int32, else None: a run tokenizes texts only when it is text-conditioned."""
+    if video.text_ids is not None:
+        return np.asarray(video.text_ids, np.int32)
+    return None if video.label is None else np.int32(video.label)
+
+
 class SampleClip(grain.transforms.RandomMap):
     """Source item -> ``{"video": (N, H, W, 3) uint8, "skipped": int32, "rejected": int32}``.
 
     Latent records give their own fields, each (N, ...) along the frame axis, instead of ``video``.
-    A labelled video with a class label adds ``condition``: its label, int32 (the label of the
-    video drawn, a redraw's if it came to one).
+    A labelled video with text ids or a class label adds ``condition``: its text ids (P,) int32 if
+    it has them, else its label, int32 (always the condition of the video drawn, a redraw's if it
+    came to one).
     """
 
     def __init__(self, source, spec: ClipSpec):
@@ -113,8 +123,8 @@ class SampleClip(grain.transforms.RandomMap):
         )
 
     def _clip(self, element, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        if isinstance(element, LabelledVideo) and element.label is not None:
-            return {"video": self._video_file(element, rng), CONDITION: np.int32(element.label)}
+        if isinstance(element, LabelledVideo) and (condition := _condition(element)) is not None:
+            return {"video": self._video_file(element, rng), CONDITION: condition}
         if isinstance(element, VideoRef):
             return {"video": self._video_file(element, rng)}
         if isinstance(element, StoredClip):

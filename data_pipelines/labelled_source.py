@@ -26,8 +26,13 @@ import collections
 import dataclasses
 import json
 import os
+from typing import TYPE_CHECKING
 
+from data_pipelines.text_tokens import text_ids
 from data_pipelines.video_source import VideoRef, list_folder, require_readable
+
+if TYPE_CHECKING:
+    import tokenizers
 
 BAD_ROWS, MISSING = "bad_rows", "missing"
 MAX_PROBLEMS = 20  # problems kept with their reasons (the counts cover every one)
@@ -36,11 +41,13 @@ MAX_PROBLEMS = 20  # problems kept with their reasons (the counts cover every on
 @dataclasses.dataclass(frozen=True)
 class LabelledVideo(VideoRef):
     """A video file with its id (the path as the manifest or split file names it, '/'-separated),
-    its class label (0-based) and/or its text."""
+    its class label (0-based) and/or its text, and that text's condition ids (P,) (-1 pads) once
+    :meth:`LabelledVideoSource.tokenize_texts` has filled them."""
 
     video_id: str = ""
     label: int | None = None
     text: str | None = None
+    text_ids: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass
@@ -242,6 +249,26 @@ class LabelledVideoSource:
                     f"needs a label in [0, {num_classes}) for every video (condition.num_classes = "
                     f"{num_classes})"
                 )
+
+    def tokenize_texts(self, tokenizer: tokenizers.Tokenizer, length: int, vocab_size: int) -> None:
+        """Fills every entry's ``text_ids`` (``length`` ids, -1 pads, see :func:`text_ids`): once,
+        here, rather than per clip in the loader's workers. ValueError naming the first entry
+        without a text, or whose text has more than ``length`` tokens or an id past the model's
+        ``vocab_size`` rows: a text-conditioned run would otherwise fail mid-epoch, or train the
+        null condition (an empty text is all pads) under a real video's frames."""
+        videos = []
+        for video in self.listing.videos:
+            if not (video.text or "").strip():
+                raise ValueError(
+                    f'{video.video_id} in {self.where} has no "text": a text-conditioned run needs a '
+                    "non-empty text for every video"
+                )
+            try:
+                ids = text_ids(tokenizer, video.text, length, vocab_size)
+            except ValueError as e:
+                raise ValueError(f"{video.video_id} in {self.where}: {e}") from None
+            videos.append(dataclasses.replace(video, text_ids=tuple(ids.tolist())))
+        self.listing.videos = videos
 
     @property
     def counts(self) -> dict[str, int]:

@@ -35,13 +35,13 @@ def load_text_tokenizer(folder: str) -> tokenizers.Tokenizer:
 def text_ids(tokenizer: tokenizers.Tokenizer, text: str, length: int, vocab_size: int) -> np.ndarray:
     """``text`` -> (length,) int32: its token ids, then -1 pads.
 
-    ValueError naming the limit when it has more than ``length`` tokens (a cut prompt would
-    condition on another text), and naming the id when one is outside the model's table.
+    ValueError naming the limit when it has more than ``length`` tokens (a cut text would
+    condition on another one), and naming the id when one is outside the model's table.
     """
     ids = tokenizer.encode(text).ids
     if len(ids) > length:
         raise ValueError(
-            f"the prompt {text!r} is {len(ids)} tokens, more than condition.max_text_tokens = {length}: "
+            f"the text {text!r} is {len(ids)} tokens, more than condition.max_text_tokens = {length}: "
             "shorten it"
         )
     if any(i >= vocab_size for i in ids):

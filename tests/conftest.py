@@ -41,6 +41,21 @@ def perturbed(params, scale: float = 0.05, seed: int = 1):
     return add_noise(params)
 
 
+# ids 0-3 are tiny_cpu's pad and marker tokens; its table has 8 rows
+WORDS = {"[UNK]": 0, "a": 4, "ball": 5, "drops": 6, "rolls": 7}
+
+
+def write_text_tokenizer(folder: pathlib.Path) -> pathlib.Path:
+    """A word-level tokenizer.json, in the release folder's file format, of WORDS, in ``folder``."""
+    import tokenizers  # only the text-condition tests need it
+
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(WORDS, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
 @pytest.fixture
 def tiny_config():
     return load_experiment("tiny_cpu")

@@ -229,29 +229,47 @@ def test_conditioned_sampling_matches_numpy(class_model, num_history, w_hist, w_
 # ---------------------------------------------------------------------------------------------
 
 
-def test_ucf101_class_lora_config_and_its_trained_parameters():
+def test_ucf101_class_to_video_config_and_its_trained_parameters():
     """101 classes on the release backbone at 16 frames of 320x240; LoRA rank 8 trains the adapters
     and the class table: per layer 3072·8 + 8·9216 + 3072·8 + 8·3072 = 147,456, times 32 layers,
     plus the table's (101 + 1)·3072 = 313,344 (by hand)."""
     from vgpt_jax.cli.info import info
 
-    c = config_lib.validate(config_lib.load_experiment("experiments/ucf101_class_lora.py"))
+    c = config_lib.validate(config_lib.load_experiment("experiments/ucf101_class_to_video.py"))
     assert (c.condition.kind, c.condition.num_classes, c.lora.rank, c.lora.alpha) == ("class", 101, 8, 8.0)
     assert (c.data.num_frames, c.data.latent_height * 8, c.data.latent_width * 8) == (16, 240, 320)
     assert info(c)["trainable_params"] == 32 * 147_456 + 313_344
 
 
-def test_ucf101_class_lora_runlocal_builds():
-    local = config_lib.validate(config_lib.load_experiment("experiments/ucf101_class_lora.py:runlocal"))
+def test_text_to_video_config_and_its_trained_parameters():
+    """64 text tokens on the release backbone at 16 frames of 320x176; LoRA rank 8 trains the
+    adapters only (the token table stays frozen): 32 layers of 147,456 (by hand, as above)."""
+    from vgpt_jax.cli.info import info
+
+    c = config_lib.validate(config_lib.load_experiment("experiments/text_to_video.py"))
+    assert (c.condition.kind, c.condition.max_text_tokens, c.lora.rank, c.lora.alpha) == ("text", 64, 8, 8.0)
+    assert (c.data.num_frames, c.data.latent_height * 8, c.data.latent_width * 8) == (16, 176, 320)
+    assert info(c)["trainable_params"] == 32 * 147_456
+
+
+@pytest.mark.parametrize(
+    "experiment, condition_params",
+    [("ucf101_class_to_video", {"class_embed": (102, 64)}), ("text_to_video", {})],
+)
+def test_the_task_configs_runlocal_build(experiment, condition_params):
+    """``:runlocal`` gives tiny_cpu's model, which initialises; the adapters and the condition's own
+    parameters (name -> shape at hidden size 64) are what it trains."""
+    local = config_lib.validate(config_lib.load_experiment(f"experiments/{experiment}.py:runlocal"))
     assert local.model.to_dict() == load_experiment("tiny_cpu").model.to_dict()
     local.mesh.update(data=1)
     trainer = Trainer(local, make_mesh(local.mesh, jax.devices()[:1]))
     params = trainer.init().params
-    assert params["class_embed"].shape == (102, local.model.hidden_size)
+    assert {name: params[name].shape for name in condition_params} == condition_params
     trained = jax.tree_util.tree_leaves_with_path(trainer.trainable.split(params)[0])
     names = sorted(jax.tree_util.keystr(path) for path, _ in trained)
     assert names == sorted(
-        ["['class_embed']"] + [f"['backbone']['layers']['attention']['{k}']" for k in ADAPTER_NAMES]
+        [f"['{name}']" for name in condition_params]
+        + [f"['backbone']['layers']['attention']['{k}']" for k in ADAPTER_NAMES]
     )
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tokenizers
-from conftest import load_experiment
+from conftest import load_experiment, write_text_tokenizer
 from inference_fixture import make_workdir, moving_square
 
 from data_pipelines import video_io
@@ -15,17 +15,6 @@ from vgpt_jax.sample.predict import Predictor, condition_ids, null_condition_ids
 
 NUM_CLASSES = 3
 FAST = {"steps": 2, "clip_frames": 2, "window_frames": 4}
-# ids 0-3 are tiny_cpu's pad and marker tokens; its table has 8 rows
-WORDS = {"[UNK]": 0, "a": 4, "ball": 5, "drops": 6, "rolls": 7}
-
-
-def write_text_tokenizer(folder):
-    """A word-level tokenizer.json, in the release folder's file format, of WORDS."""
-    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(WORDS, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
 
 
 @pytest.fixture(scope="module")

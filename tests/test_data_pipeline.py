@@ -1,11 +1,14 @@
 """Rejection and redraw, bad files, Grain loader state, per-host sharding, global batches on 8 devices."""
 
+import json
 import os
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
+import tokenizers
+from conftest import write_text_tokenizer
 from jax.sharding import PartitionSpec
 
 from data_pipelines import pipeline, video_io
@@ -246,3 +249,48 @@ def test_class_conditioned_batches_carry_each_clip_s_label(tmp_path, tiny_config
     tiny_config.condition.num_classes = 1
     with pytest.raises(ValueError, match=r"roll/\d.mp4 .* has label 1: .* in \[0, 1\)"):
         preflight.open_training_source(tiny_config, spec)
+
+
+def test_text_conditioned_batches_carry_each_clip_s_text_ids(tmp_path, tiny_config):
+    """A manifest whose videos are one grey level per text: each row's ``condition`` is the ids the
+    ``tokenizers`` package gives for the text its pixels show, padded with -1; a row whose video
+    does not decode is redrawn with the redrawn video's text; TrainInputs hands the ids on."""
+    from vgpt_jax.train import preflight
+    from vgpt_jax.train.inputs import TrainInputs
+
+    texts = {30: "a ball drops", 120: "rolls", 210: "a ball rolls"}  # grey level -> text
+    rows = []
+    for i, (level, text) in enumerate(texts.items()):
+        video_io.write_video(str(tmp_path / f"{i}.mp4"), [np.full((64, 64, 3), level, np.uint8)] * 40, 8)
+        rows.append({"video": f"{i}.mp4", "text": text})
+    (tmp_path / "broken.mp4").write_text("not a video")
+    rows.append({"video": "broken.mp4", "text": "drops drops drops drops"})  # never in a batch
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(row) for row in rows))
+    folder = write_text_tokenizer(tmp_path / "release")
+    tiny_config.condition.update(kind="text", max_text_tokens=4, text_tokenizer=str(folder))
+    tiny_config.data.update(source_path=str(manifest), min_side=64, per_device_batch_size=1)
+
+    reference = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    expected = {}
+    for level, text in texts.items():
+        ids = reference.encode(text).ids
+        expected[level] = ids + [-1] * (4 - len(ids))
+    spec = preflight.clip_spec(tiny_config, downsample=8)
+    iterator = pipeline.make_pipeline(
+        tiny_config, mesh_of(), preflight.open_training_source(tiny_config, spec), spec=spec
+    )
+    for _ in range(2):
+        batch = next(iterator)
+        condition = np.asarray(batch["condition"])
+        assert condition.dtype == np.int32 and condition.shape == (8, 4)
+        # each row's grey level, from the decoded pixels in [-1, 1]
+        levels = np.rint((np.asarray(batch["video"]).mean(axis=(1, 2, 3, 4)) + 1) * 127.5).astype(int)
+        for level, ids in zip(levels, condition, strict=True):
+            (shown,) = [known for known in texts if abs(known - level) <= 4]
+            assert ids.tolist() == expected[shown]
+    assert iterator.counts[SKIPPED] >= 1  # the broken video was drawn, and redrawn
+
+    latents = {"latent_mean": np.zeros((2, 2, 1, 1, 1)), "latent_std": np.ones((2, 2, 1, 1, 1))}
+    prepared = TrainInputs(tiny_config)({**latents, "condition": condition[:2]}, step=0)
+    np.testing.assert_array_equal(prepared["condition"], condition[:2])

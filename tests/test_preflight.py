@@ -1,11 +1,12 @@
 """What users get wrong is refused by config.validate or by the preflight, before the mesh or any
 compilation, with one message that names the fix."""
 
+import json
 import os
 
 import numpy as np
 import pytest
-from conftest import load_experiment
+from conftest import load_experiment, write_text_tokenizer
 from PIL import Image
 
 from data_pipelines import video_io
@@ -89,6 +90,40 @@ def test_data_errors_are_refused_before_the_mesh(tmp_path, no_mesh):
     binary.write_bytes(bytes(range(256)))
     with pytest.raises(ValueError, match="is not a text index: pass a folder of videos, one video file"):
         launch.run(_config(binary), str(tmp_path / "w"))
+
+
+def _text_config(tmp_path, rows):
+    """tiny_cpu text-conditioned (4 tokens) on a manifest of ``rows`` whose videos exist."""
+    for row in rows:
+        _video(tmp_path / row["video"])
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(row) for row in rows))
+    c = _config(manifest)
+    folder = write_text_tokenizer(tmp_path / "release")
+    c.condition.update(kind="text", max_text_tokens=4, text_tokenizer=str(folder))
+    return c
+
+
+def test_text_rows_that_cannot_condition_are_named_before_the_mesh(tmp_path, no_mesh):
+    good = {"video": "good.mp4", "text": "a ball drops"}
+    c = _text_config(tmp_path, [good, {"video": "labelled.mp4", "label": 0}])
+    with pytest.raises(ValueError, match=r'labelled.mp4 in the manifest .*manifest.jsonl has no "text"'):
+        launch.run(c, str(tmp_path / "w"))
+    c = _text_config(tmp_path, [good, {"video": "long.mp4", "text": "a ball drops a ball"}])
+    with pytest.raises(
+        ValueError,
+        match=r"long.mp4 in the manifest .*: the text .* is 5 tokens, more than .*max_text_tokens = 4",
+    ):
+        launch.run(c, str(tmp_path / "w"))
+
+    c = _text_config(tmp_path, [good])
+    c.condition.text_tokenizer = ""
+    with pytest.raises(FileNotFoundError, match="set config.condition.text_tokenizer"):
+        launch.run(c, str(tmp_path / "w"))
+    c = _text_config(tmp_path, [good])
+    c.data.source_path = str(tmp_path)  # a folder: classes, no text
+    with pytest.raises(ValueError, match=r"condition.kind = 'text' reads texts from a JSONL manifest"):
+        launch.run(c, str(tmp_path / "w"))
 
 
 def test_a_single_video_file_is_a_one_video_dataset(tmp_path):

@@ -122,7 +122,8 @@ def base_config() -> ml_collections.ConfigDict:
     # With condition.kind "class", source_path is a labelled source (data_pipelines/labelled_source):
     # a JSONL manifest, or a folder of class sub-folders (UCF-101/), then read through split_file
     # if set (UCF-101's trainlist0N.txt). class_index (a classInd.txt) numbers the classes; empty:
-    # the one beside split_file or in the folder, else the sorted sub-folder names.
+    # the one beside split_file or in the folder, else the sorted sub-folder names. With "text",
+    # source_path is a JSONL manifest with a "text" for every video.
     d.class_index = ""
     d.split_file = ""
     d.min_side = 128  # videos with a shorter side are rejected (the official filter)

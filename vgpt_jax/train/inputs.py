@@ -50,7 +50,7 @@ class TrainInputs:
 
     def __call__(self, batch: dict[str, jax.Array], step: int) -> dict[str, jax.Array]:
         """``batch`` of global arrays -> {'target', 'clean'} (B, T, h, w, C) for optimiser step
-        ``step``, and the batch's ``condition`` (B,) if it has one."""
+        ``step``, and the batch's ``condition`` (class ids (B,) or text ids (B, P)) if it has one."""
         latents = self._latents(batch, self.step_key(step))
         return {**latents, CONDITION: batch[CONDITION]} if CONDITION in batch else latents
 

@@ -17,6 +17,7 @@ import numpy as np
 from data_pipelines.clip_sampler import ClipSpec, SampleClip
 from data_pipelines.labelled_source import open_labelled
 from data_pipelines.pipeline import open_source
+from data_pipelines.text_tokens import load_text_tokenizer
 from vgpt_jax.train import workdir_lock
 
 
@@ -58,13 +59,25 @@ def open_training_source(config: ml_collections.ConfigDict, spec: ClipSpec):
 
 
 def _open(config: ml_collections.ConfigDict):
-    """The source of ``config.data``: labelled videos, each with a class in the table, for class
-    conditions (the step needs a label for every row), else :func:`open_source`'s."""
-    d = config.data
-    if config.condition.kind != "class":
+    """The source of ``config.data``: for a condition, labelled videos whose every row has one (the
+    step needs a condition for every row): a class in the table, or a text tokenized here, once;
+    else :func:`open_source`'s."""
+    d, co = config.data, config.condition
+    if co.kind == "none":
         return open_source(d.source_path, d.split)
+    if co.kind == "text" and (os.path.isdir(d.source_path) or d.split_file):
+        raise ValueError(
+            f'condition.kind = \'text\' reads texts from a JSONL manifest of {{"video": PATH, "text": '
+            f"STR}} rows: pass one as config.data.source_path ({d.source_path} is a folder of videos"
+            f"{' read through config.data.split_file' if d.split_file else ''}, which has classes, no text)"
+        )
     source, _ = open_labelled(d.source_path, d.class_index or None, d.split_file or None)
-    source.require_classes(config.condition.num_classes)
+    if co.kind == "class":
+        source.require_classes(co.num_classes)
+    else:
+        source.tokenize_texts(
+            load_text_tokenizer(co.text_tokenizer), co.max_text_tokens, config.model.vocab_size
+        )
     return source
 
 

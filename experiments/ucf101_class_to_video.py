@@ -6,7 +6,7 @@ and a null row comes before 16 frames at 320x240; the rank-8 adapters of the rel
 the class table are trained, everything else stays the converted weights. Pass the converted
 checkpoint and the data:
 
-    vgpt train --config experiments/ucf101_class_lora.py --workdir W \\
+    vgpt train --config experiments/ucf101_class_to_video.py --workdir W \\
         --config.train.init_from=CONVERTED \\
         --config.data.source_path=UCF-101 \\
         --config.data.split_file=ucfTrainTestlist/trainlist01.txt
