@@ -103,3 +103,22 @@ def test_vgpt_sample_refuses_bad_image_arguments(tmp_path, capsys, flags, messag
     args = ["sample", "--checkpoint", str(tmp_path / "none"), "--num-frames", "2", "--image", str(picture)]
     assert cli.main([*args, *flags, "--output", str(tmp_path / "o.mp4")]) == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant,frames", [("", 16), (":runlocal", 8)])
+def test_the_animation_experiment_lays_out_a_picture_then_one_clip(variant, frames):
+    """(1, N - 1): the picture frame is clip 0, without loss; the rest one clip, sampled in one
+    round after it. Rank 8 on the release backbone trains 32 layers x 147,456 adapter weights (as
+    ucf101_class_lora, without its class table)."""
+    from vgpt_jax import config as config_lib
+    from vgpt_jax.cli.info import info
+    from vgpt_jax.models import layout
+
+    c = config_lib.validate(config_lib.load_experiment(f"experiments/image_animation.py{variant}"))
+    assert c.data.num_frames == frames and c.layout.first_clip_loss_weight == 0.0
+    assert layout.clip_ids_from_partition(c.layout.fixed_partition).tolist() == [0] + [1] * (frames - 1)
+    assert (c.sampling.clip_frames, c.sampling.window_frames) == (frames - 1, frames)
+    assert c.lora.rank == 8 and c.condition.kind == "none"
+    if not variant:
+        assert (c.data.latent_height * 8, c.data.latent_width * 8) == (240, 320)
+        assert info(c)["trainable_params"] == 32 * 147_456
