@@ -76,6 +76,11 @@ def to_uint8(pixels: jax.Array) -> jax.Array:
     return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
+def batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
+    """Videos a :class:`Predictor` samples at once on ``mesh``: data-parallel size × per-device batch."""
+    return mesh_lib.data_parallel_size(mesh) * config.data.per_device_batch_size
+
+
 def condition_ids(
     config: ml_collections.ConfigDict,
     class_ids: Sequence[int] | None = None,
@@ -171,7 +176,7 @@ class Predictor:
         d = config.data
         f = tokenizer.cfg.downsample_factor
         self.frame_size = (d.latent_height * f, d.latent_width * f)  # (height, width) in pixels
-        self.batch_size = mesh_lib.data_parallel_size(self.mesh) * d.per_device_batch_size
+        self.batch_size = batch_size(config, self.mesh)
         self._batch_sharding = mesh_lib.batch_sharding(self.mesh, 5)
         self._latent_shape = (d.latent_height, d.latent_width, config.model.latent_channels)
 
