@@ -285,6 +285,18 @@ class LabelledVideoSource:
         return f"LabelledVideoSource({self.where}, {len(self)} videos)"
 
 
+def class_index_file(path: str, class_index: str | None = None, split_file: str | None = None) -> str | None:
+    """The ``classInd.txt`` that names the classes of the labelled source ``path`` (see
+    :func:`open_labelled`): ``class_index``, else the one beside ``split_file``, else the folder's
+    own if it has one; None: a folder's classes are its sorted sub-folder names, a manifest's none."""
+    if class_index:
+        return class_index
+    if split_file:
+        return os.path.join(os.path.dirname(os.path.abspath(split_file)), "classInd.txt")
+    own_index = os.path.join(path, "classInd.txt")
+    return own_index if os.path.isfile(own_index) else None
+
+
 def open_labelled(
     path: str, class_index: str | None = None, split_file: str | None = None
 ) -> tuple[LabelledVideoSource, list[str]]:
@@ -296,15 +308,11 @@ def open_labelled(
     the folder's videos are those it lists, numbered by ``class_index`` or else the
     ``classInd.txt`` beside it.
     """
+    index = class_index_file(path, class_index, split_file)
+    names = read_class_index(index) if index else None
     if split_file:
-        index = class_index or os.path.join(os.path.dirname(os.path.abspath(split_file)), "classInd.txt")
-        names = read_class_index(index)
         return LabelledVideoSource.from_ucf101(path, split_file, index), names
-    names = read_class_index(class_index) if class_index else None
     if os.path.isdir(path):
-        own_index = os.path.join(path, "classInd.txt")
-        if names is None and os.path.isfile(own_index):
-            names = read_class_index(own_index)
         listing, names = list_class_folders(path, names)
         return LabelledVideoSource(listing, f"the folder {path}"), names
     return LabelledVideoSource(read_manifest(path), f"the manifest {path}"), names or []

@@ -7,6 +7,7 @@ import pytest
 import tokenizers
 from conftest import load_experiment, write_text_tokenizer
 from inference_fixture import make_workdir, moving_square
+from PIL import Image
 
 from data_pipelines import video_io
 from vgpt_jax import cli
@@ -100,6 +101,19 @@ def test_vgpt_sample_from_a_condition(workdir, flag, request, tmp_path, capsys):
     assert f"wrote 3 frames to {output}" in capsys.readouterr().out
 
 
+def test_vgpt_sample_animates_a_picture_of_a_class(class_workdir, tmp_path, capsys):
+    """--image with --class-id: the picture is the history, the class the prefix; the output has the
+    picture's size."""
+    picture, output = tmp_path / "p.png", tmp_path / "out.mp4"
+    Image.fromarray(moving_square(1, 48, 80)[0]).save(picture)
+    fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+    args = ["sample", "--checkpoint", str(class_workdir), "--image", str(picture), "--class-id", "2"]
+    status = cli.main([*args, "--num-frames", "3", *fast, "--output", str(output)])
+    assert status == 0, capsys.readouterr().err
+    frames, _ = _frames(output)
+    assert len(frames) == 3 and frames[0].shape == (48, 80, 3)
+
+
 def test_vgpt_sample_asks_a_conditioned_checkpoint_for_its_condition(class_workdir, tmp_path, capsys):
     video = tmp_path / "in.mp4"
     video_io.write_video(str(video), moving_square(4, 64, 64), fps=8)
@@ -111,7 +125,8 @@ def test_vgpt_sample_asks_a_conditioned_checkpoint_for_its_condition(class_workd
 def test_vgpt_sample_needs_a_video_or_a_condition(tmp_path, capsys):
     args = ["sample", "--checkpoint", str(tmp_path), "--num-frames", "2", "--output", str(tmp_path / "o.mp4")]
     assert cli.main(args) == 1
-    assert "pass --video (video prediction), --class-id or --prompt" in capsys.readouterr().err
+    wanted = "pass --video (video prediction), --image (image animation), --class-id or --prompt"
+    assert wanted in capsys.readouterr().err
     assert cli.main([*args, "--video", str(tmp_path / "in.mp4")]) == 1
     assert "--video needs --cond-frames K" in capsys.readouterr().err
 

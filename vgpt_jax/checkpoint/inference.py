@@ -72,6 +72,20 @@ def _workdir_checkpoints(path: Path) -> Checkpointer:
     return checkpoints
 
 
+def checkpoint_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """The config of a training workdir or a params-only export with ``overrides`` applied,
+    validated, without reading a weight (a workdir's tokenizer fields are its training config's:
+    :func:`load_for_inference` gives the tokenizer weights' own). FileNotFoundError as there."""
+    path = Path(path)
+    if is_params_checkpoint(path):
+        saved = load_config(path)
+    else:
+        checkpoints = _workdir_checkpoints(path)
+        saved = checkpoints.restore_config()
+        checkpoints.close()
+    return config_lib.validate(config_lib.apply_overrides(saved, overrides))
+
+
 def load_for_inference(
     path: str | os.PathLike, mesh: Mesh | None = None, overrides: Sequence[str] = ()
 ) -> tuple[ml_collections.ConfigDict, Any, ClipTokenizer]:
@@ -84,9 +98,7 @@ def load_for_inference(
     """
     path = Path(path)
     exported = is_params_checkpoint(path)
-    checkpoints = None if exported else _workdir_checkpoints(path)
-    saved = load_config(path) if exported else checkpoints.restore_config()
-    config = config_lib.validate(config_lib.apply_overrides(saved, overrides))
+    config = checkpoint_config(path, overrides)
     tokenizer_cfg = _check_tokenizer(config, path)
     mesh = inference_mesh(config) if mesh is None else mesh
     model_abstract = video_gpt.abstract_params(config, mesh)
@@ -94,6 +106,7 @@ def load_for_inference(
         abstract = {"model": model_abstract, "tokenizer": clip_tokenizer.abstract_params(tokenizer_cfg, mesh)}
         restored = load_params(path, abstract)
         return config, restored["model"], ClipTokenizer(tokenizer_cfg, restored["tokenizer"], mesh)
+    checkpoints = _workdir_checkpoints(path)
     params = checkpoints.restore_params(model_abstract)
     checkpoints.close()
     if not config.tokenizer.weights:

@@ -30,6 +30,7 @@ COMMANDS = {
     "export": "vgpt_jax.cli.export",
     "convert": "vgpt_jax.cli.convert",
     "physics-iq": "vgpt_jax.cli.physics_iq",
+    "generate-set": "vgpt_jax.cli.generate_set",
     "fvd": "vgpt_jax.cli.fvd",
     "predict-eval": "vgpt_jax.cli.predict_eval",
     "features": "vgpt_jax.cli.features",

@@ -1,6 +1,6 @@
-"""``vgpt sample``: video prediction from a file, or class- or text-to-video from a class-
-or text-conditioned checkpoint (``--class-id`` / ``--prompt`` without ``--video``), with a checkpoint's
-own sampling settings."""
+"""``vgpt sample``: video prediction from a file, image animation from pictures (``--image``, the
+conditioning frames), or class- or text-to-video from a class- or text-conditioned checkpoint
+(``--class-id`` / ``--prompt`` alone), with a checkpoint's own sampling settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 HELP = (
     "continue the first --cond-frames frames of --video by --num-frames frames (video prediction), "
-    "or generate --num-frames frames of class --class-id or text --prompt"
+    "animate --image pictures, or generate --num-frames frames of class --class-id or text --prompt"
 )
 CONFIG = "overrides"
 
@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--video", type=Path, help="the input video (none: generate from --class-id or --prompt)"
     )
+    parser.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        help="a picture (PNG, JPEG) to animate; repeat for K pictures of one size, the K conditioning frames",
+    )
     parser.add_argument("--cond-frames", type=positive_int, help="conditioning frames K (with --video)")
     parser.add_argument("--num-frames", required=True, type=positive_int, help="frames to predict M")
     parser.add_argument("--output", required=True, type=Path, help="the output .mp4")
@@ -30,9 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="take every S-th input frame (the release reads every 4th)",
     )
-    parser.add_argument("--fps", type=positive_int, help="output fps (default: the input's fps / stride)")
     parser.add_argument(
-        "--with-context", action="store_true", help="write the K conditioning frames before the prediction"
+        "--fps",
+        type=positive_int,
+        help="output fps (default: the input's fps / stride; without a video: the checkpoint's "
+        "train.sample_fps)",
+    )
+    parser.add_argument(
+        "--with-context",
+        action="store_true",
+        help="write the K conditioning frames (or pictures) before the prediction",
     )
     parser.add_argument(
         "--class-id",
@@ -48,40 +61,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from vgpt_jax.sample.options import sampling_overrides
-    from vgpt_jax.sample.predict import generate_file, predict_file
+    from vgpt_jax.sample.predict import animate_file, generate_file, predict_file
 
-    if args.video is None:
-        if args.class_id is None and args.prompt is None:
-            raise ValueError(
-                "pass --video (video prediction), --class-id or --prompt (class- or text-to-video)"
-            )
-        frames = generate_file(
+    common = {
+        "fps": args.fps,
+        "overrides": args.config_overrides,
+        "class_id": args.class_id,
+        "prompt": args.prompt,
+        **sampling_overrides(args),
+    }
+    if args.image and args.video is not None:
+        raise ValueError("give --video or --image, not both: either is the conditioning frames")
+    if args.image:
+        if args.cond_frames is not None:
+            raise ValueError("--cond-frames is for --video: with --image, the K pictures are the K frames")
+        frames = animate_file(
             args.checkpoint,
+            args.image,
             args.output,
             args.num_frames,
-            class_id=args.class_id,
-            prompt=args.prompt,
-            fps=args.fps,
-            overrides=args.config_overrides,
-            **sampling_overrides(args),
+            with_context=args.with_context,
+            **common,
         )
-        print(f"wrote {frames} frames to {args.output}")
-        return 0
-    if args.cond_frames is None:
-        raise ValueError("--video needs --cond-frames K: the video's first K frames condition the prediction")
-    frames = predict_file(
-        args.checkpoint,
-        args.video,
-        args.output,
-        args.cond_frames,
-        args.num_frames,
-        stride=args.stride,
-        fps=args.fps,
-        with_context=args.with_context,
-        overrides=args.config_overrides,
-        class_id=args.class_id,
-        prompt=args.prompt,
-        **sampling_overrides(args),
-    )
+    elif args.video is not None:
+        if args.cond_frames is None:
+            raise ValueError(
+                "--video needs --cond-frames K: the video's first K frames condition the prediction"
+            )
+        frames = predict_file(
+            args.checkpoint,
+            args.video,
+            args.output,
+            args.cond_frames,
+            args.num_frames,
+            stride=args.stride,
+            with_context=args.with_context,
+            **common,
+        )
+    elif args.class_id is None and args.prompt is None:
+        raise ValueError(
+            "pass --video (video prediction), --image (image animation), --class-id or --prompt "
+            "(class- or text-to-video)"
+        )
+    else:
+        frames = generate_file(args.checkpoint, args.output, args.num_frames, **common)
     print(f"wrote {frames} frames to {args.output}")
     return 0

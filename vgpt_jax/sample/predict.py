@@ -11,11 +11,14 @@ For a batch of videos, (K, H, W, 3) uint8 each:
 4. the frames are resized back to the input's size.
 
 Batches hold ``data-parallel size × config.data.per_device_batch_size`` videos, split over the
-mesh; a last partial batch is padded by repeating its last video.
+mesh; a last partial batch is padded by repeating its last video. Batch i samples with
+``config.sampling.seed`` folded with i, so no two batches draw the same noise.
 
 A conditioned checkpoint (``config.condition.kind`` "class" or "text", DESIGN §8) takes one row of
 condition ids per video (:func:`condition_ids` of class ids or prompts), and
-:meth:`Predictor.generate` makes videos from them alone.
+:meth:`Predictor.generate` makes videos from them alone (or, unconditioned, from nothing).
+Pictures condition as clean history frames, through the same path as a video's (DESIGN §8):
+:func:`animate_file`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
-from PIL import Image
+from PIL import Image, ImageOps
 
 from data_pipelines import transforms, video_io
 from data_pipelines.text_tokens import load_text_tokenizer, text_ids
@@ -71,6 +74,11 @@ def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 def to_uint8(pixels: jax.Array) -> jax.Array:
     """[0, 1] floats -> uint8, rounded to the nearest level (as diffusers' image processor does)."""
     return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
+    """Videos a :class:`Predictor` samples at once on ``mesh``: data-parallel size × per-device batch."""
+    return mesh_lib.data_parallel_size(mesh) * config.data.per_device_batch_size
 
 
 def condition_ids(
@@ -168,7 +176,7 @@ class Predictor:
         d = config.data
         f = tokenizer.cfg.downsample_factor
         self.frame_size = (d.latent_height * f, d.latent_width * f)  # (height, width) in pixels
-        self.batch_size = mesh_lib.data_parallel_size(self.mesh) * d.per_device_batch_size
+        self.batch_size = batch_size(config, self.mesh)
         self._batch_sharding = mesh_lib.batch_sharding(self.mesh, 5)
         self._latent_shape = (d.latent_height, d.latent_width, config.model.latent_channels)
 
@@ -199,10 +207,15 @@ class Predictor:
         num_frames: int,
         progress: bool,
         condition: np.ndarray | None,
+        batch_index: int,
     ) -> np.ndarray:
         """n <= batch_size videos (K, h, w, 3) uint8 at the model size, or n videos from nothing
-        (an int), with n rows of condition ids or None -> (n, num_frames, h, w, 3) uint8."""
-        encode_key, sample_key = jax.random.split(jax.random.key(self.config.sampling.seed))
+        (an int), with n rows of condition ids or None -> (n, num_frames, h, w, 3) uint8.
+
+        ``batch_index`` is folded into the seed: every batch would otherwise draw the noise of the
+        first, and repeat its videos where the conditions repeat."""
+        key = jax.random.fold_in(jax.random.key(self.config.sampling.seed), batch_index)
+        encode_key, sample_key = jax.random.split(key)
         if isinstance(videos, int):
             n = videos
             context = jnp.zeros((self.batch_size, 0, *self._latent_shape), jnp.float32)
@@ -246,19 +259,35 @@ class Predictor:
             chunk = videos[start : start + self.batch_size]
             resized = [to_model_resolution(v, max_size, height, width) for v in chunk]
             rows = None if condition is None else condition[start : start + self.batch_size]
-            predicted = self._predict_batch(resized, num_frames, progress, rows)
+            predicted = self._predict_batch(resized, num_frames, progress, rows, start // self.batch_size)
             out += [resize(p, *v.shape[1:3]) for p, v in zip(predicted, chunk, strict=True)]
         return out
 
-    def generate(self, condition: np.ndarray, num_frames: int, progress: bool = False) -> list[np.ndarray]:
+    def generate(
+        self,
+        condition: np.ndarray | None,
+        num_frames: int,
+        progress: bool = False,
+        num_videos: int | None = None,
+        first_batch: int = 0,
+    ) -> list[np.ndarray]:
         """Class- or text-to-video: ``num_frames`` frames from nothing but each row of condition ids
-        (:func:`condition_ids`). Returns one (num_frames, H, W, 3) uint8 array per row at the
-        model's frame size (:attr:`frame_size`)."""
-        self._check_condition(condition, len(condition))
+        (:func:`condition_ids`); an unconditioned model: ``num_videos`` videos from nothing
+        (``condition`` None). Returns one (num_frames, H, W, 3) uint8 array per video at the
+        model's frame size (:attr:`frame_size`).
+
+        ``first_batch``: the index of the first batch, for the seed. Videos i·batch_size onwards of
+        a call with ``first_batch = i`` are those of one call for them all, so a set can be made
+        in parts (``vgpt generate-set`` resumes so).
+        """
+        n = len(condition) if num_videos is None else num_videos
+        self._check_condition(condition, n)
         out = []
-        for start in range(0, len(condition), self.batch_size):
-            rows = condition[start : start + self.batch_size]
-            out += list(self._predict_batch(len(rows), num_frames, progress, rows))
+        for start in range(0, n, self.batch_size):
+            count = min(self.batch_size, n - start)
+            rows = None if condition is None else condition[start : start + count]
+            batch_index = first_batch + start // self.batch_size
+            out += list(self._predict_batch(count, num_frames, progress, rows, batch_index))
         return out
 
     def _check_condition(self, condition: np.ndarray | None, num_videos: int) -> None:
@@ -306,11 +335,80 @@ def predict_file(
             f"frames at stride {stride} span: lower --cond-frames or --stride"
         )
     context = video_io.read_video(video, range(0, needed, stride))
+    fps = fps or max(1, round(info.fps / stride))
+    return _write_prediction(
+        checkpoint, context, output, num_frames, fps, with_context, overrides, class_id, prompt, **sampling
+    )
+
+
+def read_pictures(paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Pictures (PNG, JPEG, anything PIL reads) as frames: (K, H, W, 3) uint8 RGB, in order.
+
+    FileNotFoundError for a missing file; ValueError naming a file PIL cannot read, or the sizes
+    when the pictures differ (they become the frames of one video).
+    """
+    frames = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"the picture {path} does not exist")
+        try:
+            with Image.open(path) as picture:
+                # a camera's portrait photo is stored landscape with an EXIF rotation; apply it
+                frames.append(np.asarray(ImageOps.exif_transpose(picture).convert("RGB")))
+        except OSError as error:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+            raise ValueError(f"cannot read the picture {path}: {error}") from None
+    if len({f.shape for f in frames}) > 1:
+        described = ", ".join(
+            f"{Path(p).name} {f.shape[1]}x{f.shape[0]}" for p, f in zip(paths, frames, strict=True)
+        )
+        raise ValueError(f"the pictures differ in size ({described}): give pictures of one size")
+    return np.stack(frames)
+
+
+def animate_file(
+    checkpoint: str | os.PathLike,
+    pictures: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    num_frames: int,
+    fps: int | None = None,
+    with_context: bool = False,
+    overrides: Sequence[str] = (),
+    class_id: int | None = None,
+    prompt: str | None = None,
+    **sampling,
+) -> int:
+    """`vgpt sample --image`: predicts ``num_frames`` frames after the ``pictures`` (one or more of
+    one size), which are the K conditioning frames exactly as a video's first K frames would be
+    (:func:`read_pictures`, then :meth:`Predictor.predict`). ``output`` is at the pictures' size and
+    ``fps`` (default: the checkpoint's ``config.train.sample_fps``); the rest as
+    :func:`predict_file`. Returns the frame count."""
+    _prepare_output(output)
+    context = read_pictures(pictures)
+    return _write_prediction(
+        checkpoint, context, output, num_frames, fps, with_context, overrides, class_id, prompt, **sampling
+    )
+
+
+def _write_prediction(
+    checkpoint: str | os.PathLike,
+    context: np.ndarray,
+    output: str | os.PathLike,
+    num_frames: int,
+    fps: int | None,
+    with_context: bool,
+    overrides: Sequence[str],
+    class_id: int | None,
+    prompt: str | None,
+    **sampling,
+) -> int:
+    """The part :func:`predict_file` and :func:`animate_file` share: ``num_frames`` frames predicted
+    after ``context`` (K, H, W, 3) uint8, written to ``output`` at ``fps`` (None: the checkpoint's
+    ``train.sample_fps``). Returns the frame count."""
     predictor = Predictor.from_checkpoint(checkpoint, overrides=overrides, **sampling)
     condition = condition_ids(predictor.config, _one(class_id), _one(prompt))
     (predicted,) = predictor.predict([context], num_frames, progress=True, condition=condition)
     frames = np.concatenate([context, predicted]) if with_context else predicted
-    video_io.write_mp4(output, frames, fps or max(1, round(info.fps / stride)))
+    video_io.write_mp4(output, frames, fps or predictor.config.train.sample_fps)
     return len(frames)
 
 
