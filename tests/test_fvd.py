@@ -168,6 +168,14 @@ def test_protocol_and_folder_errors(tmp_path):
         fvd.list_videos(tmp_path)
 
 
+def test_unfinished_videos_are_not_listed(tmp_path):
+    """An interrupted write leaves its video in a .partial folder: not a member of the set."""
+    for name in ("b/2.mp4", "a/1.mp4", "a/.partial/3.mp4", ".partial/4.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in fvd.list_videos(tmp_path)] == ["a/1.mp4", "b/2.mp4"]
+
+
 def _mean_pixel(variables, clips, resize):
     """A stand-in for the network: each clip's mean pixel value, (B, 3)."""
     return clips.mean(axis=(1, 2, 3)).astype(float)

@@ -162,12 +162,20 @@ def read_clip(path: pathlib.Path, protocol: Protocol) -> np.ndarray:
 
 
 def list_videos(directory: str | pathlib.Path) -> list[pathlib.Path]:
-    """Video files under ``directory`` (recursively), sorted by their path relative to it."""
+    """Video files under ``directory`` (recursively), sorted by their path relative to it; files
+    in ``.partial/`` folders, where an interrupted ``write_mp4`` leaves its unfinished videos, are
+    not videos of the set."""
     root = pathlib.Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such directory of videos")
     videos = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()),
+        (
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in VIDEO_SUFFIXES
+            and p.is_file()
+            and video_io.PARTIAL_DIR not in p.relative_to(root).parts
+        ),
         key=lambda p: p.relative_to(root).as_posix(),
     )
     if not videos:
