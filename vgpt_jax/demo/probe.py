@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ml_collections
+import numpy as np
+
 from vgpt_jax import cli
 from vgpt_jax import config as config_lib
 from vgpt_jax.demo import run as demo
@@ -52,17 +55,50 @@ FEATURE_FLAGS = ["--frames", "16", "--stride", "2", "--pooling", "frames"]
 PROBE_FLAGS = ["--epochs", "200", "--batch-size", "64"]
 
 
-def run(workdir: str, full: bool = False, log=print, experiment: str | None = None) -> dict[str, Any]:
-    """Pre-trains, extracts, probes (skipping finished stages); returns the probe's report.
+def pretrain_config(full: bool = False, experiment: str | None = None) -> ml_collections.ConfigDict:
+    """The demo's config at :data:`SMALL`'s sizes (its own with ``full``), or ``experiment``'s."""
+    if experiment is None:
+        return config_lib.load_experiment("demo", [] if full else SMALL)
+    return config_lib.validate(config_lib.load_experiment(experiment))
+
+
+def upper_layers(num_layers: int) -> list[int]:
+    """The top third of the layers (17-24 of 24), where the probe's edge from pre-training shows."""
+    return [layer for layer in range(1, num_layers + 1) if layer > 2 * num_layers // 3]
+
+
+def seed_summary(reports: list[dict[str, Any]], num_layers: int) -> dict[str, Any]:
+    """Per run (pre-trained, random init) and probe seed: the mean top-1 over :func:`upper_layers`
+    and the best layer's top-1, with their mean over seeds."""
+    upper = upper_layers(num_layers)
+    summary: dict[str, Any] = {"upper_layers": [upper[0], upper[-1]], "seeds": len(reports)}
+    for name in reports[0]["runs"]:
+        by_seed = []
+        for report in reports:
+            top1 = {r["layer"]: r["top1"] for r in report["runs"][name]["results"].values() if r["layer"]}
+            by_seed.append((float(np.mean([top1[layer] for layer in upper])), max(top1.values())))
+        upper_means, bests = zip(*by_seed, strict=True)
+        summary[name] = {
+            "upper_mean_top1": list(upper_means),
+            "best_top1": list(bests),
+            "upper_mean_top1_over_seeds": float(np.mean(upper_means)),
+            "best_top1_over_seeds": float(np.mean(bests)),
+        }
+    return summary
+
+
+def run(
+    workdir: str, full: bool = False, log=print, experiment: str | None = None, seeds: int = 1
+) -> dict[str, Any]:
+    """Pre-trains, extracts, probes (skipping finished stages); returns the first seed's report.
 
     ``experiment``: a demo-shaped experiment at its own sizes (default: ``demo``, at :data:`SMALL`'s
-    unless ``full``)."""
+    unless ``full``). ``seeds`` > 1 repeats the comparison with random initialisations and probe
+    seeds 0..seeds-1 (``W/probe``, ``W/probe_s1``, ...) and writes ``W/probe_seeds.json`` (the
+    pre-training is one run either way)."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    if experiment is None:
-        config = config_lib.load_experiment("demo", [] if full else SMALL)
-    else:
-        config = config_lib.validate(config_lib.load_experiment(experiment))
+    config = pretrain_config(full, experiment)
     seconds = {}
     start = time.perf_counter()
     _, _, exported = demo.pretrain(config, workdir, log)
@@ -77,26 +113,37 @@ def run(workdir: str, full: bool = False, log=print, experiment: str | None = No
         )  # fmt: skip
     layers = ",".join(str(layer) for layer in range(1, config.model.num_layers + 1))
     common = ["--data", str(labelled / synthetic_physics.LABELS_FILE), "--layers", layers, *FEATURE_FLAGS]
-    folders = {"pretrained": workdir / "features_pretrained", "random_init": workdir / "features_random"}
+    pretrained = workdir / "features_pretrained"
+    random_init = [workdir / ("features_random" if s == 0 else f"features_random_s{s}") for s in range(seeds)]
     start = time.perf_counter()
-    for argv in (
-        ["--output-dir", str(folders["pretrained"]), "--pixels"],
-        ["--output-dir", str(folders["random_init"]), "--random-init", "0"],
-    ):
+    extractions = [["--output-dir", str(pretrained), "--pixels"]]
+    extractions += [
+        ["--output-dir", str(folder), "--random-init", str(s)] for s, folder in enumerate(random_init)
+    ]
+    for argv in extractions:
         if cli.main(["features", "--checkpoint", str(exported), *common, *argv]):
             raise RuntimeError(f"vgpt features {' '.join(argv)} failed")
     seconds["features"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    splits = [f"--{s}-split" for s in ("train", "test")]
-    argv = ["probe", "--features", *(f"{name}={path}" for name, path in folders.items())]
-    argv += [splits[0], str(labelled / synthetic_physics.LABEL_SPLITS["train"])]
-    argv += [splits[1], str(labelled / synthetic_physics.LABEL_SPLITS["test"])]
-    if cli.main([*argv, "--output-dir", str(workdir / "probe"), *PROBE_FLAGS]):
-        raise RuntimeError("vgpt probe failed")
+    reports = []
+    for seed, folder in enumerate(random_init):
+        out = workdir / ("probe" if seed == 0 else f"probe_s{seed}")
+        argv = ["probe", "--features", f"pretrained={pretrained}", f"random_init={folder}"]
+        argv += ["--train-split", str(labelled / synthetic_physics.LABEL_SPLITS["train"])]
+        argv += ["--test-split", str(labelled / synthetic_physics.LABEL_SPLITS["test"])]
+        if cli.main([*argv, "--output-dir", str(out), "--seed", str(seed), *PROBE_FLAGS]):
+            raise RuntimeError("vgpt probe failed")
+        reports.append(json.loads((out / "probe.json").read_text()))
     seconds["probe"] = round(time.perf_counter() - start, 1)
-    report = json.loads((workdir / "probe" / "probe.json").read_text())
+    if seeds > 1:
+        summary = seed_summary(reports, config.model.num_layers)
+        (workdir / "probe_seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
+        first, last = summary["upper_layers"]
+        for name in reports[0]["runs"]:
+            values = ", ".join(f"{100 * v:.1f}" for v in summary[name]["upper_mean_top1"])
+            log(f"{name}: mean top-1 over layers {first}-{last} by seed: {values}")
     log(f"seconds: {seconds}")
-    return report
+    return reports[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,8 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--full", action="store_true", help="pre-train at the demo's own sizes")
     parser.add_argument("--config", help="a demo-shaped experiment at its own sizes (physics_gpu)")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="random initialisations and probe seeds to compare over"
+    )
     args = parser.parse_args(argv)
-    run(args.workdir, args.full, experiment=args.config)
+    run(args.workdir, args.full, experiment=args.config, seeds=args.seeds)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,251 @@
+"""Class-to-video on the synthetic physics world: class-conditioned runs, judged and scored by FVD.
+
+    python -m vgpt_jax.demo.classes --workdir W [--config experiments/physics_gpu.py]
+
+1. the probe demo (:mod:`vgpt_jax.demo.probe`): pre-training, the labelled world of scene kinds and
+   the linear probe of the pre-trained model's features;
+2. two class-conditioned runs of one recipe on the labelled world's train split, a class prefix of
+   one token from a 4 + 1 row table (DESIGN §8), every weight trained, the first clip's loss on
+   (classes are generated from nothing): ``fine_tuned`` starts from the pre-trained export,
+   ``from_scratch`` from a fresh initialisation (the paper's comparison, on this world);
+3. generation: ``--videos-per-class`` videos of every class from nothing, for each run and each
+   condition guidance weight of :data:`GUIDANCE`;
+4. the judge: a linear classifier on the pre-trained model's features of *real* train-split videos
+   (the probe's best layer by held-out accuracy, the probe's settings), scored on the real test
+   split, then on the generated videos against the class each was asked for; with ``--fvd``, FVD
+   of every generated set against the real test split.
+
+``W/classes/classes.json`` holds the judge's accuracy on real videos and, per run and guidance
+weight, the rate at which generated videos are judged the asked-for class (chance: 1 / 4) and the
+FVD. Finished stages are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from data_pipelines import video_io
+from vgpt_jax import cli
+from vgpt_jax import config as config_lib
+from vgpt_jax.checkpoint.inference import export
+from vgpt_jax.checkpoint.params import is_params_checkpoint
+from vgpt_jax.demo import physics_scenes, synthetic_physics
+from vgpt_jax.demo import probe as probe_demo
+from vgpt_jax.demo import run as demo
+from vgpt_jax.evaluation import fvd
+from vgpt_jax.evaluation import probe as probe_lib
+from vgpt_jax.sample.predict import Predictor
+from vgpt_jax.train import launch
+
+VIDEOS_PER_CLASS = 16  # 64 videos: the judge's rate to about ±6 points; FVD wants more (--videos-per-class)
+GUIDANCE = (1.0, 3.0)  # condition_scale: 1 = the conditioned model alone, 3 = the config's default
+# The labelled world's videos are 4 s at 8 fps (32 frames), and the probe reads 16 frames at stride 2:
+# the fine-tune learns 16 frames at interval 2, so a generated video spans what the judge was fit on.
+FRAME_INTERVAL = 2
+
+
+def class_recipe(steps: int) -> list[str]:
+    """Overrides of the pre-training config for a class run of ``steps`` steps at its learning rate."""
+    warmup = max(1, steps // 10)
+    return [
+        "condition.kind=class",
+        f"condition.num_classes={len(physics_scenes.KINDS)}",
+        f"data.frame_interval={FRAME_INTERVAL}",
+        "layout.first_clip_loss_weight=1.0",
+        f"train.steps={steps}",
+        f"train.checkpoint_every={max(1, steps // 2)}",
+        f"train.log_every={max(1, steps // 6)}",
+        "train.eval_every=0",
+        f"optim.warmup_steps={warmup}",
+        f"optim.decay_steps={steps - warmup}",
+    ]
+
+
+def class_run(
+    pretrain_config: ml_collections.ConfigDict,
+    steps: int,
+    init_from: Path | None,
+    labelled: Path,
+    workdir: Path,
+    name: str,
+    log,
+) -> Path:
+    """A class-conditioned run of ``steps`` steps on ``labelled``'s train split (fine-tuned from
+    ``init_from``, or from scratch when None) in ``workdir/classes/name``, exported; finished runs
+    are only read."""
+    out = workdir / "classes" / name / "export"
+    if is_params_checkpoint(out):
+        return out
+    config = config_lib.apply_overrides(pretrain_config, class_recipe(steps))
+    fields = {"data.source_path": str(labelled / synthetic_physics.LABEL_SPLITS["train"])}
+    config = config_lib.with_fields(config, {**fields, "train.init_from": str(init_from or "")})
+    run_dir = workdir / "classes" / name / "videogpt"
+    state = launch.run(config_lib.validate(config), str(run_dir), log=log)
+    if int(state.step) < config.train.steps:
+        raise demo.PreemptedError(f"the class run {name} was preempted at step {int(state.step)}")
+    export(run_dir, out)
+    return out
+
+
+def generate_classes(
+    exported: Path, scale: float, num_frames: int, videos_per_class: int, folder: Path
+) -> Path:
+    """``videos_per_class`` videos of each class at condition guidance ``scale`` as MP4s, and a
+    manifest of them labelled by the asked-for class; returns the manifest."""
+    manifest = folder / "asked.jsonl"
+    if manifest.is_file():
+        return manifest
+    asked = np.repeat(np.arange(len(physics_scenes.KINDS), dtype=np.int32), videos_per_class)
+    # one batch of them all: the sampler's batch of one per device would take 64 rounds
+    predictor = Predictor.from_checkpoint(
+        exported, overrides=[f"data.per_device_batch_size={len(asked)}"], condition_scale=scale
+    )
+    videos = predictor.generate(asked, num_frames, progress=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (label, frames) in enumerate(zip(asked.tolist(), videos, strict=True)):
+        name = f"{physics_scenes.KINDS[label]}-{i:03d}.mp4"
+        video_io.write_mp4(folder / name, frames, 8 // FRAME_INTERVAL)
+        rows.append(json.dumps({"video": name, "label": label}))
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def class_fvds(real_videos: list[Path], generated: dict[str, Path], num_frames: int) -> dict[str, float]:
+    """FVD (original I3D protocol) of each generated folder against ``real_videos``, read at the
+    frame interval the runs learnt (the generated videos are consecutive frames)."""
+    features = fvd.I3DFeatures()
+    real = fvd.video_features(real_videos, fvd.Protocol(num_frames, FRAME_INTERVAL), features, "real")
+    consecutive = fvd.Protocol(num_frames, 1)
+    return {
+        name: fvd.fvd_from_features(
+            real, fvd.video_features(fvd.list_videos(folder), consecutive, features, name)
+        )
+        for name, folder in generated.items()
+    }
+
+
+def best_layer(probe_report: dict[str, Any]) -> str:
+    """The pre-trained model's features file ('L<n>') of the best held-out (train split) accuracy."""
+    results = probe_report["runs"]["pretrained"]["results"]
+    layers = {name: r for name, r in results.items() if r["layer"] is not None}
+    return max(layers, key=lambda name: max(layers[name]["val_top1"].values()))
+
+
+def judge(
+    real: probe_lib.FeatureFile,
+    train_ids: list[str],
+    test_ids: list[str],
+    generated: dict[str, probe_lib.FeatureFile],
+    weight_decay: float,
+    settings: probe_lib.ProbeSettings,
+) -> dict[str, Any]:
+    """The classifier fit on ``real``'s train videos (with ``settings``' epochs): its accuracy on
+    the test videos, and per set of ``generated`` features the fraction judged the class each was
+    asked for (its label)."""
+    train, test = probe_lib.select(train_ids, real), probe_lib.select(test_ids, real)
+    num_classes = len(physics_scenes.KINDS)
+    train_x, test_x, *generated_x = probe_lib.standardise(
+        real.features[train.rows], real.features[test.rows], *(g.features for g in generated.values())
+    )
+    params = probe_lib.fit_linear(train_x, real.labels[train.rows], num_classes, weight_decay, settings)
+
+    def rate(x: np.ndarray, labels: np.ndarray) -> float:
+        return probe_lib.top_k_accuracy(probe_lib.logits_of(params, x), labels, 1)
+
+    return {
+        "real_test_accuracy": rate(test_x, real.labels[test.rows]),
+        "asked_class_rate": {
+            name: rate(x, g.labels) for (name, g), x in zip(generated.items(), generated_x, strict=True)
+        },
+        "chance": 1 / num_classes,
+    }
+
+
+def run(
+    workdir: str,
+    full: bool = False,
+    log=print,
+    experiment: str | None = None,
+    videos_per_class: int = VIDEOS_PER_CLASS,
+    steps: int | None = None,
+    with_fvd: bool = False,
+) -> dict[str, Any]:
+    """The probe demo, the fine-tuned and from-scratch class runs, generation, the judge and FVD
+    (finished stages skipped); returns and writes the report. ``full`` and ``experiment`` as
+    :func:`vgpt_jax.demo.probe.run`; ``steps`` of each class run (default: pre-training's);
+    ``with_fvd`` adds FVD (I3D on a CPU takes ~1.5 s a video)."""
+    probe_report = probe_demo.run(workdir, full, log, experiment)
+    workdir = Path(workdir).absolute()
+    _, pretrain_config, exported = demo.pretrain(probe_demo.pretrain_config(full, experiment), workdir, log)
+    labelled = workdir / "probe_world" / "train"
+    steps = steps or pretrain_config.train.steps
+    runs = {
+        name: class_run(pretrain_config, steps, init_from, labelled, workdir, name, log)
+        for name, init_from in (("fine_tuned", exported), ("from_scratch", None))
+    }
+
+    layer = best_layer(probe_report)
+    frames = probe_demo.FEATURE_FLAGS[probe_demo.FEATURE_FLAGS.index("--frames") + 1]
+    folders, generated = {}, {}
+    for (name, tuned), scale in itertools.product(runs.items(), GUIDANCE):
+        key = f"{name} w={scale:g}"
+        folders[key] = workdir / "classes" / name / f"generated_w{scale:g}"
+        manifest = generate_classes(tuned, scale, int(frames), videos_per_class, folders[key])
+        features = folders[key] / "features"
+        if not (features / probe_lib.META_FILE).is_file():
+            argv = ["features", "--checkpoint", str(exported), "--data", str(manifest),
+                    "--layers", layer[1:], "--frames", frames, "--pooling", "frames",
+                    "--output-dir", str(features)]  # fmt: skip
+            if cli.main(argv):
+                raise RuntimeError(f"vgpt features {' '.join(argv)} failed")
+        (generated[key],) = probe_lib.load_feature_folder(features)
+
+    real = {f.name: f for f in probe_lib.load_feature_folder(workdir / "features_pretrained")}[layer]
+    train_ids, _ = probe_lib.read_split(labelled / synthetic_physics.LABEL_SPLITS["train"])
+    test_ids, _ = probe_lib.read_split(labelled / synthetic_physics.LABEL_SPLITS["test"])
+    weight_decay = probe_report["runs"]["pretrained"]["results"][layer]["weight_decay"]
+    saved = probe_report["settings"]  # the probe's own classifier settings
+    settings = probe_lib.ProbeSettings(**{**saved, "weight_decays": tuple(saved["weight_decays"])})
+    report = {"judge_layer": layer, **judge(real, train_ids, test_ids, generated, weight_decay, settings)}
+    if with_fvd:  # the real side: the test split, videos no class run trained on
+        report["fvd"] = class_fvds([labelled / video_id for video_id in test_ids], folders, int(frames))
+    report.update(videos_per_class=videos_per_class, steps=steps)
+    (workdir / "classes" / "classes.json").write_text(json.dumps(report, indent=2) + "\n")
+    for key, rate in report["asked_class_rate"].items():
+        fvd_text = f", FVD {report['fvd'][key]:.1f}" if with_fvd else ""
+        log(f"class-to-video, {key}: {100 * rate:.1f}% judged the asked-for class{fvd_text}")
+    log(
+        f"(chance {100 * report['chance']:.0f}%; the judge, a linear classifier on {layer} features of real "
+        f"videos, is right on {100 * report['real_test_accuracy']:.1f}% of the real test videos)"
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--full", action="store_true", help="pre-train at the demo's own sizes")
+    parser.add_argument("--config", help="a demo-shaped experiment at its own sizes (physics_gpu)")
+    parser.add_argument("--videos-per-class", type=int, default=VIDEOS_PER_CLASS)
+    parser.add_argument("--steps", type=int, help="steps of each class run (default: pre-training's)")
+    parser.add_argument("--fvd", action="store_true", help="also FVD of each set against the real test set")
+    args = parser.parse_args(argv)
+    run(
+        args.workdir,
+        args.full,
+        experiment=args.config,
+        videos_per_class=args.videos_per_class,
+        steps=args.steps,
+    )
+
+
+if __name__ == "__main__":
+    main()
