@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,14 @@ FEATURE_FLAGS = ["--frames", "16", "--stride", "2", "--pooling", "frames"]
 PROBE_FLAGS = ["--epochs", "200", "--batch-size", "64"]
 
 
-def pretrain_config(full: bool = False, experiment: str | None = None) -> ml_collections.ConfigDict:
-    """The demo's config at :data:`SMALL`'s sizes (its own with ``full``), or ``experiment``'s."""
+def pretrain_config(
+    full: bool = False, experiment: str | None = None, overrides: Sequence[str] = ()
+) -> ml_collections.ConfigDict:
+    """The demo's config at :data:`SMALL`'s sizes (its own with ``full``), or ``experiment``'s, with
+    ``overrides`` (``FIELD=VALUE``)."""
     if experiment is None:
-        return config_lib.load_experiment("demo", [] if full else SMALL)
-    return config_lib.validate(config_lib.load_experiment(experiment))
+        return config_lib.validate(config_lib.load_experiment("demo", [*([] if full else SMALL), *overrides]))
+    return config_lib.validate(config_lib.load_experiment(experiment, list(overrides)))
 
 
 def upper_layers(num_layers: int) -> list[int]:
@@ -88,17 +92,22 @@ def seed_summary(reports: list[dict[str, Any]], num_layers: int) -> dict[str, An
 
 
 def run(
-    workdir: str, full: bool = False, log=print, experiment: str | None = None, seeds: int = 1
+    workdir: str,
+    full: bool = False,
+    log=print,
+    experiment: str | None = None,
+    seeds: int = 1,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Pre-trains, extracts, probes (skipping finished stages); returns the first seed's report.
 
     ``experiment``: a demo-shaped experiment at its own sizes (default: ``demo``, at :data:`SMALL`'s
-    unless ``full``). ``seeds`` > 1 repeats the comparison with random initialisations and probe
-    seeds 0..seeds-1 (``W/probe``, ``W/probe_s1``, ...) and writes ``W/probe_seeds.json`` (the
-    pre-training is one run either way)."""
+    unless ``full``), with ``overrides`` of its fields. ``seeds`` > 1 repeats the comparison with
+    random initialisations and probe seeds 0..seeds-1 (``W/probe``, ``W/probe_s1``, ...) and writes
+    ``W/probe_seeds.json`` (the pre-training is one run either way)."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    config = pretrain_config(full, experiment)
+    config = pretrain_config(full, experiment, overrides)
     seconds = {}
     start = time.perf_counter()
     _, _, exported = demo.pretrain(config, workdir, log)
@@ -154,8 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--seeds", type=int, default=1, help="random initialisations and probe seeds to compare over"
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a pre-training field"
+    )
     args = parser.parse_args(argv)
-    run(args.workdir, args.full, experiment=args.config, seeds=args.seeds)
+    run(args.workdir, args.full, experiment=args.config, seeds=args.seeds, overrides=args.set)
 
 
 if __name__ == "__main__":
