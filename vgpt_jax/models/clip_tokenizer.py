@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -520,6 +520,48 @@ def single_device_mesh() -> Mesh:
     return mesh_lib.make_mesh(axes, jax.devices()[:1])
 
 
+def frames_sharding(mesh: Mesh) -> NamedSharding:
+    """Frames (N, ...) split over every mesh axis."""
+    return NamedSharding(mesh, PartitionSpec(_frame_axes(mesh)))
+
+
+class TokenizerPrograms(NamedTuple):
+    """The jitted frame-wise programs of a tokenizer on a mesh, each taking (params, x[, ...]):
+    ``posterior`` (params, frames), ``encode`` (params, frames, key), ``decode`` (params,
+    latents, scaled static). Frames or latents (N, ...) split over every mesh axis, N a multiple
+    of the mesh size; parameters replicated."""
+
+    posterior: Any
+    encode: Any
+    decode: Any
+
+
+def tokenizer_programs(cfg: TokenizerConfig, mesh: Mesh) -> TokenizerPrograms:
+    """The programs :class:`ClipTokenizer` runs, without parameters: their ``lower`` takes
+    abstract inputs (``vgpt_jax.tools.sample_memory``)."""
+    model = AutoencoderKL(cfg)
+    params = jax.tree.map(lambda a: a.sharding, abstract_params(cfg, mesh))
+    frames = frames_sharding(mesh)
+    return TokenizerPrograms(
+        posterior=jax.jit(
+            functools.partial(posterior, model, mesh=mesh),
+            in_shardings=(params, frames),
+            out_shardings=(frames, frames),
+        ),
+        encode=jax.jit(
+            functools.partial(encode, model, mesh=mesh),
+            in_shardings=(params, frames, None),
+            out_shardings=frames,
+        ),
+        decode=jax.jit(
+            functools.partial(decode, model, mesh=mesh),
+            in_shardings=(params, frames),
+            out_shardings=frames,
+            static_argnums=(2,),
+        ),
+    )
+
+
 class ClipTokenizer:
     """A tokenizer bound to parameters and a mesh: jit-compiled, sharded encode/decode of clips.
 
@@ -535,25 +577,10 @@ class ClipTokenizer:
         self.mesh = single_device_mesh() if mesh is None else mesh
         self.param_shardings = jax.tree.map(lambda a: a.sharding, abstract_params(cfg, self.mesh))
         self.params = jax.device_put(nn.unbox(params), self.param_shardings)
-        self.frames_sharding = frames = NamedSharding(self.mesh, PartitionSpec(_frame_axes(self.mesh)))
+        self.frames_sharding = frames_sharding(self.mesh)
         self.encode_fn = functools.partial(encode, self.model, mesh=self.mesh)
         self.decode_fn = functools.partial(decode, self.model, mesh=self.mesh)
-        self._posterior = jax.jit(
-            functools.partial(posterior, self.model, mesh=self.mesh),
-            in_shardings=(self.param_shardings, frames),
-            out_shardings=(frames, frames),
-        )
-        self._encode = jax.jit(
-            self.encode_fn,
-            in_shardings=(self.param_shardings, frames, None),
-            out_shardings=frames,
-        )
-        self._decode = jax.jit(
-            self.decode_fn,
-            in_shardings=(self.param_shardings, frames),
-            out_shardings=frames,
-            static_argnums=(2,),
-        )
+        self._posterior, self._encode, self._decode = tokenizer_programs(cfg, self.mesh)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, mesh: Mesh | None = None, key=None):

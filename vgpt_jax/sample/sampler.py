@@ -238,7 +238,8 @@ class Sampler:
         self.config = config
         self.model = model
         s = config.sampling
-        self._sample_clip = jax.jit(
+        # public, so that its memory can be read from abstract inputs (tools/sample_memory.py)
+        self.jitted_sample_clip = jax.jit(
             functools.partial(
                 sample_clip,
                 model,
@@ -254,7 +255,7 @@ class Sampler:
         self, params, history: jax.Array, noise: jax.Array, condition: jax.Array | None = None
     ) -> jax.Array:
         """One clip; see :func:`sample_clip`."""
-        return self._sample_clip(params, history, noise, condition)
+        return self.jitted_sample_clip(params, history, noise, condition)
 
     def rollout(
         self,
