@@ -132,11 +132,13 @@ def test_attention_remat_policy_keeps_the_attention_forward_out_of_the_backward(
     assert _live_kernel_calls(program, "block_sparse_attention_dq") == 1
 
 
-def test_attention_policy_saves_each_attention_tensor_once():
+@pytest.mark.parametrize("policy, saved_qkv", [("attention", 3), ("attention_out", 0)])
+def test_attention_policies_save_each_attention_tensor_once(policy, saved_qkv):
     """Under ``attention`` with the block-sparse kernel and a head dim it pads (24 -> 32), the
-    backward keeps q, k, v (unpadded) and one attention output, the kernel's padded one."""
+    backward keeps q, k, v (unpadded) and one attention output, the kernel's padded one;
+    ``attention_out`` keeps that output only (the backward recomputes q, k and v, not attention)."""
     config = load_experiment("tiny_cpu")
-    config.model.update(hidden_size=96, num_heads=4, num_kv_heads=4, num_layers=1, remat_policy="attention")
+    config.model.update(hidden_size=96, num_heads=4, num_kv_heads=4, num_layers=1, remat_policy=policy)
     config.model.attention.backend = "block_sparse"
     model = VideoGPT(ModelConfig.from_config(config))
     inputs = example_inputs(config, num_frames=2)  # 2 x 2 blocks of 18 tokens: 72
@@ -146,26 +148,7 @@ def test_attention_policy_saves_each_attention_tensor_once():
         jax.ad_checkpoint.print_saved_residuals(lambda p: model.apply({"params": p}, *inputs).sum(), params)
     saved = report.getvalue()
     # (layers, batch, tokens, heads, head dim); the kernel pads tokens to its 128-row tiles
-    assert saved.count("[1,1,72,4,24]") == 3, saved
-    assert saved.count("[1,1,128,4,32]") == 1, saved
-
-
-def test_attention_out_policy_saves_the_output_but_not_q_k_v():
-    """``attention_out`` keeps the kernel's (padded) output and softmax statistics only: the
-    backward recomputes q, k and v from the layer input, not the attention forward."""
-    config = load_experiment("tiny_cpu")
-    config.model.update(
-        hidden_size=96, num_heads=4, num_kv_heads=4, num_layers=1, remat_policy="attention_out"
-    )
-    config.model.attention.backend = "block_sparse"
-    model = VideoGPT(ModelConfig.from_config(config))
-    inputs = example_inputs(config, num_frames=2)
-    params = model.init(jax.random.key(0), *inputs)["params"]
-    report = io.StringIO()
-    with contextlib.redirect_stdout(report):
-        jax.ad_checkpoint.print_saved_residuals(lambda p: model.apply({"params": p}, *inputs).sum(), params)
-    saved = report.getvalue()
-    assert saved.count("[1,1,72,4,24]") == 0, saved
+    assert saved.count("[1,1,72,4,24]") == saved_qkv, saved
     assert saved.count("[1,1,128,4,32]") == 1, saved
 
 
