@@ -28,21 +28,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from data_pipelines import video_io
+from data_pipelines.pipeline import make_pipeline
 from vgpt_jax import cli
 from vgpt_jax import config as config_lib
-from vgpt_jax.checkpoint.inference import export
+from vgpt_jax.checkpoint.inference import export, load_for_inference
 from vgpt_jax.checkpoint.params import is_params_checkpoint
 from vgpt_jax.demo import physics_scenes, synthetic_physics
 from vgpt_jax.demo import probe as probe_demo
 from vgpt_jax.demo import run as demo
 from vgpt_jax.evaluation import fvd
 from vgpt_jax.evaluation import probe as probe_lib
+from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.predict import Predictor
-from vgpt_jax.train import launch
+from vgpt_jax.train import launch, preflight
+from vgpt_jax.train.inputs import TrainInputs
+from vgpt_jax.train.step import Trainer
 
 VIDEOS_PER_CLASS = 16  # 64 videos: the judge's rate to about ±6 points; FVD wants more (--videos-per-class)
 GUIDANCE = (1.0, 3.0)  # condition_scale: 1 = the conditioned model alone, 3 = the config's default
@@ -132,6 +138,40 @@ def class_fvds(real_videos: list[Path], generated: dict[str, Path], num_frames: 
     }
 
 
+def class_losses(exported: Path, test_manifest: Path, num_batches: int = 16) -> dict[str, float]:
+    """The class run's mean denoising loss on real test clips given their own class, the null class
+    and another (the next) class, each variant on the same latents, noise, times and partition.
+
+    A model that reads its class has the lowest loss with the right one; the gaps measure how much
+    the class tells it, independently of how good its samples look.
+    """
+    overrides = ["condition.dropout=0.0", f"data.source_path={test_manifest}", "data.worker_count=0"]
+    config, params, tokenizer = load_for_inference(exported, overrides=overrides)
+    trainer = Trainer(config, tokenizer.mesh)
+    spec = preflight.clip_spec(config, tokenizer.cfg.downsample_factor)
+    batches = make_pipeline(
+        config, tokenizer.mesh, preflight.open_training_source(config, spec), seed=0, spec=spec
+    )
+    inputs = TrainInputs(config, tokenizer)
+    num_classes = config.condition.num_classes
+    variants = {
+        "own": lambda own: own,
+        "null": lambda own: jnp.full_like(own, num_classes),
+        "other": lambda own: (own + 1) % num_classes,
+    }
+    losses: dict[str, list[float]] = {name: [] for name in variants}
+    with sharding_context(tokenizer.mesh, config.mesh.logical_axis_rules):
+        loss = jax.jit(trainer.loss)
+        for i in range(num_batches):
+            batch = inputs(next(batches), i)
+            key = jax.random.key(i)
+            for name, condition in variants.items():
+                losses[name].append(
+                    float(loss(params, {**batch, "condition": condition(batch["condition"])}, key))
+                )
+    return {name: float(np.mean(values)) for name, values in losses.items()}
+
+
 def best_layer(probe_report: dict[str, Any]) -> str:
     """The pre-trained model's features file ('L<n>') of the best held-out (train split) accuracy."""
     results = probe_report["runs"]["pretrained"]["results"]
@@ -215,6 +255,10 @@ def run(
     saved = probe_report["settings"]  # the probe's own classifier settings
     settings = probe_lib.ProbeSettings(**{**saved, "weight_decays": tuple(saved["weight_decays"])})
     report = {"judge_layer": layer, **judge(real, train_ids, test_ids, generated, weight_decay, settings)}
+    test_manifest = labelled / synthetic_physics.LABEL_SPLITS["test"]
+    report["test_loss_by_class_given"] = {
+        name: class_losses(tuned, test_manifest) for name, tuned in runs.items()
+    }
     if with_fvd:  # the real side: the test split, videos no class run trained on
         report["fvd"] = class_fvds([labelled / video_id for video_id in test_ids], folders, int(frames))
     report.update(videos_per_class=videos_per_class, steps=steps)
@@ -222,6 +266,9 @@ def run(
     for key, rate in report["asked_class_rate"].items():
         fvd_text = f", FVD {report['fvd'][key]:.1f}" if with_fvd else ""
         log(f"class-to-video, {key}: {100 * rate:.1f}% judged the asked-for class{fvd_text}")
+    for name, losses in report["test_loss_by_class_given"].items():
+        given = ", ".join(f"{variant} class {value:.4f}" for variant, value in losses.items())
+        log(f"{name}: denoising loss on real test clips given their {given}")
     log(
         f"(chance {100 * report['chance']:.0f}%; the judge, a linear classifier on {layer} features of real "
         f"videos, is right on {100 * report['real_test_accuracy']:.1f}% of the real test videos)"
