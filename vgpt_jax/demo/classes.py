@@ -37,7 +37,7 @@ from data_pipelines import video_io
 from data_pipelines.pipeline import make_pipeline
 from vgpt_jax import cli
 from vgpt_jax import config as config_lib
-from vgpt_jax.checkpoint.inference import export, load_for_inference
+from vgpt_jax.checkpoint.inference import checkpoint_config, export, load_for_inference
 from vgpt_jax.checkpoint.params import is_params_checkpoint
 from vgpt_jax.demo import physics_scenes, synthetic_physics
 from vgpt_jax.demo import probe as probe_demo
@@ -139,13 +139,22 @@ def class_fvds(real_videos: list[Path], generated: dict[str, Path], num_frames: 
 
 
 def class_losses(exported: Path, test_manifest: Path, num_batches: int = 16) -> dict[str, float]:
-    """The class run's mean denoising loss on real test clips given their own class, the null class
-    and another (the next) class, each variant on the same latents, noise, times and partition.
+    """The class run's mean denoising loss on real test clips denoised from nothing (one clip, no
+    history) given their own class, the null class and another (the next) class, each variant on
+    the same latents, noise and times.
 
     A model that reads its class has the lowest loss with the right one; the gaps measure how much
     the class tells it, independently of how good its samples look.
     """
-    overrides = ["condition.dropout=0.0", f"data.source_path={test_manifest}", "data.worker_count=0"]
+    # one clip of every frame: no history, so the class is all the model is told (class-to-video)
+    num_frames = checkpoint_config(exported).data.num_frames
+    overrides = [
+        "condition.dropout=0.0",
+        f"data.source_path={test_manifest}",
+        "data.worker_count=0",
+        "layout.partition=fixed",
+        f"layout.fixed_partition=({num_frames},)",
+    ]
     config, params, tokenizer = load_for_inference(exported, overrides=overrides)
     trainer = Trainer(config, tokenizer.mesh)
     spec = preflight.clip_spec(config, tokenizer.cfg.downsample_factor)
