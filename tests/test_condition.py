@@ -141,6 +141,30 @@ def test_train_step_with_class_condition(class_model):
     assert np.isfinite(float(metrics["loss"]))
 
 
+def test_a_class_that_decides_the_video_is_learnt():
+    """Two classes whose videos are uniformly dark (-1) or light (+1) latents, generated from nothing
+    (one clip, no history): after a short training the loss given a video's own class is a fraction
+    of the loss given the other class, so the prefix path carries a class into the frames."""
+    config = conditioned_config(dropout=0.0)
+    config.condition.num_classes = 2
+    config.data.update(num_frames=2, per_device_batch_size=8)
+    config.layout.update(partition="fixed", fixed_partition=(2,))
+    config.optim.update(learning_rate=1e-2, warmup_steps=5, decay_steps=100, weight_decay=0.0)
+    config.mesh.update(data=1, fsdp=1, tensor=1, sequence=1)
+    trainer = Trainer(config, make_mesh(config.mesh, jax.devices()[:1]))
+    labels = jnp.asarray([0, 1] * 4, jnp.int32)
+    level = (2.0 * labels - 1.0)[:, None, None, None, None]
+    target = jnp.broadcast_to(level, trainer.batch_shape).astype(jnp.float32)
+    batch = trainer.shard_batch({"target": target, "clean": target, "condition": labels})
+    state = trainer.init()
+    for _ in range(60):
+        state, _ = trainer.step(state, batch)
+    loss = jax.jit(trainer.loss)
+    own = float(loss(state.params, batch, jax.random.key(7)))
+    other = float(loss(state.params, {**batch, "condition": 1 - labels}, jax.random.key(7)))
+    assert own < 0.25 * other, (own, other)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sampler
 # ---------------------------------------------------------------------------------------------
