@@ -57,3 +57,27 @@ def test_features_row_on_the_tiny_config():
         bench.UCF101_VIDEOS / row["clips_per_s"] / 60, abs=0.05
     )  # rounded
     assert row["row"] == "features tiny_cpu layers 1,2, 4 frames 64x64"
+
+
+def test_rows_take_the_experiment_argument_and_their_own_mesh():
+    row = "experiments/videogpt_stage4.py:runlocal@32:mesh.sequence=2"
+    assert bench.parse_row(row) == ("experiments/videogpt_stage4.py:runlocal", "32", ["mesh.sequence=2"])
+    assert bench.parse_row("experiments/videogpt_1b.py@48:model.remat_policy=attention") == (
+        "experiments/videogpt_1b.py",
+        "48",
+        ["model.remat_policy=attention"],
+    )
+    # bench_train passes --mesh as overrides before the row's: the row's mesh wins
+    config = bench.load_row_config(row, ["mesh.fsdp=4", "mesh.sequence=1"])
+    assert config.data.num_frames == 32 and config.model.hidden_size == 64  # stage 4 at runlocal size
+    assert (config.mesh.fsdp, config.mesh.sequence, config.data.flexible_interval) == (4, 2, True)
+
+
+def test_table_prints_the_collectives_of_a_train_row(capsys):
+    mib = {"all-gather": 2.401, "reduce-scatter": 0.0, "all-reduce": 2.351}
+    mesh = {"data": 1, "fsdp": 4, "tensor": 1, "sequence": 2}
+    bench.print_table([{"row": "train x", "step_s": 1.0, "mesh": mesh, "collective_mib": mib}], peak=1.0)
+    assert (
+        "collectives of train x, fsdp=4,sequence=2 (per device and step): all-gather 2.401 MiB, "
+        "all-reduce 2.351 MiB\n" in capsys.readouterr().out
+    )

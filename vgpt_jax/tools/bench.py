@@ -1,12 +1,13 @@
 """``make bench``: time the train step and the sampler on the current device; print one table.
 
-For each train config: step time, tokens/s, model TFLOP/s and MFU, peak device memory. MFU uses
-the comparator's definition (``shared/bench/official_torch_step.py``): model FLOPs without
-recompute, 3 × forward, dense matmuls 2·P·T with P the parameters outside the token table, and
-attention 4·layers·D·T² counted on the visible fraction of the official mask, against a bf16
-matmul peak measured in the same run. T is the official sequence length of the comparator's
-clip partition (its seeded draw); our step also computes the clean copies of the last clip, which
-count as overhead, not as tokens.
+For each train config: step time, tokens/s, model TFLOP/s and MFU, peak device memory, and the
+bytes per device its compiled step moves by collective kind (:mod:`vgpt_jax.parallel.collectives`;
+one line under the table, in MiB). MFU uses the comparator's definition
+(``shared/bench/official_torch_step.py``): model FLOPs without recompute, 3 × forward, dense
+matmuls 2·P·T with P the parameters outside the token table, and attention 4·layers·D·T² counted
+on the visible fraction of the official mask, against a bf16 matmul peak measured in the same run.
+T is the official sequence length of the comparator's clip partition (its seeded draw); our step
+also computes the clean copies of the last clip, which count as overhead, not as tokens.
 
   vgpt bench --train experiments/videogpt_1b.py --sample experiments/videogpt_1b.py
 
@@ -42,6 +43,7 @@ import numpy as np
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models.video_gpt import abstract_params, example_inputs, model_from_config, num_params
+from vgpt_jax.parallel.collectives import collective_bytes
 from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.tools import profile
@@ -51,12 +53,15 @@ from vgpt_jax.train.step import Trainer, apply_gradients
 
 
 def parse_row(row: str) -> tuple[str, str, list[str]]:
-    """A train row ``CONFIG[@FRAMES][:FIELD=VALUE]...`` -> (config path, frames or '', overrides):
-    another number of frames and overrides of this row only, e.g.
-    ``experiments/videogpt_stage4.py@48:model.remat_policy=attention``."""
-    spec, *row_overrides = row.split(":")
-    path, _, frames = spec.partition("@")
-    return path, frames, row_overrides
+    """A train row ``CONFIG[:ARG][@FRAMES][:FIELD=VALUE]...`` -> (experiment spec, frames or '',
+    overrides): the experiment's argument, another number of frames and overrides of this row
+    only, e.g. ``experiments/videogpt_stage4.py@48:model.remat_policy=attention`` or
+    ``experiments/videogpt_stage4.py:runlocal@32``."""
+    parts = row.split(":")
+    # the experiment's argument, unlike an override, has no '='
+    first_override = next((i for i, part in enumerate(parts[1:], 1) if "=" in part), len(parts))
+    spec, _, frames = ":".join(parts[:first_override]).partition("@")
+    return spec, frames, parts[first_override:]
 
 
 def load_row_config(row: str, overrides: Sequence[str] = ()):
@@ -135,6 +140,11 @@ def parse_mesh(text: str) -> dict[str, int]:
     return sizes
 
 
+def mesh_text(sizes: dict[str, int]) -> str:
+    """Mesh sizes as ``--mesh`` writes them, axes of size 1 left out (``fsdp=4,sequence=2``)."""
+    return ",".join(f"{axis}={size}" for axis, size in sizes.items() if size != 1) or "one device"
+
+
 def bench_train(
     path: str,
     steps: int,
@@ -147,18 +157,19 @@ def bench_train(
 ) -> dict:
     """One train row; ``path`` as :func:`load_row_config` takes it.
 
-    ``mesh``: mesh sizes (default: FSDP over every device); ``global_batch``: sequences per step
+    ``mesh``: mesh sizes (default: FSDP over every device; a row's ``mesh.AXIS=SIZE`` overrides
+    win, so one run can time several meshes); ``global_batch``: sequences per step
     (0: one per data-parallel device). The row keeps every step's loss, so runs of one global
     batch on different meshes can be compared. ``with_profile`` adds ``profile``: two traced
     steps' device time by kernel kind (:mod:`vgpt_jax.profile`) and the optimiser update alone.
     """
-    config = load_row_config(path, overrides)
+    mesh_overrides = [f"mesh.{axis}={size}" for axis, size in (mesh or parse_mesh("")).items()]
+    config = load_row_config(path, [*mesh_overrides, *overrides])
     config_path, _, row_overrides = parse_row(path)
     n = config.data.num_frames
     partition = official_partition(n, seed)
     config.layout.partition = "fixed"
     config.layout.fixed_partition = tuple(partition)
-    config.mesh.update(**(mesh or parse_mesh("")))
     device_mesh = make_mesh(config.mesh)
     if global_batch:
         parallel = data_parallel_size(device_mesh)
@@ -176,6 +187,7 @@ def bench_train(
     state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
+    collectives = collective_bytes(step)
     losses = [metrics["loss"]]
     state, metrics = step(state, batch)
     losses.append(metrics["loss"])
@@ -199,7 +211,9 @@ def bench_train(
     frozen = trainer.trainable.adapters_only
     tflops = trainer.global_batch * train_step_flops(config, partition, p_total, frozen) / step_s / 1e12
     return {
-        "row": " ".join(["train", os.path.basename(config_path)[:-3], f"{n} frames", *row_overrides]),
+        "row": " ".join(
+            ["train", os.path.basename(config_path).replace(".py", ""), f"{n} frames", *row_overrides]
+        ),
         "params": p_total,
         "partition_clips": len(partition),
         "seq_len": seq,
@@ -217,6 +231,8 @@ def bench_train(
         "peak_mem_gib": peak_memory_gib(),
         # the row's own need, where the process's peak above also holds earlier rows'
         "planned_mem_gib": None if planned is None else round(planned / 2**30, 2),
+        # per device and step, from the compiled program: what the mesh costs in communication
+        "collective_mib": {kind: round(b / 2**20, 3) for kind, b in collectives.items()},
         **({"profile": step_profile} if step_profile else {}),
     }
 
@@ -428,6 +444,10 @@ def print_table(rows: list[dict], peak: float) -> None:
             " | ".join(str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.4g}" for c in cols)
         )
     for r in rows:
+        if any(r.get("collective_mib", {}).values()):
+            parts = ", ".join(f"{kind} {mib} MiB" for kind, mib in r["collective_mib"].items() if mib)
+            print(f"collectives of {r['row']}, {mesh_text(r['mesh'])} (per device and step): {parts}")
+    for r in rows:
         if "profile" in r:
             pr = r["profile"]
             parts = ", ".join(f"{k.removesuffix('_ms')} {pr[k]} ms" for k in pr if k.endswith("_ms"))
@@ -442,12 +462,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--train",
         nargs="*",
         default=None,
-        help="configs (CONFIG[@FRAMES][:FIELD=VALUE]...) to time a step of (default: 1 B)",
+        help="configs (CONFIG[:ARG][@FRAMES][:FIELD=VALUE]...) to time a step of (default: 1 B)",
     )
     p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
     p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
     p.add_argument(
-        "--mesh", default="", help="train mesh sizes, e.g. fsdp=2 or fsdp=1,sequence=2 (default: FSDP)"
+        "--mesh",
+        default="",
+        help="train mesh sizes, e.g. fsdp=2 or fsdp=1,sequence=2 (default: FSDP); a row's "
+        ":mesh.AXIS=SIZE overrides win",
     )
     p.add_argument("--global-batch", type=int, default=0, help="train sequences per step (0: one per device)")
     p.add_argument(
