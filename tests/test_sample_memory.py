@@ -6,14 +6,15 @@ import pytest
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models.clip_tokenizer import single_device_mesh
-from vgpt_jax.tools.sample_memory import rounds, sampling_memory
+from vgpt_jax.sample.sampler import round_sizes
+from vgpt_jax.tools.sample_memory import sampling_memory
 
 
-def test_rounds_follow_rollout():
+def test_round_sizes_of_the_rollout():
     # the README's 24 + 40 (a full clip, then 16 after 48 frames) and the paper's 56 + 24
-    assert rounds(24, 40, clip_frames=24, window_frames=80) == [(24, 24), (48, 16)]
-    assert rounds(56, 24, clip_frames=24, window_frames=80) == [(56, 24)]
-    assert rounds(70, 30, clip_frames=24, window_frames=80) == [(56, 24), (74, 6)]
+    assert round_sizes(24, 40, clip_frames=24, window_frames=80) == [(24, 24), (48, 16)]
+    assert round_sizes(56, 24, clip_frames=24, window_frames=80) == [(56, 24)]
+    assert round_sizes(70, 30, clip_frames=24, window_frames=80) == [(56, 24), (74, 6)]
 
 
 @pytest.mark.slow

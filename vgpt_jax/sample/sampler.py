@@ -231,6 +231,19 @@ def _euler_loop(predict: Callable[[jax.Array, jax.Array], jax.Array], sigmas: ja
     return jax.lax.fori_loop(0, sigmas.shape[0] - 1, euler_step, noise.astype(jnp.float32))
 
 
+def round_sizes(
+    context_frames: int, num_frames: int, clip_frames: int, window_frames: int
+) -> list[tuple[int, int]]:
+    """(history frames kept, frames generated) of each round of :meth:`Sampler.rollout`: clips of
+    ``clip_frames`` (the last one shorter), each after the last ``window_frames − g`` frames."""
+    out, made = [], 0
+    while made < num_frames:
+        g = min(clip_frames, num_frames - made)
+        out.append((min(context_frames + made, window_frames - g), g))
+        made += g
+    return out
+
+
 class Sampler:
     """Video prediction from conditioning latents with the settings of ``config.sampling``."""
 
@@ -281,12 +294,11 @@ class Sampler:
         round_noise = jax.random.normal(
             key, (context.shape[0], s.clip_frames, *context.shape[2:]), jnp.float32
         )
-        frames, made, round_index = context, [], 0
-        total = 0
+        frames, made = context, []
+        sizes = round_sizes(context.shape[1], num_frames, s.clip_frames, s.window_frames)
         with tqdm(total=num_frames, desc="sampling", unit="frame", disable=not progress) as bar:
-            while total < num_frames:
-                g = min(s.clip_frames, num_frames - total)
-                history = frames[:, max(0, frames.shape[1] - (s.window_frames - g)) :]
+            for round_index, (kept, g) in enumerate(sizes):
+                history = frames[:, frames.shape[1] - kept :]
                 round_key = jax.random.fold_in(key, round_index)
                 if s.history_noise > 0 and round_index > 0:
                     a = s.history_noise
@@ -296,7 +308,5 @@ class Sampler:
                 clip = reencode(clip) if reencode is not None else clip
                 made.append(clip)
                 frames = jnp.concatenate([frames, clip.astype(frames.dtype)], axis=1)
-                total += g
-                round_index += 1
                 bar.update(g)
         return jnp.concatenate(made, axis=1)

@@ -35,7 +35,7 @@ from vgpt_jax.models.clip_tokenizer import TokenizerConfig, tokenizer_programs
 from vgpt_jax.models.video_gpt import abstract_params, model_from_config
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
-from vgpt_jax.sample.sampler import Sampler
+from vgpt_jax.sample.sampler import Sampler, round_sizes
 
 GIB = 2**30
 
@@ -58,18 +58,6 @@ def program_memory(name: str, compiled: jax.stages.Compiled) -> ProgramMemory:
     m = compiled.memory_analysis()
     sizes = (m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes, m.alias_size_in_bytes)
     return ProgramMemory(name, *(size / GIB for size in sizes))
-
-
-def rounds(
-    context_frames: int, num_frames: int, clip_frames: int, window_frames: int
-) -> list[tuple[int, int]]:
-    """(history frames, generated frames) of each of :meth:`Sampler.rollout`'s rounds."""
-    out, made = [], 0
-    while made < num_frames:
-        g = min(clip_frames, num_frames - made)
-        out.append((min(context_frames + made, window_frames - g), g))
-        made += g
-    return out
 
 
 def _condition(config: ml_collections.ConfigDict, batch: int) -> jax.ShapeDtypeStruct | None:
@@ -121,7 +109,7 @@ def sampling_memory(
     params = abstract_params(config, mesh)
     condition = _condition(config, batch)
     seen: set[tuple[int, int]] = set()
-    for history, g in rounds(cond_frames, num_frames, s.clip_frames, s.window_frames):
+    for history, g in round_sizes(cond_frames, num_frames, s.clip_frames, s.window_frames):
         if (history, g) in seen:
             continue
         seen.add((history, g))
