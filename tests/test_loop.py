@@ -60,6 +60,33 @@ def test_logs_checkpoints_and_resumes(tmp_path):
     assert "resumed from" in " ".join(lines) and int(state.step) == 8
 
 
+def _slow(batches, seconds):
+    for batch in batches:
+        time.sleep(seconds)
+        yield batch
+
+
+def _slow_prepare(batch, step):
+    time.sleep(0.4)  # stands for device work queued behind the running step (a CPU blocks there)
+    return batch
+
+
+@pytest.mark.parametrize(
+    "pipeline_s, prepare, low, high",
+    [(0.0, None, 0.0, 30.0), (0.4, None, 60.0, 100.0), (0.0, _slow_prepare, 0.0, 30.0)],
+)
+def test_data_wait_is_the_time_spent_waiting_for_the_pipeline(tmp_path, pipeline_s, prepare, low, high):
+    """A pipeline that takes 0.4 s a batch, against a tiny step of milliseconds, is most of the
+    time between logs; an immediate one is little of it, however long the batch's preparation
+    for the step takes (that is the step's, not the pipeline's)."""
+    lines = []
+    c = _config(5, log_every=5, checkpoint_every=100)
+    train(c, str(tmp_path), _slow(_batches(), pipeline_s), mesh=_mesh(c), log=lines.append, prepare=prepare)
+    (logged,) = [line for line in lines if line.startswith("step 5 ")]
+    wait = float(re.search(r"data_wait_pct ([\d.e+-]+)", logged).group(1))
+    assert low <= wait <= high, logged
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
     c = _config(10, log_every=5)
     with pytest.raises(FloatingPointError, match="not finite at step 4.*step 3"):

@@ -428,6 +428,9 @@ def run_loop(
                         f"the data pipeline produced no batch for {s.data_timeout_s} s at step {step + 1}; "
                         f"{_kept_checkpoint(ckpt)}"
                     ) from None
+                # only the wait for the host pipeline: what follows queues device work, and on a CPU
+                # that queueing blocks behind the running step, which is not waiting for data
+                waited = time.perf_counter() - t_data
                 if prepare is not None:
                     batch = prepare(batch, step)
                 batch = trainer.shard_batch(batch)
@@ -436,7 +439,7 @@ def run_loop(
                     log(describe_memory(compiled))
                     throughput = _Throughput(*trainer.step_cost(state, compiled), s.peak_tflops)
                 else:
-                    throughput.data_wait += time.perf_counter() - t_data
+                    throughput.data_wait += waited
                 profile.before(step + 1)
                 state, metrics = compiled(state, batch)
                 step += 1
