@@ -109,7 +109,7 @@ def test_vgpt_sample_refuses_bad_image_arguments(tmp_path, capsys, flags, messag
 def test_the_animation_experiment_lays_out_a_picture_then_one_clip(variant, frames):
     """(1, N - 1): the picture frame is clip 0, without loss; the rest one clip, sampled in one
     round after it. Rank 8 on the release backbone trains 32 layers x 147,456 adapter weights (as
-    ucf101_class_lora, without its class table)."""
+    ucf101_class_to_video, without its class table)."""
     from vgpt_jax import config as config_lib
     from vgpt_jax.cli.info import info
     from vgpt_jax.models import layout
