@@ -14,8 +14,8 @@ checkpoint, the release folder and the manifest:
         --config.condition.text_tokenizer=RELEASE \\
         --config.data.source_path=captions.jsonl
 
-``:runlocal`` is the tiny CPU model, whose token table has 8 rows: its texts need a tokenizer
-with ids below 8, not the release's. The schedule is a starting point, not a tuned recipe.
+``:runlocal`` is the tiny CPU model with the release's 32,064 token rows, so the release tokenizer's
+ids fit it. The schedule is a starting point, not a tuned recipe.
 """
 
 from vgpt_jax.config import base_config, with_variant

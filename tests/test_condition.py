@@ -277,17 +277,20 @@ def test_text_to_video_config_and_its_trained_parameters():
 
 
 @pytest.mark.parametrize(
-    "experiment, condition_params",
-    [("ucf101_class_to_video", {"class_embed": (102, 64)}), ("text_to_video", {})],
+    "experiment, condition_params, token_rows",
+    [("ucf101_class_to_video", {"class_embed": (102, 64)}, 8), ("text_to_video", {}, 32064)],
 )
-def test_the_task_configs_runlocal_build(experiment, condition_params):
-    """``:runlocal`` gives tiny_cpu's model, which initialises; the adapters and the condition's own
+def test_the_task_configs_runlocal_build(experiment, condition_params, token_rows):
+    """``:runlocal`` gives tiny_cpu's model (with the release's 32,064 token rows for text, which
+    the release tokenizer's ids index), which initialises; the adapters and the condition's own
     parameters (name -> shape at hidden size 64) are what it trains."""
     local = config_lib.validate(config_lib.load_experiment(f"experiments/{experiment}.py:runlocal"))
-    assert local.model.to_dict() == load_experiment("tiny_cpu").model.to_dict()
+    tiny = load_experiment("tiny_cpu").model.to_dict()
+    assert local.model.to_dict() == {**tiny, "vocab_size": token_rows}
     local.mesh.update(data=1)
     trainer = Trainer(local, make_mesh(local.mesh, jax.devices()[:1]))
     params = trainer.init().params
+    assert params["embed_tokens"]["embedding"].shape == (token_rows, 64)
     assert {name: params[name].shape for name in condition_params} == condition_params
     trained = jax.tree_util.tree_leaves_with_path(trainer.trainable.split(params)[0])
     names = sorted(jax.tree_util.keystr(path) for path, _ in trained)

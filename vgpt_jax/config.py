@@ -309,13 +309,17 @@ def base_config() -> ml_collections.ConfigDict:
 def local_variant(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of an experiment at a size that runs in seconds on a CPU: same recipe, tiny model.
 
-    The model, data sizes, tokenizer and mesh become ``experiments/tiny_cpu.py``'s; everything else
+    The model, data sizes, tokenizer and mesh become ``experiments/tiny_cpu.py``'s (a text-conditioned
+    experiment keeps its token table's rows, which its tokenizer's ids index); everything else
     (partition rule, intervals, optimiser, schedule) stays the experiment's, so a change to an
     experiment can be tried end to end on a laptop before it goes to a pod.
     """
     c = ml_collections.ConfigDict(config.to_dict())
     m = c.model
-    m.update(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, mlp_dim=128, vocab_size=8)
+    # a text condition reads its ids through the token table: keep every row the tokenizer can
+    # give (the release's 32,064 x 64 is 2 M parameters); otherwise the 8 rows of the markers
+    vocab_size = m.vocab_size if c.condition.kind == "text" else 8
+    m.update(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, mlp_dim=128, vocab_size=vocab_size)
     m.update(pos_embed_max_size=16, pos_embed_base_size=8, dtype="float32", remat_policy="none")
     m.tokens.update(pad=0, diffusion=1, image_start=2, image_end=3)
     m.rope.factors = "none"  # LongRoPE's factors belong to the 96-wide heads of the release
