@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from data_pipelines import video_io
 from data_pipelines.pipeline import make_pipeline
 from vgpt_jax import cli
 from vgpt_jax import config as config_lib
@@ -45,7 +44,6 @@ from vgpt_jax.demo import run as demo
 from vgpt_jax.evaluation import fvd
 from vgpt_jax.evaluation import probe as probe_lib
 from vgpt_jax.parallel.mesh import sharding_context
-from vgpt_jax.sample.predict import Predictor
 from vgpt_jax.train import launch, preflight
 from vgpt_jax.train.inputs import TrainInputs
 from vgpt_jax.train.step import Trainer
@@ -103,23 +101,25 @@ def class_run(
 def generate_classes(
     exported: Path, scale: float, num_frames: int, videos_per_class: int, folder: Path
 ) -> Path:
-    """``videos_per_class`` videos of each class at condition guidance ``scale`` as MP4s, and a
-    manifest of them labelled by the asked-for class; returns the manifest."""
+    """``videos_per_class`` videos of each class at condition guidance ``scale`` (``vgpt
+    generate-set``, into ``folder/<class>/``), and a manifest of them labelled by the asked-for
+    class; returns the manifest."""
     manifest = folder / "asked.jsonl"
     if manifest.is_file():
         return manifest
-    asked = np.repeat(np.arange(len(physics_scenes.KINDS), dtype=np.int32), videos_per_class)
-    # one batch of them all: the sampler's batch of one per device would take 64 rounds
-    predictor = Predictor.from_checkpoint(
-        exported, overrides=[f"data.per_device_batch_size={len(asked)}"], condition_scale=scale
-    )
-    videos = predictor.generate(asked, num_frames, progress=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, (label, frames) in enumerate(zip(asked.tolist(), videos, strict=True)):
-        name = f"{physics_scenes.KINDS[label]}-{i:03d}.mp4"
-        video_io.write_mp4(folder / name, frames, 8 // FRAME_INTERVAL)
-        rows.append(json.dumps({"video": name, "label": label}))
+    num = len(physics_scenes.KINDS) * videos_per_class
+    argv = ["generate-set", "--checkpoint", str(exported), "--output-dir", str(folder),
+            "--num", str(num), "--num-frames", str(num_frames), "--class-balanced",
+            "--condition-scale", str(scale),
+            # one batch of them all: the sampler's batch of one per device would take 64 rounds
+            f"--config.data.per_device_batch_size={num}"]  # fmt: skip
+    if cli.main(argv):
+        raise RuntimeError(f"vgpt {' '.join(argv)} failed")
+    # a class-conditioned checkpoint without a class index names its folders by class number
+    rows = [
+        json.dumps({"video": path.relative_to(folder).as_posix(), "label": int(path.parent.name)})
+        for path in fvd.list_videos(folder)
+    ]
     manifest.write_text("\n".join(rows) + "\n")
     return manifest
 
@@ -242,16 +242,16 @@ def run(
     }
 
     layer = best_layer(probe_report)
-    frames = probe_demo.FEATURE_FLAGS[probe_demo.FEATURE_FLAGS.index("--frames") + 1]
+    frames = probe_demo.FEATURE_FRAMES
     folders, generated = {}, {}
     for (name, tuned), scale in itertools.product(runs.items(), GUIDANCE):
         key = f"{name} w={scale:g}"
         folders[key] = workdir / "classes" / name / f"generated_w{scale:g}"
-        manifest = generate_classes(tuned, scale, int(frames), videos_per_class, folders[key])
+        manifest = generate_classes(tuned, scale, frames, videos_per_class, folders[key])
         features = folders[key] / "features"
         if not (features / probe_lib.META_FILE).is_file():
             argv = ["features", "--checkpoint", str(exported), "--data", str(manifest),
-                    "--layers", layer[1:], "--frames", frames, "--pooling", "frames",
+                    "--layers", layer[1:], "--frames", str(frames), "--pooling", "frames",
                     "--output-dir", str(features)]  # fmt: skip
             if cli.main(argv):
                 raise RuntimeError(f"vgpt features {' '.join(argv)} failed")
@@ -269,7 +269,7 @@ def run(
         name: class_losses(tuned, test_manifest) for name, tuned in runs.items()
     }
     if with_fvd:  # the real side: the test split, videos no class run trained on
-        report["fvd"] = class_fvds([labelled / video_id for video_id in test_ids], folders, int(frames))
+        report["fvd"] = class_fvds([labelled / video_id for video_id in test_ids], folders, frames)
     report.update(videos_per_class=videos_per_class, steps=steps)
     (workdir / "classes" / "classes.json").write_text(json.dumps(report, indent=2) + "\n")
     for key, rate in report["asked_class_rate"].items():

@@ -52,7 +52,8 @@ SMALL = [
 PROBE_WORLD = {"num_videos": 600, "seed": 2, "seconds": 4.0}
 # the ball is a token or two of 16 in a frame and the backgrounds vary, so a mean over the whole
 # clip keeps little of the motion: per-frame means keep when things move
-FEATURE_FLAGS = ["--frames", "16", "--stride", "2", "--pooling", "frames"]
+FEATURE_FRAMES = 16
+FEATURE_FLAGS = ["--frames", str(FEATURE_FRAMES), "--stride", "2", "--pooling", "frames"]
 PROBE_FLAGS = ["--epochs", "200", "--batch-size", "64"]
 
 
