@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,14 +227,17 @@ def run(
     videos_per_class: int = VIDEOS_PER_CLASS,
     steps: int | None = None,
     with_fvd: bool = False,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The probe demo, the fine-tuned and from-scratch class runs, generation, the judge and FVD
     (finished stages skipped); returns and writes the report. ``full`` and ``experiment`` as
-    :func:`vgpt_jax.demo.probe.run`; ``steps`` of each class run (default: pre-training's);
+    :func:`vgpt_jax.demo.probe.run`, ``overrides`` (``FIELD=VALUE``) of the pre-training config and
+    so of the class runs; ``steps`` of each class run (default: pre-training's);
     ``with_fvd`` adds FVD (I3D on a CPU takes ~1.5 s a video)."""
-    probe_report = probe_demo.run(workdir, full, log, experiment)
+    probe_report = probe_demo.run(workdir, full, log, experiment, overrides=overrides)
     workdir = Path(workdir).absolute()
-    _, pretrain_config, exported = demo.pretrain(probe_demo.pretrain_config(full, experiment), workdir, log)
+    pretrain_config = probe_demo.pretrain_config(full, experiment, overrides)
+    _, pretrain_config, exported = demo.pretrain(pretrain_config, workdir, log)
     labelled = workdir / "probe_world" / "train"
     steps = steps or pretrain_config.train.steps
     runs = {
@@ -293,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--videos-per-class", type=int, default=VIDEOS_PER_CLASS)
     parser.add_argument("--steps", type=int, help="steps of each class run (default: pre-training's)")
     parser.add_argument("--fvd", action="store_true", help="also FVD of each set against the real test set")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a pre-training field"
+    )
     args = parser.parse_args(argv)
     run(
         args.workdir,
@@ -300,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
         experiment=args.config,
         videos_per_class=args.videos_per_class,
         steps=args.steps,
+        with_fvd=args.fvd,
+        overrides=args.set,
     )
 
 
