@@ -81,3 +81,32 @@ def test_table_prints_the_collectives_of_a_train_row(capsys):
         "collectives of train x, fsdp=4,sequence=2 (per device and step): all-gather 2.401 MiB, "
         "all-reduce 2.351 MiB\n" in capsys.readouterr().out
     )
+
+
+def test_sample_row_on_the_tiny_config():
+    # the row builds its parameters' shardings under the sampling mesh: unboxing abstract leaves
+    # there once raised in jax's eager sharding constraint
+    row = bench.bench_sample(
+        "experiments/tiny_cpu.py", 2, 2, 2, 1.5, mesh=bench.parse_mesh("fsdp=2,tensor=4")
+    )  # tiny_cpu has 4 heads; the 8 fake CPU devices
+    assert row["finite"] and row["clip_s"] > 0
+    assert row["row"] == "sample tiny_cpu 2+2 frames, 2 steps, CFG 1.5"
+
+
+def test_unboxed_abstract_leaves_under_a_mesh():
+    import flax.linen as nn
+    import jax
+
+    from vgpt_jax.parallel import mesh as mesh_lib
+
+    class Dense(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            init = nn.with_logical_partitioning(nn.initializers.ones, ("embed", "mlp"))
+            return x @ self.param("kernel", init, (3, 5))
+
+    mesh = jax.make_mesh((1,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+    with mesh_lib.sharding_context(mesh, [("embed", "fsdp"), ("mlp", None)]):
+        boxed = jax.eval_shape(Dense().init, jax.random.key(0), jax.numpy.zeros((1, 3)))
+        leaves = jax.tree.leaves(mesh_lib.unboxed(boxed))
+    assert [(leaf.shape, str(leaf.dtype)) for leaf in leaves] == [((3, 5), "float32")]

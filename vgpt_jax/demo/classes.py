@@ -42,6 +42,7 @@ from vgpt_jax.checkpoint.params import is_params_checkpoint
 from vgpt_jax.demo import physics_scenes, synthetic_physics
 from vgpt_jax.demo import probe as probe_demo
 from vgpt_jax.demo import run as demo
+from vgpt_jax.evaluation import features as features_lib
 from vgpt_jax.evaluation import fvd
 from vgpt_jax.evaluation import probe as probe_lib
 from vgpt_jax.parallel.mesh import sharding_context
@@ -253,7 +254,8 @@ def run(
         folders[key] = workdir / "classes" / name / f"generated_w{scale:g}"
         manifest = generate_classes(tuned, scale, frames, videos_per_class, folders[key])
         features = folders[key] / "features"
-        if not (features / probe_lib.META_FILE).is_file():
+        # the folder's last file: its settings file comes first and an interrupted run leaves it alone
+        if not (features / features_lib.output_file(layer)).is_file():
             argv = ["features", "--checkpoint", str(exported), "--data", str(manifest),
                     "--layers", layer[1:], "--frames", str(frames), "--pooling", "frames",
                     "--output-dir", str(features)]  # fmt: skip

@@ -511,7 +511,9 @@ def abstract_params(cfg: TokenizerConfig, mesh: Mesh | None = None):
     """ShapeDtypeStructs of the (unboxed) parameters, no memory for the arrays; with ``mesh``,
     carrying their (replicated) shardings on it."""
     boxed = jax.eval_shape(functools.partial(init_params, AutoencoderKL(cfg)), jax.random.key(0))
-    return nn.unbox(boxed) if mesh is None else mesh_lib.abstract_on_mesh(mesh, boxed, cfg.logical_axis_rules)
+    if mesh is None:
+        return mesh_lib.unboxed(boxed)
+    return mesh_lib.abstract_on_mesh(mesh, boxed, cfg.logical_axis_rules)
 
 
 def single_device_mesh() -> Mesh:
@@ -576,7 +578,7 @@ class ClipTokenizer:
         self.model = AutoencoderKL(cfg)
         self.mesh = single_device_mesh() if mesh is None else mesh
         self.param_shardings = jax.tree.map(lambda a: a.sharding, abstract_params(cfg, self.mesh))
-        self.params = jax.device_put(nn.unbox(params), self.param_shardings)
+        self.params = jax.device_put(mesh_lib.unboxed(params), self.param_shardings)
         self.frames_sharding = frames_sharding(self.mesh)
         self.encode_fn = functools.partial(encode, self.model, mesh=self.mesh)
         self.decode_fn = functools.partial(decode, self.model, mesh=self.mesh)

@@ -581,7 +581,7 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None)
     init = lambda key: model.init(key, *example_inputs(config, num_frames=2))["params"]  # noqa: E731
     boxed = jax.eval_shape(init, jax.random.key(0))
     return (
-        nn.unbox(boxed)
+        mesh_lib.unboxed(boxed)
         if mesh is None
         else mesh_lib.abstract_on_mesh(mesh, boxed, config.mesh.logical_axis_rules)
     )

@@ -76,12 +76,20 @@ def tree_shardings(mesh: Mesh, annotated_tree, rules) -> object:
     )
 
 
+def unboxed(tree: Any) -> Any:
+    """The values of a tree's ``nn.Partitioned`` leaves, with no sharding constraint: ``nn.unbox``
+    under a mesh constrains each leaf, which fails outside ``jit`` on abstract leaves (jax >= 0.10)
+    and on single-device arrays."""
+    is_box = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
+    return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
+
+
 def abstract_on_mesh(mesh: Mesh, annotated_tree, rules) -> Any:
     """A tree of ``nn.Partitioned`` abstract leaves (``jax.eval_shape`` of an init) -> unboxed
     ShapeDtypeStructs carrying the shardings of their logical names on ``mesh``."""
     return jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        nn.unbox(annotated_tree),
+        unboxed(annotated_tree),
         tree_shardings(mesh, annotated_tree, rules),
     )
 

@@ -172,7 +172,7 @@ class Trainer(StateInit):
         with sharding_context(mesh, self.axis_rules):
             abstract = jax.eval_shape(self._init_annotated, jax.random.key(0))
             self.state_shardings = mesh_lib.tree_shardings(mesh, abstract, self.axis_rules)
-        self.abstract_state = nn.unbox(abstract)
+        self.abstract_state = mesh_lib.unboxed(abstract)
         n, h, w, c = (
             self.sizes.num_frames,
             config.data.latent_height,
