@@ -91,6 +91,10 @@ def test_sample_row_on_the_tiny_config():
     )  # tiny_cpu has 4 heads; the 8 fake CPU devices
     assert row["finite"] and row["clip_s"] > 0
     assert row["row"] == "sample tiny_cpu 2+2 frames, 2 steps, CFG 1.5"
+    mesh = bench.parse_mesh("fsdp=2,tensor=4")
+    fp8 = bench.bench_sample("experiments/tiny_cpu.py:model.fp8_projections=True", 2, 2, 2, 1.5, mesh=mesh)
+    assert fp8["row"] == "sample tiny_cpu 2+2 frames, 2 steps, CFG 1.5 model.fp8_projections=True"
+    assert 0 < fp8["x1_mean_diff"] <= fp8["x1_max_diff"] and fp8["x1_mean_diff"] < 0.1 * fp8["x1_mean_abs"]
 
 
 def test_unboxed_abstract_leaves_under_a_mesh():

@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"
     m.remat_policy = "full"
     m.scan_layers = True
+    # each layer's four projections (qkv, out, gate_up, down) as float8 e4m3 matmuls with per-tensor
+    # scales, for sampling on GPUs with fp8 tensor cores; training refuses it (no scaled gradients)
+    m.fp8_projections = False
     m.rope = ml_collections.ConfigDict()
     m.rope.theta = 10000.0
     m.rope.factors = "long"  # the official attention always passes seq_len=5000 > 4096 (spec 3.1)
@@ -550,6 +553,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(
         m.remat_policy in REMAT_POLICIES, "model.remat_policy", m.remat_policy, f"one of {REMAT_POLICIES}"
     )
+    _require(isinstance(m.fp8_projections, bool), "model.fp8_projections", m.fp8_projections, "true or false")
     _require(
         m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype, "float32, bfloat16 or float16"
     )

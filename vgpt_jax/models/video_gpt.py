@@ -129,6 +129,7 @@ class ModelConfig:
     condition_kind: str = "none"  # config.condition.kind
     num_classes: int = 0  # class conditions; the table has one more, null, row
     condition_length: int = 0  # P: condition tokens before the frames
+    fp8_projections: bool = False  # config.model.fp8_projections
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> ModelConfig:
@@ -170,6 +171,7 @@ class ModelConfig:
             condition_kind=config.condition.kind,
             num_classes=config.condition.num_classes,
             condition_length=config_lib.condition_length(config),
+            fp8_projections=m.fp8_projections,
         )
 
     @property
@@ -210,11 +212,12 @@ class DecoderLayer(nn.Module):
             special_queries=self.special_queries,
             lora=c.lora,
             tiles=c.attention_tiles,
+            fp8=c.fp8_projections,
             name="attention",
         )(h, cos, sin, attrs, prefix, prefix_attrs)
         x = x + h
         h = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="post_attention_norm")(x)
-        x = x + GatedMLP(c.mlp_dim, c.dtype, c.param_dtype, name="mlp")(h)
+        x = x + GatedMLP(c.mlp_dim, c.dtype, c.param_dtype, c.fp8_projections, name="mlp")(h)
         x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
         return x, (kv if self.return_kv else None)
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from vgpt_jax.nn.fp8 import projection
 from vgpt_jax.nn.initializers import phi3_normal
 from vgpt_jax.nn.lora import LoRA, adapter_params, low_rank_update
 from vgpt_jax.nn.remat import ATTENTION_OUT, ATTENTION_QKV
@@ -249,6 +250,7 @@ class SelfAttention(nn.Module):
     special_queries: int | None = None
     lora: LoRA = LoRA()
     tiles: KernelTiles | None = None  # the Pallas kernels' (None: their defaults)
+    fp8: bool = False  # qkv and out as float8 matmuls (vgpt_jax.nn.fp8; sampling only)
 
     @nn.compact
     def __call__(
@@ -275,7 +277,7 @@ class SelfAttention(nn.Module):
             self.param_dtype,
         )
         x = x.astype(self.dtype)
-        qkv = jnp.einsum("btd,dshk->sbthk", x, jnp.asarray(qkv_kernel, self.dtype))
+        qkv = projection("btd,dshk->sbthk", x, qkv_kernel, self.dtype, self.fp8)
         if self.lora.wraps("qkv"):
             a, b = self._adapter(
                 "qkv", (d,), ("embed",), (3, self.num_heads, head_dim), ("qkv", "heads", "head_dim")
@@ -315,7 +317,7 @@ class SelfAttention(nn.Module):
         out = nn.with_logical_constraint(
             out, ("activation_batch", "activation_length", "activation_heads", None)
         )
-        y = jnp.einsum("bthk,hkd->btd", out, jnp.asarray(out_kernel, self.dtype))
+        y = projection("bthk,hkd->btd", out, out_kernel, self.dtype, self.fp8)
         if self.lora.wraps("out"):
             a, b = self._adapter("out", (self.num_heads, head_dim), ("heads", "head_dim"), (d,), ("embed",))
             y = y + low_rank_update("bthk,hkr->btr", "btr,rd->btd", out, a, b, self.lora.scale)

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vgpt_jax.nn.fp8 import projection
 from vgpt_jax.nn.initializers import phi3_normal
 
 
@@ -19,6 +20,7 @@ class GatedMLP(nn.Module):
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    fp8: bool = False  # both projections as float8 matmuls (vgpt_jax.nn.fp8; sampling only)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -35,8 +37,8 @@ class GatedMLP(nn.Module):
             (self.mlp_dim, d),
             self.param_dtype,
         )
-        h = jnp.einsum("btd,dgf->btgf", x.astype(self.dtype), jnp.asarray(gate_up, self.dtype))
+        h = projection("btd,dgf->btgf", x, gate_up, self.dtype, self.fp8)
         h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", None, "activation_mlp"))
         gate, up = h[:, :, 0], h[:, :, 1]
         h = up * nn.silu(gate)
-        return jnp.einsum("btf,fd->btd", h, jnp.asarray(down, self.dtype))
+        return projection("btf,fd->btd", h, down, self.dtype, self.fp8)

@@ -281,8 +281,11 @@ def bench_sample(
     overrides: Sequence[str] = (),
 ) -> dict:
     """One clip of ``generate`` frames after ``history``; the parameters are sharded over ``mesh``
-    (default: tensor-parallel over every device, so one clip uses them all)."""
-    config = config_lib.load_experiment(path, overrides)
+    (default: tensor-parallel over every device, so one clip uses them all). With
+    ``model.fp8_projections`` the row also samples the same inputs without it and reports how far
+    the clips' x1 are apart (max and mean absolute difference, beside the mean |x1|)."""
+    config = load_row_config(path, overrides)
+    config_path, _, row_overrides = parse_row(path)
     config.sampling.update(
         steps=steps,
         cfg_scale=cfg_scale,
@@ -308,9 +311,19 @@ def bench_sample(
         shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
         params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
         row = _time_clip(sampler, params, hist, noise)
+        if config.model.fp8_projections:
+            exact = config_lib.with_fields(config, {"model.fp8_projections": False})
+            reference = Sampler(exact, model_from_config(exact)).sample_clip(params, hist, noise)
+            row.update(_x1_difference(sampler.sample_clip(params, hist, noise), reference))
     return {
-        "row": f"sample {path.rsplit('/', 1)[-1][:-3]} {history}+{generate} frames, {steps} steps, "
-        f"CFG {cfg_scale}",
+        "row": " ".join(
+            [
+                "sample",
+                os.path.basename(config_path).replace(".py", ""),
+                f"{history}+{generate} frames, {steps} steps, CFG {cfg_scale}",
+                *row_overrides,
+            ]
+        ),
         "params": num_params(params),
         "mesh": dict(device_mesh.shape),
         **row,
@@ -333,6 +346,15 @@ def _time_clip(sampler: Sampler, params, hist: jax.Array, noise: jax.Array) -> d
         "compile_s": round(compile_s, 1),
         "clip_s": round(clip_s, 3),
         "finite": bool(jnp.isfinite(out).all()),
+    }
+
+
+def _x1_difference(x1: jax.Array, reference: jax.Array) -> dict:
+    diff = jnp.abs(x1.astype(jnp.float32) - reference.astype(jnp.float32))
+    return {
+        "x1_max_diff": float(diff.max()),
+        "x1_mean_diff": float(diff.mean()),
+        "x1_mean_abs": float(jnp.abs(reference.astype(jnp.float32)).mean()),
     }
 
 
@@ -464,7 +486,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="configs (CONFIG[:ARG][@FRAMES][:FIELD=VALUE]...) to time a step of (default: 1 B)",
     )
-    p.add_argument("--sample", nargs="*", default=None, help="configs to sample a clip of (default: 1 B)")
+    p.add_argument(
+        "--sample",
+        nargs="*",
+        default=None,
+        help="configs (CONFIG[:ARG][:FIELD=VALUE]...) to sample a clip of (default: 1 B)",
+    )
     p.add_argument("--steps", type=int, default=5, help="timed train steps after 2 warm-ups")
     p.add_argument(
         "--mesh",
@@ -546,7 +573,7 @@ def run(a: argparse.Namespace, overrides: Sequence[str] = ()) -> None:
             official[f"train {path}"] = run_comparator(a.official, args)
         for path in a.sample:
             args = comparator_args(
-                config_lib.load_experiment(path, overrides),
+                load_row_config(path, overrides),
                 "sample",
                 history=a.history,
                 generate=a.generate,

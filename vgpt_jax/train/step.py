@@ -160,6 +160,11 @@ class Trainer(StateInit):
     OPTIM_SECTION = "optim"
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
+        if config.model.fp8_projections:
+            raise ValueError(
+                "config.model.fp8_projections = True is for sampling: training in float8 would need "
+                "scaled gradients, which this project does not build; train with it off"
+            )
         self.config = config
         self.mesh = mesh
         self.axis_rules = config.mesh.logical_axis_rules
