@@ -60,6 +60,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from vgpt_jax.device_stats import CompileClock, device_memory_gib
+
+    with CompileClock() as clock:
+        frames = _sample(args)
+    peak = device_memory_gib()["peak_memory_gib"]
+    print(
+        f"wrote {frames} frames to {args.output} in {clock.wall_s:.1f} s ({clock.compile_s:.1f} s of it "
+        f"compiling)" + (f", peak device memory {peak:.1f} GiB" if peak else "")
+    )
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    """The frames written, by the mode the arguments choose."""
     from vgpt_jax.sample.options import sampling_overrides
     from vgpt_jax.sample.predict import animate_file, generate_file, predict_file
 
@@ -75,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     if args.image:
         if args.cond_frames is not None:
             raise ValueError("--cond-frames is for --video: with --image, the K pictures are the K frames")
-        frames = animate_file(
+        return animate_file(
             args.checkpoint,
             args.image,
             args.output,
@@ -88,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--video needs --cond-frames K: the video's first K frames condition the prediction"
             )
-        frames = predict_file(
+        return predict_file(
             args.checkpoint,
             args.video,
             args.output,
@@ -103,7 +117,4 @@ def main(args: argparse.Namespace) -> int:
             "pass --video (video prediction), --image (image animation), --class-id or --prompt "
             "(class- or text-to-video)"
         )
-    else:
-        frames = generate_file(args.checkpoint, args.output, args.num_frames, **common)
-    print(f"wrote {frames} frames to {args.output}")
-    return 0
+    return generate_file(args.checkpoint, args.output, args.num_frames, **common)

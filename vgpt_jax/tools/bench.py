@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgpt_jax import config as config_lib
+from vgpt_jax.device_stats import device_memory_gib
 from vgpt_jax.models.video_gpt import abstract_params, example_inputs, model_from_config, num_params
 from vgpt_jax.parallel.collectives import collective_bytes
 from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
@@ -74,9 +75,7 @@ def load_row_config(row: str, overrides: Sequence[str] = ()):
 
 
 def peak_memory_gib() -> float | None:
-    stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    return None if peak is None else peak / 2**30
+    return device_memory_gib()["peak_memory_gib"] or None  # None on a CPU
 
 
 def comparator_args(config, mode: str, **sizes: int) -> list[str]:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vgpt_jax.checkpoint.manager import Checkpointer, abstract_with_shardings
+from vgpt_jax.device_stats import device_memory_gib
 from vgpt_jax.parallel.mesh import make_mesh
 from vgpt_jax.train.flops import matmul_peak
 from vgpt_jax.train.resume import restore_newest
@@ -158,17 +159,6 @@ def read_metrics(workdir: str) -> dict[int, dict[str, float]]:
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def device_memory_gib() -> dict[str, float]:
-    """``memory_gib``: in use now (between steps, so mostly the state); ``peak_memory_gib``: the
-    most the step has ever held, which is what must fit. The largest over this process's devices;
-    0 where the backend keeps no statistics (CPU)."""
-    stats = [d.memory_stats() or {} for d in jax.local_devices()]
-    return {
-        "memory_gib": max(s.get("bytes_in_use", 0) for s in stats) / 2**30,
-        "peak_memory_gib": max(s.get("peak_bytes_in_use", 0) for s in stats) / 2**30,
-    }
 
 
 def planned_memory_bytes(compiled) -> int | None:
