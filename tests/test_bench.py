@@ -87,9 +87,10 @@ def test_sample_row_on_the_tiny_config():
     # the row builds its parameters' shardings under the sampling mesh: unboxing abstract leaves
     # there once raised in jax's eager sharding constraint
     row = bench.bench_sample(
-        "experiments/tiny_cpu.py", 2, 2, 2, 1.5, mesh=bench.parse_mesh("fsdp=2,tensor=4")
+        "experiments/tiny_cpu.py", 2, 2, 2, 1.5, mesh=bench.parse_mesh("fsdp=2,tensor=4"), with_profile=True
     )  # tiny_cpu has 4 heads; the 8 fake CPU devices
     assert row["finite"] and row["clip_s"] > 0
+    assert row["profile"]["wall_ms"] > 0  # a CPU trace has no device streams: all of it host time
     assert row["row"] == "sample tiny_cpu 2+2 frames, 2 steps, CFG 1.5"
     mesh = bench.parse_mesh("fsdp=2,tensor=4")
     fp8 = bench.bench_sample("experiments/tiny_cpu.py:model.fp8_projections=True", 2, 2, 2, 1.5, mesh=mesh)

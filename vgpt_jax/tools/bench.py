@@ -278,11 +278,13 @@ def bench_sample(
     cfg_scale: float,
     mesh: dict[str, int] | None = None,
     overrides: Sequence[str] = (),
+    with_profile: bool = False,
 ) -> dict:
     """One clip of ``generate`` frames after ``history``; the parameters are sharded over ``mesh``
     (default: tensor-parallel over every device, so one clip uses them all). With
     ``model.fp8_projections`` the row also samples the same inputs without it and reports how far
-    the clips' x1 are apart (max and mean absolute difference, beside the mean |x1|)."""
+    the clips' x1 are apart (max and mean absolute difference, beside the mean |x1|).
+    ``with_profile`` adds ``profile``: one traced clip's device time by kernel kind."""
     config = load_row_config(path, overrides)
     config_path, _, row_overrides = parse_row(path)
     config.sampling.update(
@@ -310,6 +312,8 @@ def bench_sample(
         shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
         params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
         row = _time_clip(sampler, params, hist, noise)
+        if with_profile:
+            row["profile"] = profile.profile(lambda: sampler.sample_clip(params, hist, noise), calls=1)
         if config.model.fp8_projections:
             exact = config_lib.with_fields(config, {"model.fp8_projections": False})
             reference = Sampler(exact, model_from_config(exact)).sample_clip(params, hist, noise)
@@ -472,7 +476,8 @@ def print_table(rows: list[dict], peak: float) -> None:
         if "profile" in r:
             pr = r["profile"]
             parts = ", ".join(f"{k.removesuffix('_ms')} {pr[k]} ms" for k in pr if k.endswith("_ms"))
-            print(f"profile of {r['row']} (per step): {parts}")
+            unit = "clip" if r["row"].startswith("sample") else "step"
+            print(f"profile of {r['row']} (per {unit}): {parts}")
             for kind, kernels in pr["top_kernels"].items():
                 print(f"  top {kind}: " + "; ".join(f"{name} {ms} ms" for name, ms in kernels))
 
@@ -532,7 +537,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--feature-batch", type=int, default=4, help="clips per device of the features rows")
     p.add_argument("--json", default="", help="also write the rows here")
-    p.add_argument("--profile", action="store_true", help="trace the train rows: device time by kernel kind")
+    p.add_argument(
+        "--profile", action="store_true", help="trace the train and sample rows: device time by kernel kind"
+    )
     p.add_argument(
         "--official",
         default="",
@@ -592,7 +599,14 @@ def run(a: argparse.Namespace, overrides: Sequence[str] = ()) -> None:
         (
             f"sample {path}",
             lambda path=path: bench_sample(
-                path, a.history, a.generate, a.denoise_steps, a.cfg, parse_mesh(a.sample_mesh), overrides
+                path,
+                a.history,
+                a.generate,
+                a.denoise_steps,
+                a.cfg,
+                parse_mesh(a.sample_mesh),
+                overrides,
+                a.profile,
             ),
         )
         for path in a.sample
