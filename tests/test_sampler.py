@@ -5,10 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import load_experiment, perturbed
+from flax import traverse_util
 
 from vgpt_jax.models import layout
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
+from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, with_compute_dtype_kernels
 from vgpt_jax.nn.tokens import TokenAttrs
+from vgpt_jax.parallel.mesh import unboxed
 from vgpt_jax.sample.sampler import Sampler
 
 
@@ -122,3 +124,27 @@ def test_rollout_keeps_the_window(model_and_params):
         clips.append(np.asarray(clip))
         frames = jnp.concatenate([frames, clip], axis=1)
     np.testing.assert_allclose(out, np.concatenate(clips, axis=1), rtol=1e-6, atol=1e-6)
+
+
+def test_compute_dtype_kernels_sample_the_same_clip(model_and_params):
+    """Projection kernels stored in bf16 (as vgpt sample holds them) give the bf16 model's clip bit
+    for bit: the layers cast them to bf16 at every use anyway."""
+    config, _, params = model_and_params
+    config.sampling.update(steps=3, cfg_scale=1.5, use_kv_cache=True)
+    config.model.dtype = "bfloat16"
+    model = VideoGPT(ModelConfig.from_config(config))
+    config.model.dtype = "float32"
+    history, noise = _latents(11, (1, 3, 8, 8, 4)), _latents(12, (1, 2, 8, 8, 4))
+    params = unboxed(params)
+    stored = traverse_util.flatten_dict(with_compute_dtype_kernels(model.cfg, params), sep="/")
+    assert (
+        stored["backbone/layers/attention/qkv"].dtype
+        == stored["backbone/layers/mlp/down"].dtype
+        == jnp.bfloat16
+    )
+    assert stored["backbone/norm/scale"].dtype == jnp.float32  # everything else as it was
+    stored = traverse_util.unflatten_dict(stored, sep="/")
+    want = np.asarray(Sampler(config, model).sample_clip(params, history, noise))
+    got = np.asarray(Sampler(config, model).sample_clip(stored, history, noise))
+    assert np.abs(want).mean() > 0.1
+    np.testing.assert_array_equal(got, want)

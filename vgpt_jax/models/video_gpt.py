@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 from jax.sharding import Mesh
 
 from vgpt_jax import config as config_lib
@@ -588,6 +589,25 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None)
         if mesh is None
         else mesh_lib.abstract_on_mesh(mesh, boxed, config.mesh.logical_axis_rules)
     )
+
+
+# (module, parameter) of each layer's projection kernels: used only through a cast to cfg.dtype
+PROJECTION_KERNELS = (("attention", "qkv"), ("attention", "out"), ("mlp", "gate_up"), ("mlp", "down"))
+
+
+def with_compute_dtype_kernels(cfg: ModelConfig, params: Any) -> Any:
+    """``params`` with every layer's projection kernels stored in the compute dtype ``cfg.dtype``,
+    each array on its own sharding. The layers cast them to it at every use, so outputs are bit for
+    bit unchanged; for inference this halves their memory (fp32 master weights) and takes the cast
+    out of the sampler's loops, where XLA repeats it every denoising step."""
+    flat = traverse_util.flatten_dict(params)
+    kernels = {path for path in flat if tuple(path[-2:]) in PROJECTION_KERNELS}
+    shardings = {path: getattr(x, "sharding", None) for path, x in flat.items()}
+    cast = jax.jit(
+        lambda tree: {path: x.astype(cfg.dtype) if path in kernels else x for path, x in tree.items()},
+        out_shardings=shardings if all(shardings.values()) else None,
+    )
+    return traverse_util.unflatten_dict(cast(flat))
 
 
 def num_params(params) -> int:

@@ -43,7 +43,13 @@ import numpy as np
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.device_stats import device_memory_gib
-from vgpt_jax.models.video_gpt import abstract_params, example_inputs, model_from_config, num_params
+from vgpt_jax.models.video_gpt import (
+    abstract_params,
+    example_inputs,
+    model_from_config,
+    num_params,
+    with_compute_dtype_kernels,
+)
 from vgpt_jax.parallel.collectives import collective_bytes
 from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
 from vgpt_jax.sample.sampler import Sampler
@@ -311,6 +317,7 @@ def bench_sample(
     with sharding_context(device_mesh, config.mesh.logical_axis_rules):
         shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
         params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
+        params = with_compute_dtype_kernels(model.cfg, params)  # as vgpt sample holds them
         row = _time_clip(sampler, params, hist, noise)
         if with_profile:
             row["profile"] = profile.profile(lambda: sampler.sample_clip(params, hist, noise), calls=1)
