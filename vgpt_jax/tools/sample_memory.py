@@ -32,7 +32,7 @@ from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import inference_mesh
 from vgpt_jax.models import clip_tokenizer
 from vgpt_jax.models.clip_tokenizer import TokenizerConfig, tokenizer_programs
-from vgpt_jax.models.video_gpt import abstract_params, model_from_config
+from vgpt_jax.models.video_gpt import abstract_params, model_from_config, with_compute_dtype_kernels
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler, round_sizes
@@ -105,8 +105,15 @@ def sampling_memory(
             key,
         )
     ]
-    sampler = Sampler(config, model_from_config(config))
-    params = abstract_params(config, mesh)
+    model = model_from_config(config)
+    sampler = Sampler(config, model)
+    # as the Predictor holds them: the projection kernels in the compute dtype, on their shardings
+    stored = abstract_params(config, mesh)
+    params = jax.tree.map(
+        lambda cast, a: jax.ShapeDtypeStruct(a.shape, cast.dtype, sharding=a.sharding),
+        jax.eval_shape(lambda p: with_compute_dtype_kernels(model.cfg, p), stored),
+        stored,
+    )
     condition = _condition(config, batch)
     seen: set[tuple[int, int]] = set()
     for history, g in round_sizes(cond_frames, num_frames, s.clip_frames, s.window_frames):
