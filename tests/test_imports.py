@@ -28,7 +28,7 @@ import pathlib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("vgpt_jax", "data_pipelines")
-BASE = ("vgpt_jax", "vgpt_jax.config", "vgpt_jax.parallel", "vgpt_jax.diffusion")
+BASE = ("vgpt_jax", "vgpt_jax.config", "vgpt_jax.device_stats", "vgpt_jax.parallel", "vgpt_jax.diffusion")
 LAYERS = (
     ("vgpt_jax.nn",),
     ("vgpt_jax.models",),
