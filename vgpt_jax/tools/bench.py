@@ -480,6 +480,12 @@ def print_table(rows: list[dict], peak: float) -> None:
             parts = ", ".join(f"{kind} {mib} MiB" for kind, mib in r["collective_mib"].items() if mib)
             print(f"collectives of {r['row']}, {mesh_text(r['mesh'])} (per device and step): {parts}")
     for r in rows:
+        if "x1_max_diff" in r:
+            print(
+                f"x1 of {r['row']} against the same clip without float8: max |diff| {r['x1_max_diff']:.4g}, "
+                f"mean |diff| {r['x1_mean_diff']:.4g} (mean |x1| {r['x1_mean_abs']:.4g})"
+            )
+    for r in rows:
         if "profile" in r:
             pr = r["profile"]
             parts = ", ".join(f"{k.removesuffix('_ms')} {pr[k]} ms" for k in pr if k.endswith("_ms"))
