@@ -10,11 +10,13 @@ import ml_dtypes
 import numpy as np
 import pytest
 from conftest import load_experiment, perturbed
+from flax import traverse_util
 
 from vgpt_jax.models.clip_tokenizer import single_device_mesh
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs
+from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, inference_params
 from vgpt_jax.nn.fp8 import projection, scaled_fp8
 from vgpt_jax.nn.mlp import GatedMLP
+from vgpt_jax.parallel.mesh import unboxed
 from vgpt_jax.sample.sampler import Sampler
 from vgpt_jax.train.step import Trainer
 
@@ -89,6 +91,33 @@ def test_fp8_sampler_stays_close_to_the_unquantized_clip():
     quantized = np.asarray(Sampler(config, fp8_model).sample_clip(params, history, noise))
     diff = np.abs(quantized - exact)
     assert 0 < diff.mean() < 0.1 * np.abs(exact).mean()
+
+
+def test_kernels_stored_in_fp8_sample_as_quantized_at_every_use():
+    """inference_params' float8 kernels, one scale per layer beside each, give the clip of the
+    layers quantizing the fp32 kernels themselves at every use, bit for bit."""
+    config = load_experiment("tiny_cpu")
+    config.sampling.update(steps=3, cfg_scale=1.5, use_kv_cache=True)
+    config.model.fp8_projections = True
+    model = VideoGPT(ModelConfig.from_config(config))
+    params = jax.jit(lambda k: model.init(k, *example_inputs(config, num_frames=2))["params"])(
+        jax.random.key(0)
+    )
+    params = unboxed(perturbed(params, 0.1))
+    stored = traverse_util.flatten_dict(inference_params(model.cfg, params), sep="/")
+    qkv, scale = stored["backbone/layers/attention/qkv"], stored["backbone/layers/attention/qkv_fp8_scale"]
+    kernel = np.asarray(params["backbone"]["layers"]["attention"]["qkv"])
+    assert qkv.dtype == jnp.float8_e4m3fn and scale.shape == (config.model.num_layers,)
+    np.testing.assert_allclose(
+        np.asarray(scale), np.abs(kernel).reshape(len(kernel), -1).max(1) / E4M3_MAX, rtol=1e-6
+    )
+    history = jax.random.normal(jax.random.key(1), (1, 3, 8, 8, 4))
+    noise = jax.random.normal(jax.random.key(2), (1, 2, 8, 8, 4))
+    sampler = Sampler(config, model)
+    want = np.asarray(sampler.sample_clip(params, history, noise))
+    got = np.asarray(sampler.sample_clip(traverse_util.unflatten_dict(stored, sep="/"), history, noise))
+    assert np.abs(want).mean() > 0.1
+    np.testing.assert_array_equal(got, want)
 
 
 def test_training_refuses_fp8_projections():

@@ -8,7 +8,7 @@ from conftest import load_experiment, perturbed
 from flax import traverse_util
 
 from vgpt_jax.models import layout
-from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, with_compute_dtype_kernels
+from vgpt_jax.models.video_gpt import ModelConfig, VideoGPT, example_inputs, inference_params
 from vgpt_jax.nn.tokens import TokenAttrs
 from vgpt_jax.parallel.mesh import unboxed
 from vgpt_jax.sample.sampler import Sampler
@@ -136,7 +136,7 @@ def test_compute_dtype_kernels_sample_the_same_clip(model_and_params):
     config.model.dtype = "float32"
     history, noise = _latents(11, (1, 3, 8, 8, 4)), _latents(12, (1, 2, 8, 8, 4))
     params = unboxed(params)
-    stored = traverse_util.flatten_dict(with_compute_dtype_kernels(model.cfg, params), sep="/")
+    stored = traverse_util.flatten_dict(inference_params(model.cfg, params), sep="/")
     assert (
         stored["backbone/layers/attention/qkv"].dtype
         == stored["backbone/layers/mlp/down"].dtype

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.models import layout
@@ -65,6 +65,7 @@ from vgpt_jax.nn.embeddings import (
     sincos_2d_table,
     unpatchify,
 )
+from vgpt_jax.nn.fp8 import FP8_SCALE_SUFFIX, scaled_fp8
 from vgpt_jax.nn.initializers import phi3_normal, zeros
 from vgpt_jax.nn.lora import LoRA
 from vgpt_jax.nn.mlp import GatedMLP
@@ -595,19 +596,49 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None)
 PROJECTION_KERNELS = (("attention", "qkv"), ("attention", "out"), ("mlp", "gate_up"), ("mlp", "down"))
 
 
-def with_compute_dtype_kernels(cfg: ModelConfig, params: Any) -> Any:
-    """``params`` with every layer's projection kernels stored in the compute dtype ``cfg.dtype``,
-    each array on its own sharding. The layers cast them to it at every use, so outputs are bit for
-    bit unchanged; for inference this halves their memory (fp32 master weights) and takes the cast
-    out of the sampler's loops, where XLA repeats it every denoising step."""
+def inference_params(cfg: ModelConfig, params: Any) -> Any:
+    """``params`` as sampling holds them, each array on its own sharding: every layer's projection
+    kernels in the compute dtype ``cfg.dtype``, or with ``cfg.fp8_projections`` in float8 with a
+    scale per layer beside each (``<kernel>_fp8_scale``, see :func:`vgpt_jax.nn.fp8.scaled_fp8`).
+
+    The layers cast the kernels to the compute dtype (or quantize them) at every use, so outputs
+    are bit for bit unchanged; for inference this halves (quarters) their memory against fp32 master
+    weights and takes the cast out of the sampler's loops, where XLA repeats it every denoising
+    step. ``params``: unboxed arrays."""
     flat = traverse_util.flatten_dict(params)
     kernels = {path for path in flat if tuple(path[-2:]) in PROJECTION_KERNELS}
-    shardings = {path: getattr(x, "sharding", None) for path, x in flat.items()}
-    cast = jax.jit(
-        lambda tree: {path: x.astype(cfg.dtype) if path in kernels else x for path, x in tree.items()},
-        out_shardings=shardings if all(shardings.values()) else None,
+    out_shardings = {path: getattr(x, "sharding", None) for path, x in flat.items()}
+    if cfg.fp8_projections:
+        for path in kernels:
+            out_shardings[fp8_scale_path(path)] = _replicated_like(out_shardings[path])
+
+    def convert(tree: dict) -> dict:
+        out = dict(tree)
+        for path in kernels:
+            if not cfg.fp8_projections:
+                out[path] = tree[path].astype(cfg.dtype)
+            elif "layers" in path:  # nn.scan's stack: one scale per layer, as each layer would take
+                out[path], out[fp8_scale_path(path)] = jax.vmap(scaled_fp8)(tree[path])
+            else:
+                out[path], out[fp8_scale_path(path)] = scaled_fp8(tree[path])
+        return out
+
+    unplaced = not all(out_shardings.values())
+    return traverse_util.unflatten_dict(
+        jax.jit(convert, out_shardings=None if unplaced else out_shardings)(flat)
     )
-    return traverse_util.unflatten_dict(cast(flat))
+
+
+def _replicated_like(sharding: Any) -> Any:
+    """A small array's sharding beside an array on ``sharding``: replicated over its mesh or on its
+    device; None where neither applies (the caller then lets jit place it)."""
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec())
+    return sharding if isinstance(sharding, SingleDeviceSharding) else None
+
+
+def fp8_scale_path(kernel_path: tuple[str, ...]) -> tuple[str, ...]:
+    return (*kernel_path[:-1], kernel_path[-1] + FP8_SCALE_SUFFIX)
 
 
 def num_params(params) -> int:

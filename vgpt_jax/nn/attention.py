@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from vgpt_jax.nn.fp8 import projection
+from vgpt_jax.nn.fp8 import projection, stored_scale
 from vgpt_jax.nn.initializers import phi3_normal
 from vgpt_jax.nn.lora import LoRA, adapter_params, low_rank_update
 from vgpt_jax.nn.remat import ATTENTION_OUT, ATTENTION_QKV
@@ -277,7 +277,7 @@ class SelfAttention(nn.Module):
             self.param_dtype,
         )
         x = x.astype(self.dtype)
-        qkv = projection("btd,dshk->sbthk", x, qkv_kernel, self.dtype, self.fp8)
+        qkv = projection("btd,dshk->sbthk", x, qkv_kernel, self.dtype, self.fp8, stored_scale(self, "qkv"))
         if self.lora.wraps("qkv"):
             a, b = self._adapter(
                 "qkv", (d,), ("embed",), (3, self.num_heads, head_dim), ("qkv", "heads", "head_dim")
@@ -317,7 +317,7 @@ class SelfAttention(nn.Module):
         out = nn.with_logical_constraint(
             out, ("activation_batch", "activation_length", "activation_heads", None)
         )
-        y = projection("bthk,hkd->btd", out, out_kernel, self.dtype, self.fp8)
+        y = projection("bthk,hkd->btd", out, out_kernel, self.dtype, self.fp8, stored_scale(self, "out"))
         if self.lora.wraps("out"):
             a, b = self._adapter("out", (self.num_heads, head_dim), ("heads", "head_dim"), (d,), ("embed",))
             y = y + low_rank_update("bthk,hkr->btr", "btr,rd->btd", out, a, b, self.lora.scale)

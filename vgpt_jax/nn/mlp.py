@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vgpt_jax.nn.fp8 import projection
+from vgpt_jax.nn.fp8 import projection, stored_scale
 from vgpt_jax.nn.initializers import phi3_normal
 
 
@@ -37,8 +37,8 @@ class GatedMLP(nn.Module):
             (self.mlp_dim, d),
             self.param_dtype,
         )
-        h = projection("btd,dgf->btgf", x, gate_up, self.dtype, self.fp8)
+        h = projection("btd,dgf->btgf", x, gate_up, self.dtype, self.fp8, stored_scale(self, "gate_up"))
         h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", None, "activation_mlp"))
         gate, up = h[:, :, 0], h[:, :, 1]
         h = up * nn.silu(gate)
-        return projection("btf,fd->btd", h, down, self.dtype, self.fp8)
+        return projection("btf,fd->btd", h, down, self.dtype, self.fp8, stored_scale(self, "down"))

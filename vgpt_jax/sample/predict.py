@@ -40,7 +40,7 @@ from data_pipelines.text_tokens import load_text_tokenizer, text_ids
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import inference_mesh, load_for_inference
 from vgpt_jax.models.clip_tokenizer import ClipTokenizer
-from vgpt_jax.models.video_gpt import model_from_config, with_compute_dtype_kernels
+from vgpt_jax.models.video_gpt import inference_params, model_from_config
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler
@@ -170,7 +170,7 @@ class Predictor:
     ):
         self.config = config
         model = model_from_config(config)
-        self.params = with_compute_dtype_kernels(model.cfg, params)
+        self.params = inference_params(model.cfg, params)
         self.tokenizer = tokenizer
         self.mesh = inference_mesh(config) if mesh is None else mesh
         self.sampler = Sampler(config, model)

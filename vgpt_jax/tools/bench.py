@@ -46,9 +46,9 @@ from vgpt_jax.device_stats import device_memory_gib
 from vgpt_jax.models.video_gpt import (
     abstract_params,
     example_inputs,
+    inference_params,
     model_from_config,
     num_params,
-    with_compute_dtype_kernels,
 )
 from vgpt_jax.parallel.collectives import collective_bytes
 from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
@@ -316,14 +316,16 @@ def bench_sample(
     noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
     with sharding_context(device_mesh, config.mesh.logical_axis_rules):
         shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
-        params = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
-        params = with_compute_dtype_kernels(model.cfg, params)  # as vgpt sample holds them
+        master = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
+        params = inference_params(model.cfg, master)  # as vgpt sample holds them
         row = _time_clip(sampler, params, hist, noise)
         if with_profile:
             row["profile"] = profile.profile(lambda: sampler.sample_clip(params, hist, noise), calls=1)
         if config.model.fp8_projections:
             exact = config_lib.with_fields(config, {"model.fp8_projections": False})
-            reference = Sampler(exact, model_from_config(exact)).sample_clip(params, hist, noise)
+            exact_model = model_from_config(exact)
+            exact_params = inference_params(exact_model.cfg, master)
+            reference = Sampler(exact, exact_model).sample_clip(exact_params, hist, noise)
             row.update(_x1_difference(sampler.sample_clip(params, hist, noise), reference))
     return {
         "row": " ".join(
@@ -334,7 +336,7 @@ def bench_sample(
                 *row_overrides,
             ]
         ),
-        "params": num_params(params),
+        "params": num_params(master),
         "mesh": dict(device_mesh.shape),
         **row,
         "frames_per_s": round(generate / row["clip_s"], 3),

@@ -27,12 +27,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import traverse_util
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import inference_mesh
 from vgpt_jax.models import clip_tokenizer
 from vgpt_jax.models.clip_tokenizer import TokenizerConfig, tokenizer_programs
-from vgpt_jax.models.video_gpt import abstract_params, model_from_config, with_compute_dtype_kernels
+from vgpt_jax.models.video_gpt import abstract_params, inference_params, model_from_config
 from vgpt_jax.parallel import mesh as mesh_lib
 from vgpt_jax.parallel.mesh import sharding_context
 from vgpt_jax.sample.sampler import Sampler, round_sizes
@@ -107,12 +108,21 @@ def sampling_memory(
     ]
     model = model_from_config(config)
     sampler = Sampler(config, model)
-    # as the Predictor holds them: the projection kernels in the compute dtype, on their shardings
-    stored = abstract_params(config, mesh)
-    params = jax.tree.map(
-        lambda cast, a: jax.ShapeDtypeStruct(a.shape, cast.dtype, sharding=a.sharding),
-        jax.eval_shape(lambda p: with_compute_dtype_kernels(model.cfg, p), stored),
-        stored,
+    # as the Predictor holds them (projection kernels in the compute dtype or float8 with their
+    # scales), each on the sharding of the array it came from; the scales replicated
+    stored = traverse_util.flatten_dict(abstract_params(config, mesh))
+    held = traverse_util.flatten_dict(
+        jax.eval_shape(lambda p: inference_params(model.cfg, p), traverse_util.unflatten_dict(stored))
+    )
+    params = traverse_util.unflatten_dict(
+        {
+            path: jax.ShapeDtypeStruct(
+                a.shape,
+                a.dtype,
+                sharding=stored[path].sharding if path in stored else mesh_lib.replicated(mesh),
+            )
+            for path, a in held.items()
+        }
     )
     condition = _condition(config, batch)
     seen: set[tuple[int, int]] = set()
