@@ -170,7 +170,8 @@ class Predictor:
     ):
         self.config = config
         model = model_from_config(config)
-        self.params = inference_params(model.cfg, params)
+        # None: the caller sets ``params`` before predicting (the training evaluation's live weights)
+        self.params = None if params is None else inference_params(model.cfg, params)
         self.tokenizer = tokenizer
         self.mesh = inference_mesh(config) if mesh is None else mesh
         self.sampler = Sampler(config, model)
