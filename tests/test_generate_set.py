@@ -59,7 +59,9 @@ def test_a_class_balanced_set_and_its_resumption(class_workdir, tmp_path, capsys
     out = tmp_path / "set"
     flags = ["--class-balanced", "--class-index", str(index)]
     assert _generate_set(class_workdir, out, 2 * NUM_CLASSES, *flags) == 0, capsys.readouterr().err
-    assert "batch 1/1: wrote 6 videos, kept 0" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "batch 1/1: wrote 6 videos, kept 0" in printed
+    assert "s of it compiling" in printed.splitlines()[-1]  # the run's wall and compile time
 
     # what `vgpt fvd --class-balanced` reads: a video's class is its first sub-folder
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4"))

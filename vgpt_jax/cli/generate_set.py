@@ -157,6 +157,7 @@ def check_settings(path: Path, settings: dict) -> None:
 def main(args: argparse.Namespace) -> int:
     from data_pipelines import video_io
     from vgpt_jax.checkpoint.inference import checkpoint_config, inference_mesh
+    from vgpt_jax.device_stats import CompileClock
     from vgpt_jax.sample import options
     from vgpt_jax.sample.predict import Predictor, batch_size, condition_ids, sampling_overrides
 
@@ -189,21 +190,27 @@ def main(args: argparse.Namespace) -> int:
 
     predictor = None  # loaded for the first batch with a video missing
     num_batches = -(-len(videos) // size)
-    for index in range(num_batches):
-        start = index * size
-        batch = videos[start : start + size]
-        missing = [v for v in batch if not (out / v.file).exists()]
-        if missing:
-            predictor = predictor or Predictor.from_checkpoint(
-                args.checkpoint, overrides=args.config_overrides, **sampling
-            )
-            rows = None if condition is None else condition[start : start + len(batch)]
-            made = predictor.generate(rows, args.num_frames, True, num_videos=len(batch), first_batch=index)
-            for video, frames in zip(batch, made, strict=True):
-                if video in missing:
-                    (out / video.file).parent.mkdir(parents=True, exist_ok=True)
-                    video_io.write_mp4(out / video.file, frames, fps)
-        kept = len(batch) - len(missing)
-        print(f"batch {index + 1}/{num_batches}: wrote {len(missing)} videos, kept {kept}", flush=True)
-    print(f"{len(videos)} videos of {args.num_frames} frames in {out} ({SETTINGS}: the settings)")
+    with CompileClock() as clock:
+        for index in range(num_batches):
+            start = index * size
+            batch = videos[start : start + size]
+            missing = [v for v in batch if not (out / v.file).exists()]
+            if missing:
+                predictor = predictor or Predictor.from_checkpoint(
+                    args.checkpoint, overrides=args.config_overrides, **sampling
+                )
+                rows = None if condition is None else condition[start : start + len(batch)]
+                made = predictor.generate(
+                    rows, args.num_frames, True, num_videos=len(batch), first_batch=index
+                )
+                for video, frames in zip(batch, made, strict=True):
+                    if video in missing:
+                        (out / video.file).parent.mkdir(parents=True, exist_ok=True)
+                        video_io.write_mp4(out / video.file, frames, fps)
+            kept = len(batch) - len(missing)
+            print(f"batch {index + 1}/{num_batches}: wrote {len(missing)} videos, kept {kept}", flush=True)
+    print(
+        f"{len(videos)} videos of {args.num_frames} frames in {out} ({SETTINGS}: the settings); "
+        f"{clock.wall_s:.1f} s, {clock.compile_s:.1f} s of it compiling"
+    )
     return 0
