@@ -553,7 +553,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(
         m.remat_policy in REMAT_POLICIES, "model.remat_policy", m.remat_policy, f"one of {REMAT_POLICIES}"
     )
-    _require(isinstance(m.fp8_projections, bool), "model.fp8_projections", m.fp8_projections, "true or false")
+    _require(isinstance(m.fp8_projections, bool), "model.fp8_projections", m.fp8_projections, "True or False")
     _require(
         m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype, "float32, bfloat16 or float16"
     )

@@ -592,7 +592,7 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None)
     )
 
 
-# (module, parameter) of each layer's projection kernels: used only through a cast to cfg.dtype
+# (module, parameter) of each layer's projection kernels: read only through a cast to cfg.dtype or float8
 PROJECTION_KERNELS = (("attention", "qkv"), ("attention", "out"), ("mlp", "gate_up"), ("mlp", "down"))
 
 
