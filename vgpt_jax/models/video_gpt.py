@@ -592,6 +592,21 @@ def abstract_params(config: ml_collections.ConfigDict, mesh: Mesh | None = None)
     )
 
 
+def random_params(config: ml_collections.ConfigDict, mesh: Mesh, seed: int = 0) -> Any:
+    """Random parameters of ``config`` on ``mesh`` (each array on its own sharding), for timing and
+    memory runs: the model's init plus N(0, 0.02²) everywhere, so that the zero-initialised final
+    layer and gates still carry signal. Call under ``sharding_context(mesh, ...)``."""
+    model = model_from_config(config)
+    shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, mesh))
+
+    def draw(key: jax.Array) -> Any:
+        init = mesh_lib.unboxed(model.init(key, *example_inputs(config, num_frames=2))["params"])
+        noise_key = jax.random.fold_in(key, 1)
+        return jax.tree.map(lambda x: x + 0.02 * jax.random.normal(noise_key, x.shape, x.dtype), init)
+
+    return jax.jit(draw, out_shardings=shardings)(jax.random.key(seed))
+
+
 # (module, parameter) of each layer's projection kernels: read only through a cast to cfg.dtype or float8
 PROJECTION_KERNELS = (("attention", "qkv"), ("attention", "out"), ("mlp", "gate_up"), ("mlp", "down"))
 

@@ -36,20 +36,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vgpt_jax import config as config_lib
 from vgpt_jax.device_stats import device_memory_gib
-from vgpt_jax.models.video_gpt import (
-    abstract_params,
-    example_inputs,
-    inference_params,
-    model_from_config,
-    num_params,
-)
+from vgpt_jax.models.video_gpt import inference_params, model_from_config, num_params, random_params
 from vgpt_jax.parallel.collectives import collective_bytes
 from vgpt_jax.parallel.mesh import data_parallel_size, make_mesh, sharding_context
 from vgpt_jax.sample.sampler import Sampler
@@ -305,18 +298,13 @@ def bench_sample(
     device_mesh = make_mesh(config.mesh)
     model = model_from_config(config)
 
-    def random_params(key):
-        init = nn.unbox(model.init(key, *example_inputs(config, num_frames=2))["params"])
-        return jax.tree.map(lambda x: x + 0.02 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), init)
-
     sampler = Sampler(config, model)
     d = config.data
     shape = (1, history, d.latent_height, d.latent_width, config.model.latent_channels)
     hist = jax.random.normal(jax.random.key(2), shape, jnp.float32)
     noise = jax.random.normal(jax.random.key(3), (1, generate, *shape[2:]), jnp.float32)
     with sharding_context(device_mesh, config.mesh.logical_axis_rules):
-        shardings = jax.tree.map(lambda a: a.sharding, abstract_params(config, device_mesh))
-        master = jax.jit(random_params, out_shardings=shardings)(jax.random.key(0))
+        master = random_params(config, device_mesh)
         params = inference_params(model.cfg, master)  # as vgpt sample holds them
         total = num_params(master)
         if not config.model.fp8_projections:  # only the float8 reference reads the fp32 weights again

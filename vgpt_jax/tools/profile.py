@@ -30,7 +30,7 @@ KERNEL_KINDS = (
     ("attention", re.compile(r"attention|flash|fmha|cudnn", re.IGNORECASE)),
     ("matmul", re.compile(r"gemm|cutlass|nvjet|xmma|cublas|wgmma|triton_gemm|dot_general", re.IGNORECASE)),
 )
-TOP_KERNELS = 5  # per kind, in the summary
+TOP_KERNELS = 10  # per kind, in the summary
 
 
 def kernel_kind(name: str) -> str:
