@@ -22,6 +22,7 @@ from vgpt_jax.nn.block_sparse_attention import (
     TILE_PARTIAL,
     KernelConfig,
     block_sparse_attention,
+    head_dim_blocks,
     tile_classes,
 )
 from vgpt_jax.nn.tokens import NOISY, TokenAttrs, concat_attrs
@@ -109,11 +110,11 @@ def batched(attrs: TokenAttrs, batch: int) -> TokenAttrs:
     return TokenAttrs(*(jnp.broadcast_to(a, (batch, a.shape[-1])) for a in attrs))
 
 
-def random_qkv(seed: int, batch: int, tq: int, tk: int):
+def random_qkv(seed: int, batch: int, tq: int, tk: int, head_dim: int = HEAD_DIM):
     keys = jax.random.split(jax.random.key(seed), 4)
-    q = jax.random.normal(keys[0], (batch, tq, HEADS, HEAD_DIM), jnp.float32)
-    k = jax.random.normal(keys[1], (batch, tk, HEADS, HEAD_DIM), jnp.float32)
-    v = jax.random.normal(keys[2], (batch, tk, HEADS, HEAD_DIM), jnp.float32)
+    q = jax.random.normal(keys[0], (batch, tq, HEADS, head_dim), jnp.float32)
+    k = jax.random.normal(keys[1], (batch, tk, HEADS, head_dim), jnp.float32)
+    v = jax.random.normal(keys[2], (batch, tk, HEADS, head_dim), jnp.float32)
     cotangent = jax.random.normal(keys[3], q.shape, jnp.float32)
     return q, k, v, cotangent
 
@@ -134,14 +135,14 @@ def value_and_grads(q, k, v, cotangents, q_attrs, k_attrs, options):
     return got, want, got_vjp(cotangents[0]), want_vjp(cotangents[1])
 
 
-def assert_matches_reference(q_attrs, k_attrs, seed=0, row_weight=None, **kwargs):
+def assert_matches_reference(q_attrs, k_attrs, seed=0, row_weight=None, head_dim=HEAD_DIM, **kwargs):
     """Values and (dq, dk, dv) of a random cotangent vs xla_attention, fp32.
 
     ``row_weight`` (B, Tq) in {0, 1}: rows with 0 are not compared and the reference gets no
     cotangent there (ours gets the full one: it must ignore the rows it calls unspecified).
     """
     batch, tq = q_attrs.kind.shape
-    q, k, v, cotangent = random_qkv(seed, batch, tq, k_attrs.kind.shape[-1])
+    q, k, v, cotangent = random_qkv(seed, batch, tq, k_attrs.kind.shape[-1], head_dim)
     ref_cotangent = cotangent if row_weight is None else cotangent * row_weight[:, :, None, None]
     options = tuple(sorted({**SMALL, **kwargs}.items()))
     got, want, got_grads, want_grads = value_and_grads(
@@ -208,6 +209,24 @@ def test_skip_pad_queries_keeps_real_rows():
     full = classes_of(attrs, attrs, 16, 16)
     skipped = classes_of(attrs, attrs, 16, 16, skip_pad_queries=True)
     assert np.sum(skipped != TILE_EMPTY) < np.sum(full != TILE_EMPTY)
+
+
+def test_head_dim_blocks():
+    # at most two power-of-two blocks >= 16, largest first; else one block of the next power of two
+    assert head_dim_blocks(96) == (64, 32)  # the 3.76 B model's heads: no padded columns
+    assert head_dim_blocks(128) == (128,)
+    assert head_dim_blocks(80) == (64, 16)
+    assert head_dim_blocks(48) == (32, 16)
+    assert head_dim_blocks(112) == (128,)  # 64 + 32 + 16 would be three
+    assert head_dim_blocks(24) == (32,)  # rounded up to 16 first: 32
+    assert head_dim_blocks(8) == (16,)
+
+
+@pytest.mark.parametrize("head_dim", [48, 24])
+def test_head_dim_in_column_blocks(head_dim):
+    # 48 = 32 + 16: every q, k, v, do read as two column blocks; 24: one block of 32, zero-padded
+    attrs, _ = layout.training_layout(jnp.asarray(random_clip_ids(np.random.default_rng(6), 6, 2)), 6)
+    assert_matches_reference(attrs, attrs, seed=6, head_dim=head_dim)
 
 
 def test_bf16_inputs_keep_dtype():

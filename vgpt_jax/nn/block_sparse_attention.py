@@ -28,7 +28,11 @@ so the kernels never touch a tile of the score matrix that the rule masks comple
    kernel (one query block per program, looping over its key blocks). The backward recomputes
    probabilities from the saved log-sum-exp, so nothing of size L x L is ever stored.
 
-Internal padding (to block multiples, and the head dim to a power of two) uses *void* tokens:
+The head dim is computed in at most two power-of-two column blocks (Triton's tensor shapes), each
+read straight from the (T, H, Dh) arrays: 96 = 64 + 32, so the 3.76 B model's heads take no
+padded columns (a dot product is the sum of its column blocks'; :func:`head_dim_blocks`).
+
+Internal padding (to block multiples) uses *void* tokens:
 void keys are seen by nobody, void queries see nothing. They are distinct from the rule's pad
 tokens, which the kernels reproduce exactly (pad queries see every real key, pad keys are seen by
 pad queries only). A query row that sees no key at all returns zeros (the dense reference would
@@ -359,6 +363,25 @@ def _dot(a: jax.Array, b: jax.Array, *, trans_b: bool = False) -> jax.Array:
     return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
+def _dot_t(a_blocks: tuple[jax.Array, ...], b_blocks: tuple[jax.Array, ...]) -> jax.Array:
+    """Σ_i a_i · b_iᵀ over the head dim's column blocks: a (m, Dh) · b (n, Dh)ᵀ -> (m, n) fp32."""
+    return functools.reduce(
+        jnp.add, (_dot(a, b, trans_b=True) for a, b in zip(a_blocks, b_blocks, strict=True))
+    )
+
+
+def _load(refs, rows) -> tuple[jax.Array, ...]:
+    """The rows of every column block of one (T, Dh) operand."""
+    return tuple(r[rows, :] for r in refs)
+
+
+def _groups(refs, sizes: tuple[int, ...]) -> list[tuple]:
+    """``refs`` cut into consecutive groups of ``sizes`` (a kernel's operands, in call order)."""
+    starts = np.cumsum((0, *sizes))
+    assert starts[-1] == len(refs), (len(refs), sizes)
+    return [tuple(refs[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
 def _block(index: jax.Array, size: int):
     """The rows of block ``index`` of a sequence cut into blocks of ``size``."""
     return pl.ds(pl.multiple_of(index * size, size), size)
@@ -383,45 +406,28 @@ def _cols_expand(x):
     return x[None, :]
 
 
-def _forward_kernel(
-    launch_ref,
-    sched_ref,
-    q_ref,
-    k_ref,
-    v_ref,
-    qf_ref,
-    qfr_ref,
-    qc_ref,
-    qo_ref,
-    kf_ref,
-    kfr_ref,
-    kc_ref,
-    ko_ref,
-    o_ref,
-    lse_ref,
-    *,
-    block_q: int,
-    block_k: int,
-    scale: float,
-):
+def _forward_kernel(launch_ref, sched_ref, *refs, blocks: int, block_q: int, block_k: int, scale: float):
     """One (query block, batch, head): o (block_q, Dh) and lse (block_q,) in base 2.
 
-    Refs: q/o (Tq, Dh), k/v (Tk, Dh), attributes (T,), sched (n_q, 2 + n_k), launch (n_q,).
+    Refs: q…, k…, v…, o… (T, w) per column block of the head dim, the query and the key
+    attributes (4 x (T,) each), lse (T,); sched (n_q, 2 + n_k), launch (n_q,).
     """
+    q_refs, k_refs, v_refs, q_attrs, k_attrs, o_refs, (lse_ref,) = _groups(
+        refs, (blocks, blocks, blocks, 4, 4, blocks, 1)
+    )
     qb = launch_ref[pl.program_id(0)]
     q_rows = _block(qb, block_q)
-    q = q_ref[q_rows, :]
-    q_side = _load_side((qf_ref, qfr_ref, qc_ref, qo_ref), q_rows, _rows_expand, keys=False)
+    q = _load(q_refs, q_rows)
+    q_side = _load_side(q_attrs, q_rows, _rows_expand, keys=False)
     scale_log2 = scale * _LOG2_E  # exp(x) = exp2(x·log2 e): exp2 is the native instruction
 
     def step(t, carry, masked):
         acc, m, row_sum = carry
         kb = sched_ref[qb, 2 + t]
         k_rows = _block(kb, block_k)
-        k = k_ref[k_rows, :]
-        s = _dot(q, k, trans_b=True)  # (block_q, block_k) fp32, unscaled
+        s = _dot_t(q, _load(k_refs, k_rows))  # (block_q, block_k) fp32, unscaled
         if masked:
-            k_side = _load_side((kf_ref, kfr_ref, kc_ref, ko_ref), k_rows, _cols_expand, keys=True)
+            k_side = _load_side(k_attrs, k_rows, _cols_expand, keys=True)
             s = jnp.where(_rule(q_side, k_side), s, -jnp.inf)
         # Running max in scaled base-2 units; the scale is applied inside exp2's argument
         # (s·c − m: one fused multiply-add per score).
@@ -431,145 +437,143 @@ def _forward_kernel(
         alpha = jnp.exp2(m - shift)
         p = jnp.exp2(s * scale_log2 - shift[:, None])
         row_sum = alpha * row_sum + jnp.sum(p, axis=1)
-        v = v_ref[k_rows, :]
-        acc = alpha[:, None] * acc + _dot(p.astype(v.dtype), v)
+        v = _load(v_refs, k_rows)
+        p = p.astype(v[0].dtype)
+        acc = tuple(alpha[:, None] * a + _dot(p, v_i) for a, v_i in zip(acc, v, strict=True))
         return acc, m_new, row_sum
 
-    head_dim = q.shape[-1]
     carry = (
-        jnp.zeros((block_q, head_dim), jnp.float32),
+        tuple(jnp.zeros((block_q, q_i.shape[-1]), jnp.float32) for q_i in q),
         jnp.full((block_q,), -jnp.inf, jnp.float32),
         jnp.zeros((block_q,), jnp.float32),
     )
     acc, m, row_sum = _sweep(sched_ref, qb, step, carry)
     empty_row = row_sum == 0.0
-    o_ref[q_rows, :] = (acc / jnp.where(empty_row, 1.0, row_sum)[:, None]).astype(o_ref.dtype)
+    denominator = jnp.where(empty_row, 1.0, row_sum)[:, None]
+    for o_ref, a in zip(o_refs, acc, strict=True):
+        o_ref[q_rows, :] = (a / denominator).astype(o_ref.dtype)
     # +inf for rows that see nothing: the backward's exp2(s - lse) is then 0 for them.
     lse_ref[q_rows] = jnp.where(empty_row, jnp.inf, m + jnp.log2(jnp.where(empty_row, 1.0, row_sum)))
 
 
-def _dkv_kernel(
-    launch_ref,
-    sched_ref,
-    q_ref,
-    k_ref,
-    v_ref,
-    do_ref,
-    lse_ref,
-    delta_ref,
-    qf_ref,
-    qfr_ref,
-    qc_ref,
-    qo_ref,
-    kf_ref,
-    kfr_ref,
-    kc_ref,
-    ko_ref,
-    dk_ref,
-    dv_ref,
-    *,
-    block_q: int,
-    block_k: int,
-    scale: float,
-):
+def _dkv_kernel(launch_ref, sched_ref, *refs, blocks: int, block_q: int, block_k: int, scale: float):
     """One (key block, batch, head): dk, dv (block_k, Dh), over the query blocks that see it.
 
+    Refs: q…, k…, v…, do… per column block, lse, delta (T,), the attributes, dk…, dv….
     Works in the transposed orientation (keys on rows) so no (block_q, block_k) tile is
     transposed: sT = k·qᵀ, pT = exp2(sT − lse), dv += pT·do, dsT = pT ∘ (v·doᵀ − delta),
     dk += dsT·q.
     """
+    q_refs, k_refs, v_refs, do_refs, (lse_ref, delta_ref), q_attrs, k_attrs, dk_refs, dv_refs = _groups(
+        refs, (blocks, blocks, blocks, blocks, 2, 4, 4, blocks, blocks)
+    )
     kb = launch_ref[pl.program_id(0)]
     k_rows = _block(kb, block_k)
-    k = k_ref[k_rows, :]
-    v = v_ref[k_rows, :]
-    k_side = _load_side((kf_ref, kfr_ref, kc_ref, ko_ref), k_rows, _rows_expand, keys=True)
+    k = _load(k_refs, k_rows)
+    v = _load(v_refs, k_rows)
+    k_side = _load_side(k_attrs, k_rows, _rows_expand, keys=True)
     scale_log2 = scale * _LOG2_E
 
     def step(t, carry, masked):
         dk, dv = carry
         qb = sched_ref[kb, 2 + t]
         q_rows = _block(qb, block_q)
-        q = q_ref[q_rows, :]
-        do = do_ref[q_rows, :]
+        q = _load(q_refs, q_rows)
+        do = _load(do_refs, q_rows)
         lse = lse_ref[q_rows]
         delta = delta_ref[q_rows]
-        s_t = _dot(k, q, trans_b=True) * scale_log2  # (block_k, block_q)
+        s_t = _dot_t(k, q) * scale_log2  # (block_k, block_q)
         p_t = jnp.exp2(s_t - lse[None, :])
         if masked:
-            q_side = _load_side((qf_ref, qfr_ref, qc_ref, qo_ref), q_rows, _cols_expand, keys=False)
+            q_side = _load_side(q_attrs, q_rows, _cols_expand, keys=False)
             p_t = jnp.where(_rule(q_side, k_side), p_t, 0.0)
-        dv = dv + _dot(p_t.astype(do.dtype), do)
-        dp_t = _dot(v, do, trans_b=True)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk = dk + _dot(ds_t.astype(q.dtype), q)
+        p_low = p_t.astype(do[0].dtype)
+        dv = tuple(a + _dot(p_low, do_i) for a, do_i in zip(dv, do, strict=True))
+        ds_t = (p_t * (_dot_t(v, do) - delta[None, :])).astype(q[0].dtype)
+        dk = tuple(a + _dot(ds_t, q_i) for a, q_i in zip(dk, q, strict=True))
         return dk, dv
 
-    head_dim = k.shape[-1]
-    carry = (jnp.zeros((block_k, head_dim), jnp.float32), jnp.zeros((block_k, head_dim), jnp.float32))
-    dk, dv = _sweep(sched_ref, kb, step, carry)
-    dk_ref[k_rows, :] = (dk * scale).astype(dk_ref.dtype)
-    dv_ref[k_rows, :] = dv.astype(dv_ref.dtype)
+    zeros = tuple(jnp.zeros((block_k, k_i.shape[-1]), jnp.float32) for k_i in k)
+    dk, dv = _sweep(sched_ref, kb, step, (zeros, zeros))
+    for dk_ref, dv_ref, dk_i, dv_i in zip(dk_refs, dv_refs, dk, dv, strict=True):
+        dk_ref[k_rows, :] = (dk_i * scale).astype(dk_ref.dtype)
+        dv_ref[k_rows, :] = dv_i.astype(dv_ref.dtype)
 
 
-def _dq_kernel(
-    launch_ref,
-    sched_ref,
-    q_ref,
-    k_ref,
-    v_ref,
-    do_ref,
-    lse_ref,
-    delta_ref,
-    qf_ref,
-    qfr_ref,
-    qc_ref,
-    qo_ref,
-    kf_ref,
-    kfr_ref,
-    kc_ref,
-    ko_ref,
-    dq_ref,
-    *,
-    block_q: int,
-    block_k: int,
-    scale: float,
-):
-    """One (query block, batch, head): dq (block_q, Dh) = scale · Σ_k (p ∘ (do·vᵀ − delta))·k."""
+def _dq_kernel(launch_ref, sched_ref, *refs, blocks: int, block_q: int, block_k: int, scale: float):
+    """One (query block, batch, head): dq (block_q, Dh) = scale · Σ_k (p ∘ (do·vᵀ − delta))·k.
+
+    Refs as :func:`_dkv_kernel`'s, with dq… as the outputs.
+    """
+    q_refs, k_refs, v_refs, do_refs, (lse_ref, delta_ref), q_attrs, k_attrs, dq_refs = _groups(
+        refs, (blocks, blocks, blocks, blocks, 2, 4, 4, blocks)
+    )
     qb = launch_ref[pl.program_id(0)]
     q_rows = _block(qb, block_q)
-    q = q_ref[q_rows, :]
-    do = do_ref[q_rows, :]
+    q = _load(q_refs, q_rows)
+    do = _load(do_refs, q_rows)
     lse = lse_ref[q_rows]
     delta = delta_ref[q_rows]
-    q_side = _load_side((qf_ref, qfr_ref, qc_ref, qo_ref), q_rows, _rows_expand, keys=False)
+    q_side = _load_side(q_attrs, q_rows, _rows_expand, keys=False)
     scale_log2 = scale * _LOG2_E
 
     def step(t, dq, masked):
         kb = sched_ref[qb, 2 + t]
         k_rows = _block(kb, block_k)
-        k = k_ref[k_rows, :]
-        v = v_ref[k_rows, :]
-        s = _dot(q, k, trans_b=True) * scale_log2
-        p = jnp.exp2(s - lse[:, None])
+        k = _load(k_refs, k_rows)
+        p = jnp.exp2(_dot_t(q, k) * scale_log2 - lse[:, None])
         if masked:
-            k_side = _load_side((kf_ref, kfr_ref, kc_ref, ko_ref), k_rows, _cols_expand, keys=True)
+            k_side = _load_side(k_attrs, k_rows, _cols_expand, keys=True)
             p = jnp.where(_rule(q_side, k_side), p, 0.0)
-        dp = _dot(do, v, trans_b=True)
-        ds = p * (dp - delta[:, None])
-        return dq + _dot(ds.astype(k.dtype), k)
+        ds = (p * (_dot_t(do, _load(v_refs, k_rows)) - delta[:, None])).astype(k[0].dtype)
+        return tuple(a + _dot(ds, k_i) for a, k_i in zip(dq, k, strict=True))
 
-    dq = _sweep(sched_ref, qb, step, jnp.zeros(q.shape, jnp.float32))
-    dq_ref[q_rows, :] = (dq * scale).astype(dq_ref.dtype)
+    dq = _sweep(sched_ref, qb, step, tuple(jnp.zeros(q_i.shape, jnp.float32) for q_i in q))
+    for dq_ref, dq_i in zip(dq_refs, dq, strict=True):
+        dq_ref[q_rows, :] = (dq_i * scale).astype(dq_ref.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
 # pallas_call wrappers. Every program sees whole sequences of its (batch, head) and slices its
 # own blocks: the schedule decides which blocks, so block indices cannot come from the grid.
+# An operand's head dim is read as column blocks, one BlockSpec each over the same array.
 # ----------------------------------------------------------------------------------------------
 
 
-def _seq_spec(length: int, head_dim: int) -> pl.BlockSpec:  # (B, T, H, Dh) -> (T, Dh)
-    return pl.BlockSpec((None, length, None, head_dim), lambda i, b, h: (b, 0, h, 0))
+def head_dim_blocks(head_dim: int) -> tuple[int, ...]:
+    """Widths of the column blocks the kernels compute a head dim in, largest first.
+
+    Powers of two >= 16 (Triton's tensor shapes) that tile the head dim rounded up to 16 in at
+    most two blocks (96 -> (64, 32), 128 -> (128,)); otherwise one block of the next power of two
+    (112 -> (128,)), the extra columns zero-padded. Largest first, each block starts at a
+    multiple of its own width, which a BlockSpec's block index needs.
+    """
+    width = round_up(head_dim, 16)
+    top = 1 << (width.bit_length() - 1)
+    rest = width - top
+    if rest == 0:
+        return (top,)
+    if rest & (rest - 1) == 0:
+        return (top, rest)
+    return (pl.next_power_of_2(width),)
+
+
+def _seq_specs(length: int, head_dim: int) -> list[pl.BlockSpec]:  # (B, T, H, Dh) -> (T, w) per block
+    specs, start = [], 0
+    for width in head_dim_blocks(head_dim):
+        index = start // width
+        specs.append(pl.BlockSpec((None, length, None, width), lambda i, b, h, c=index: (b, 0, h, c)))
+        start += width
+    return specs
+
+
+def _block_outputs(shape: tuple[int, ...], dtype) -> list[jax.ShapeDtypeStruct]:
+    """One (B, T, H, w) output per column block; :func:`_join` puts them back side by side."""
+    return [jax.ShapeDtypeStruct((*shape[:-1], w), dtype) for w in head_dim_blocks(shape[-1])]
+
+
+def _join(blocks) -> jax.Array:
+    return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=-1)
 
 
 def _tok_spec(length: int) -> pl.BlockSpec:  # (B, T) -> (T,)
@@ -593,39 +597,44 @@ def _compiler_params(kc: KernelConfig):
     return params(num_warps=kc.num_warps, num_stages=kc.num_stages)
 
 
+def _kernel(kernel, head_dim: int, kc: KernelConfig, scale: float):
+    n = len(head_dim_blocks(head_dim))
+    return functools.partial(kernel, blocks=n, block_q=kc.block_q, block_k=kc.block_k, scale=scale)
+
+
 def _forward_call(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, kc: KernelConfig, scale, interpret):
     """q (B, Tq, H, Dh), k/v (B, Tk, H, Dh) padded -> o (B, Tq, H, Dh), lse (B, H, Tq) fp32."""
     b, tq, h, d = q.shape
     tk = k.shape[1]
-    kernel = functools.partial(_forward_kernel, block_q=kc.block_q, block_k=kc.block_k, scale=scale)
-    return pl.pallas_call(
-        kernel,
+    n = len(head_dim_blocks(d))
+    *out, lse = pl.pallas_call(
+        _kernel(_forward_kernel, d, kc, scale),
         grid=(tq // kc.block_q, b, h),
         in_specs=[
             *_schedule_specs(sched),
-            _seq_spec(tq, d),
-            _seq_spec(tk, d),
-            _seq_spec(tk, d),
+            *_seq_specs(tq, d),
+            *_seq_specs(tk, d),
+            *_seq_specs(tk, d),
             *[_tok_spec(tq)] * 4,
             *[_tok_spec(tk)] * 4,
         ],
-        out_specs=[_seq_spec(tq, d), _stat_spec(tq)],
-        out_shape=[
-            jax.ShapeDtypeStruct(q.shape, q.dtype),
-            jax.ShapeDtypeStruct((b, h, tq), jnp.float32),
-        ],
+        out_specs=[*_seq_specs(tq, d), _stat_spec(tq)],
+        out_shape=[*_block_outputs(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, tq), jnp.float32)],
         compiler_params=_compiler_params(kc),
         interpret=interpret,
         name="block_sparse_attention_fwd",
-    )(sched.launch_order, sched.rows, q, k, v, *qt, *kt)
+    )(sched.launch_order, sched.rows, *[q] * n, *[k] * n, *[v] * n, *qt, *kt)
+    return _join(out), lse
 
 
 def _backward_in_specs(sched: _Schedule, tq: int, tk: int, d: int) -> list[pl.BlockSpec]:
     """Schedule, q, k, v, do, lse, delta and the attributes, for both backward kernels."""
-    seqs = [_seq_spec(tq, d), _seq_spec(tk, d), _seq_spec(tk, d), _seq_spec(tq, d)]
     return [
         *_schedule_specs(sched),
-        *seqs,
+        *_seq_specs(tq, d),
+        *_seq_specs(tk, d),
+        *_seq_specs(tk, d),
+        *_seq_specs(tq, d),
         _stat_spec(tq),
         _stat_spec(tq),
         *[_tok_spec(tq)] * 4,
@@ -633,38 +642,44 @@ def _backward_in_specs(sched: _Schedule, tq: int, tk: int, d: int) -> list[pl.Bl
     ]
 
 
+def _backward_operands(q, k, v, do, lse, delta, qt, kt) -> list:
+    n = len(head_dim_blocks(q.shape[-1]))
+    return [*[q] * n, *[k] * n, *[v] * n, *[do] * n, lse, delta, *qt, *kt]
+
+
 def _dkv_call(q, k, v, do, lse, delta, qt, kt, sched: _Schedule, kc: KernelConfig, scale, interpret):
     """-> dk, dv (B, Tk, H, Dh) in k's dtype; ``sched`` rows over key blocks."""
     b, tq, h, d = q.shape
     tk = k.shape[1]
-    kernel = functools.partial(_dkv_kernel, block_q=kc.block_q, block_k=kc.block_k, scale=scale)
-    return pl.pallas_call(
-        kernel,
+    n = len(head_dim_blocks(d))
+    out = pl.pallas_call(
+        _kernel(_dkv_kernel, d, kc, scale),
         grid=(tk // kc.block_k, b, h),
         in_specs=_backward_in_specs(sched, tq, tk, d),
-        out_specs=[_seq_spec(tk, d), _seq_spec(tk, d)],
-        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        out_specs=[*_seq_specs(tk, d), *_seq_specs(tk, d)],
+        out_shape=[*_block_outputs(k.shape, k.dtype), *_block_outputs(v.shape, v.dtype)],
         compiler_params=_compiler_params(kc),
         interpret=interpret,
         name="block_sparse_attention_dkv",
-    )(sched.launch_order, sched.rows, q, k, v, do, lse, delta, *qt, *kt)
+    )(sched.launch_order, sched.rows, *_backward_operands(q, k, v, do, lse, delta, qt, kt))
+    return _join(out[:n]), _join(out[n:])
 
 
 def _dq_call(q, k, v, do, lse, delta, qt, kt, sched: _Schedule, kc: KernelConfig, scale, interpret):
     """-> dq (B, Tq, H, Dh) in q's dtype; ``sched`` rows over query blocks."""
     b, tq, h, d = q.shape
     tk = k.shape[1]
-    kernel = functools.partial(_dq_kernel, block_q=kc.block_q, block_k=kc.block_k, scale=scale)
-    return pl.pallas_call(
-        kernel,
+    out = pl.pallas_call(
+        _kernel(_dq_kernel, d, kc, scale),
         grid=(tq // kc.block_q, b, h),
         in_specs=_backward_in_specs(sched, tq, tk, d),
-        out_specs=_seq_spec(tq, d),
-        out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+        out_specs=_seq_specs(tq, d),
+        out_shape=_block_outputs(q.shape, q.dtype),
         compiler_params=_compiler_params(kc),
         interpret=interpret,
         name="block_sparse_attention_dq",
-    )(sched.launch_order, sched.rows, q, k, v, do, lse, delta, *qt, *kt)
+    )(sched.launch_order, sched.rows, *_backward_operands(q, k, v, do, lse, delta, qt, kt))
+    return _join(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -780,7 +795,7 @@ def block_sparse_attention(
     tk = k.shape[1]
     tq_pad = round_up(tq, max(fwd.block_q, dkv.block_q, dq.block_q))
     tk_pad = round_up(tk, max(fwd.block_k, dkv.block_k, dq.block_k))
-    d_pad = max(16, pl.next_power_of_2(head_dim))  # zero columns change no dot product
+    d_pad = sum(head_dim_blocks(head_dim))  # zero columns change no dot product
 
     def pad(x, length):
         return jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, d_pad - head_dim)))

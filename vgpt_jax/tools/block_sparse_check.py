@@ -524,7 +524,7 @@ def check_clip_attention(history_frames: int, clip_frames: int, head_dim: int) -
 
 
 def main() -> None:
-    global HEADS, PATCHES, INTERPRET
+    global HEADS, HEAD_DIM, PATCHES, INTERPRET
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=48, help="frames for timings (tokens = 2·frames·222)")
     parser.add_argument("--check-frames", type=int, default=9, help="frames for the correctness check")
@@ -535,6 +535,7 @@ def main() -> None:
         "--deadline", type=float, default=270.0, help="stop the sweep after this many seconds"
     )
     parser.add_argument("--heads", type=int, default=HEADS)
+    parser.add_argument("--head-dim", type=int, default=HEAD_DIM, help="96: the 3.76 B model's")
     parser.add_argument("--patches", type=int, default=PATCHES, help="patch tokens per frame")
     parser.add_argument(
         "--interpret", action="store_true", help="Pallas interpreter (CPU dry run, tiny sizes)"
@@ -544,7 +545,7 @@ def main() -> None:
     )
     parser.add_argument("--only-clip", action="store_true", help="run only the clip-attention check")
     args = parser.parse_args()
-    HEADS, PATCHES, INTERPRET = args.heads, args.patches, args.interpret
+    HEADS, HEAD_DIM, PATCHES, INTERPRET = args.heads, args.head_dim, args.patches, args.interpret
     if args.interpret:
         KERNEL_KW["interpret"] = True
     log(f"jax {jax.__version__}, devices {jax.devices()}")
