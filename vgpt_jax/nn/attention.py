@@ -311,7 +311,7 @@ class SelfAttention(nn.Module):
                 backend=backend, query_chunk=self.query_chunk, tiles=self.tiles,
             )  # fmt: skip
         if backend != "block_sparse":
-            # (the block-sparse VJP names its own output, padded to its kernel's head dim: naming
+            # (the block-sparse VJP names its own output, padded to its kernel's tiles: naming
             # this slice of it too would save the output twice)
             out = checkpoint_name(out, ATTENTION_OUT)
         out = nn.with_logical_constraint(
