@@ -14,12 +14,18 @@ shows: when a held ball lets go is random, so a release after the switch frame i
 model could foresee, and scoring it would only reward predicting stillness. The
 second take of a scenario re-runs it with small changes (positions by ~1 cm, launch speeds by ~3 %,
 release times by ~40 ms, restitution by ~0.015), the way a re-recorded real take differs.
+
+A second labelled world, :data:`MOTIONS`, is for class conditions at small sizes: one large ball
+(a fifth to a quarter of the frame high) glides without gravity to the left, right, up or down
+over random rooms, so its class is a motion that fills the frame (the kinds' few small balls
+change little of a 64 px video). :data:`CLASS_WORLDS` names both.
 """
 
 from __future__ import annotations
 
 import colorsys
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -27,11 +33,20 @@ from vgpt_jax.demo.physics_render import WALL_PATTERNS, Background, Camera
 from vgpt_jax.demo.physics_sim import Ball, World
 
 KINDS = ("ball-drop", "ball-throw", "ball-roll", "balls-collide")
+# image directions (columns right, rows down) of the motion world's classes
+MOTIONS = {"move-left": (-1, 0), "move-right": (1, 0), "move-up": (0, -1), "move-down": (0, 1)}
+CLASS_WORLDS = {"kinds": KINDS, "motion": tuple(MOTIONS)}
 VIEWS = ("perspective-left", "perspective-center", "perspective-right")
 ROOM_WIDTH = 3.0  # metres seen by the centre view
 # metres: at the demo's 64 px (21 px a metre) a ball is 11-19 px wide, wider than the 8 px that
 # one latent cell of an 8x-downsampling tokenizer covers, so a model can move it between cells
 BALL_RADIUS = (0.25, 0.45)
+# metres, of the motion world: 13-15 px of the centre view's 64 (a fifth to a quarter of the height)
+MOTION_RADIUS = (0.6, 0.7)
+# m/s: 1.0-1.4 m (21-30 px at 64 px) over the probe world's 4 s videos, the ball's diameter or more
+MOTION_SPEED = (0.25, 0.35)
+# seconds: the ball passes its mid-point, near the middle of every view, half-way through 4 s
+MOTION_MIDPOINT = 2.0
 FLOOR_FRACTION = 0.15  # of the image height, below the floor line in the centre view
 # Per view: horizontal shift of the camera (fraction of the room width) and zoom.
 VIEW_OFFSETS = {
@@ -95,12 +110,7 @@ def sample_scene(rng: np.random.Generator, aspect: float = 1.0, kind: str | None
     """A random scene; ``aspect`` = image width / height of the videos it will be rendered at."""
     kind = kind or KINDS[rng.integers(len(KINDS))]
     room_height = ROOM_WIDTH / aspect * (1 - FLOOR_FRACTION)
-    world = World(
-        width=ROOM_WIDTH,
-        left_wall=bool(rng.random() < 0.6),
-        right_wall=bool(rng.random() < 0.6),
-        rolling_resistance=float(rng.uniform(0.02, 0.12)),
-    )
+    world = _world(rng, kind)
     specs = _KIND_BALLS[kind](rng, room_height)
     colors = _ball_colors(rng, len(specs))
     balls = tuple(
@@ -108,6 +118,16 @@ def sample_scene(rng: np.random.Generator, aspect: float = 1.0, kind: str | None
         for (x, y, vx, vy, r, t), color in zip(specs, colors, strict=True)
     )
     return Scene(kind, world, balls, _background(rng, room_height), room_height)
+
+
+def _world(rng: np.random.Generator, kind: str) -> World:
+    """The room's walls and floor; a motion has neither gravity nor walls, so that its ball keeps
+    its direction (the draws are made either way: a kind's scenes stay those of its seed)."""
+    left_wall, right_wall = bool(rng.random() < 0.6), bool(rng.random() < 0.6)
+    rolling_resistance = float(rng.uniform(0.02, 0.12))
+    if kind in MOTIONS:
+        return World(ROOM_WIDTH, left_wall=False, right_wall=False, gravity=0.0)
+    return World(ROOM_WIDTH, left_wall, right_wall, rolling_resistance)
 
 
 def _radius(rng: np.random.Generator) -> float:
@@ -180,7 +200,23 @@ def _separate(specs):
     return specs
 
 
+def _move(rng, room_height, direction):
+    """One large ball gliding from t = 0 in image ``direction`` (MOTIONS), at its mid-point at
+    :data:`MOTION_MIDPOINT` near the middle of every view (x 1-2 m, y above the floor by more than
+    the way down), so that it stays at least half in view."""
+    r = float(rng.uniform(*MOTION_RADIUS))
+    speed = float(rng.uniform(*MOTION_SPEED))
+    dx, dy = direction[0], -direction[1]  # image rows grow downwards, world y upwards
+    half_way = speed * MOTION_MIDPOINT
+    if dy:  # the lowest point (mid-height less half the way) clears the floor, the highest stays in view
+        x_mid, y_mid = float(rng.uniform(1.0, 2.0)), r + 0.05 + half_way + float(rng.uniform(0.0, 0.2))
+    else:
+        x_mid, y_mid = ROOM_WIDTH / 2 + float(rng.uniform(-0.2, 0.2)), r + 0.05 + float(rng.uniform(0.0, 0.6))
+    return [(x_mid - dx * half_way, y_mid - dy * half_way, dx * speed, dy * speed, r, 0.0)]
+
+
 _KIND_BALLS = {"ball-drop": _drop, "ball-throw": _throw, "ball-roll": _roll, "balls-collide": _collide}
+_KIND_BALLS.update({kind: functools.partial(_move, direction=d) for kind, d in MOTIONS.items()})
 
 
 def second_take(scene: Scene, rng: np.random.Generator) -> Scene:
@@ -216,6 +252,7 @@ def _action(scene: Scene, ball: Ball) -> str:
         "ball-throw": "is thrown in from the side",
         "ball-roll": "rolls in along the floor",
         "balls-collide": "is thrown towards the other ball",
+        **{kind: f"glides {kind.removeprefix('move-')}" for kind in MOTIONS},
     }[scene.kind]
 
 

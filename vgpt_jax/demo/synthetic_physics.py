@@ -198,11 +198,20 @@ def write_benchmark(
     return root
 
 
-def training_video(seed: int, index: int, height: int, width: int, fps: int, seconds: float):
-    """(name, scene kind, frames (T, H, W, 3) uint8) of training video ``index``: a fresh scene from
-    a random view."""
+def training_video(
+    seed: int,
+    index: int,
+    height: int,
+    width: int,
+    fps: int,
+    seconds: float,
+    kinds: tuple[str, ...] = physics_scenes.KINDS,
+):
+    """(name, scene kind, frames (T, H, W, 3) uint8) of training video ``index``: a fresh scene of
+    one of ``kinds`` (a world of :data:`physics_scenes.CLASS_WORLDS`) from a random view."""
     rng = _seed(seed, _TRAIN, index)
-    scene = physics_scenes.sample_scene(rng, width / height)
+    # the kind is the scene's first draw, as sample_scene would make it
+    scene = physics_scenes.sample_scene(rng, width / height, kinds[rng.integers(len(kinds))])
     view = physics_scenes.VIEWS[rng.integers(len(physics_scenes.VIEWS))]
     steps = fps_steps(fps, seconds)
     trajectory = simulate(scene.world, list(scene.balls), seconds)
@@ -211,18 +220,20 @@ def training_video(seed: int, index: int, height: int, width: int, fps: int, sec
 
 
 def _write_training_video(videos_dir: str, seed: int, index: int, height: int, width: int, fps: int,
-                          seconds: float, keep_frames: bool):  # fmt: skip
-    name, kind, frames = training_video(seed, index, height, width, fps, seconds)
+                          seconds: float, keep_frames: bool, kinds: tuple[str, ...]):  # fmt: skip
+    name, kind, frames = training_video(seed, index, height, width, fps, seconds, kinds)
     if videos_dir:
         video_io.write_video(os.path.join(videos_dir, name + ".mp4"), frames, fps)
     return name, kind, len(frames), frames if keep_frames else None
 
 
-def write_labels(root: str, names_and_kinds: list[tuple[str, str]]) -> None:
-    """``root/labels.jsonl`` (every video's scene kind as a class: its index in
-    :data:`physics_scenes.KINDS`) and its 3:1 split ``labels_train.jsonl`` / ``labels_test.jsonl``."""
+def write_labels(
+    root: str, names_and_kinds: list[tuple[str, str]], kinds: tuple[str, ...] = physics_scenes.KINDS
+) -> None:
+    """``root/labels.jsonl`` (every video's scene kind as a class: its index in ``kinds``) and its
+    3:1 split ``labels_train.jsonl`` / ``labels_test.jsonl``."""
     rows = [
-        json.dumps({"video": f"videos/{name}.mp4", "label": physics_scenes.KINDS.index(kind), "class": kind})
+        json.dumps({"video": f"videos/{name}.mp4", "label": kinds.index(kind), "class": kind})
         for name, kind in names_and_kinds
     ]
     parts = {LABELS_FILE: rows}
@@ -245,20 +256,21 @@ def write_training_set(
     seconds: float = 8.0,
     formats: tuple[str, ...] = ("mp4",),
     workers: int = 1,
+    kinds: tuple[str, ...] = physics_scenes.KINDS,
 ) -> str:
     """Writes ``out_dir/train``: MP4 videos, index.txt and the labels ('mp4'), and/or ArrayRecord
-    clips ('array_record')."""
+    clips ('array_record'), of scenes of ``kinds``."""
     root = os.path.join(out_dir, "train")
     videos_dir = os.path.join(root, "videos") if "mp4" in formats else ""
     if videos_dir:
         os.makedirs(videos_dir, exist_ok=True)
     keep = "array_record" in formats
-    jobs = [(videos_dir, seed, k, height, width, fps, seconds, keep) for k in range(num_videos)]
+    jobs = [(videos_dir, seed, k, height, width, fps, seconds, keep, kinds) for k in range(num_videos)]
     results = _map(_write_training_video, jobs, workers)
     if videos_dir:
         with open(os.path.join(root, "index.txt"), "w") as f:
             f.writelines(f"videos/{name}.mp4\t{count}\n" for name, _, count, _ in results)
-        write_labels(root, [(name, kind) for name, kind, _, _ in results])
+        write_labels(root, [(name, kind) for name, kind, _, _ in results], kinds)
     if keep:
         with ClipRecordWriter(os.path.join(root, "clips"), "pixels", meta={"fps": fps}) as writer:
             for name, _, _, frames in results:
