@@ -1,8 +1,16 @@
-"""The class-to-video demo's judge: hand-built features whose classes a linear classifier separates."""
+"""The class-to-video demo's judges (hand-built features a linear classifier separates; real motion videos
+forwards and backwards) and its flags."""
+
+import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 
-from vgpt_jax.demo import classes
+from data_pipelines import video_io
+from data_pipelines.labelled_source import read_manifest
+from vgpt_jax.demo import classes, physics_scenes, synthetic_physics
+from vgpt_jax.demo import probe as probe_demo
 from vgpt_jax.evaluation import probe as probe_lib
 
 
@@ -34,7 +42,7 @@ def test_judge_rates_generated_sets_by_the_asked_class():
         "half": _file(videos(shown % num_classes), asked, "h"),
     }
     settings = probe_lib.ProbeSettings(epochs=200, learning_rate=1e-2, batch_size=16)
-    report = classes.judge(real, train_ids, test_ids, generated, 0.0, settings)
+    report = classes.judge(real, train_ids, test_ids, generated, num_classes, 0.0, settings)
     assert report["real_test_accuracy"] == 1.0
     assert report["asked_class_rate"] == {"good": 1.0, "half": 0.5}
     assert report["chance"] == 0.25
@@ -59,8 +67,6 @@ def test_best_layer_is_chosen_by_held_out_accuracy_not_test():
 
 
 def test_probe_seed_summary_averages_the_upper_third_of_the_layers():
-    from vgpt_jax.demo import probe as probe_demo
-
     def report(pretrained, random):
         def results(top1s):
             return {f"L{i + 1}": {"layer": i + 1, "top1": t} for i, t in enumerate(top1s)}
@@ -84,3 +90,44 @@ def test_probe_seed_summary_averages_the_upper_third_of_the_layers():
     np.testing.assert_allclose(summary["random_init"]["upper_mean_top1"], [0.3, 0.3])
     np.testing.assert_allclose(summary["random_init"]["best_top1_over_seeds"], 0.6)
     assert probe_demo.upper_layers(24) == list(range(17, 25))
+
+
+def test_motion_judge_rates_real_videos_forwards_right_and_backwards_wrong(tmp_path):
+    kinds = physics_scenes.CLASS_WORLDS["motion"]
+    root = Path(synthetic_physics.write_training_set(str(tmp_path), 8, 32, 32, 3, 8, 4.0, kinds=kinds))
+    real = root / synthetic_physics.LABELS_FILE
+    # "generated" videos: the real ones as 16 consecutive frames (what a class run learns from 32 at
+    # interval 2), asked for their own class, forwards (all right) and backwards (all wrong: the
+    # opposite direction)
+    generated = {}
+    for name, order in (("forwards", slice(None)), ("backwards", slice(None, None, -1))):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = []
+        for i, video in enumerate(read_manifest(str(real)).videos):
+            frames = video_io.read_frames(video.path, range(0, 32, 2))[order]
+            video_io.write_video(str(folder / f"{i}.mp4"), frames, 8)
+            rows.append(json.dumps({"video": f"{i}.mp4", "label": video.label}))
+        generated[name] = folder / "asked.jsonl"
+        generated[name].write_text("\n".join(rows) + "\n")
+    report = classes.judge_motion(real, generated, 16)
+    assert report == {
+        "real_test_accuracy": 1.0,
+        "asked_class_rate": {"forwards": 1.0, "backwards": 0.0},
+        "chance": 0.25,
+    }
+
+
+def test_world_flag_reaches_the_runs_and_their_folders(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(classes, "run", lambda *args, **kwargs: calls.append(("classes", kwargs["world"])))
+    monkeypatch.setattr(probe_demo, "run", lambda *args, **kwargs: calls.append(("probe", kwargs["world"])))
+    classes.main(["--workdir", str(tmp_path), "--world", "motion"])
+    classes.main(["--workdir", str(tmp_path)])
+    probe_demo.main(["--workdir", str(tmp_path), "--world", "motion"])
+    assert calls == [("classes", "motion"), ("classes", "kinds"), ("probe", "motion")]
+    with pytest.raises(SystemExit):
+        classes.main(["--workdir", str(tmp_path), "--world", "colours"])
+    # the kinds' folders stay where the published runs have them; another world's go in a subfolder
+    assert probe_demo.world_dir(tmp_path, "kinds") == tmp_path
+    assert probe_demo.world_dir(tmp_path, "motion") == tmp_path / "motion"

@@ -1,6 +1,6 @@
 """Class-to-video on the synthetic physics world: class-conditioned runs, judged and scored by FVD.
 
-    python -m vgpt_jax.demo.classes --workdir W [--config experiments/physics_gpu.py]
+    python -m vgpt_jax.demo.classes --workdir W [--config experiments/physics_gpu.py] [--world motion]
 
 1. the probe demo (:mod:`vgpt_jax.demo.probe`): pre-training, the labelled world of scene kinds and
    the linear probe of the pre-trained model's features;
@@ -15,9 +15,17 @@
    split, then on the generated videos against the class each was asked for; with ``--fvd``, FVD
    of every generated set against the real test split.
 
-``W/classes/classes.json`` holds the judge's accuracy on real videos and, per run and guidance
-weight, the rate at which generated videos are judged the asked-for class (chance: 1 / 4) and the
-FVD. Finished stages are skipped on a rerun.
+The labelled world (``--world``, :data:`physics_scenes.CLASS_WORLDS`) is the four scene kinds by
+default. At the CPU's 64 px their few small balls change too little of a video for a small model's
+class to matter (the linear judge is right on about half of the real test videos, and the class
+runs' samples are judged the asked-for class at chance); ``motion``'s one large ball moves left,
+right, up or down, a class that fills the frame. On it a second judge needs no model: the
+direction in which the frames' change moves (:mod:`vgpt_jax.demo.motion_judge`), checked on the
+real test videos the same way.
+
+``classes/classes.json`` (under the workdir, or ``W/motion``) holds each judge's accuracy on real
+videos and, per run and guidance weight, the rate at which generated videos are judged the
+asked-for class (chance: 1 / 4) and the FVD. Finished stages are skipped on a rerun.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from vgpt_jax import cli
 from vgpt_jax import config as config_lib
 from vgpt_jax.checkpoint.inference import checkpoint_config, export, load_for_inference
 from vgpt_jax.checkpoint.params import is_params_checkpoint
-from vgpt_jax.demo import physics_scenes, synthetic_physics
+from vgpt_jax.demo import motion_judge, physics_scenes, synthetic_physics
 from vgpt_jax.demo import probe as probe_demo
 from vgpt_jax.demo import run as demo
 from vgpt_jax.evaluation import features as features_lib
@@ -57,12 +65,12 @@ GUIDANCE = (1.0, 3.0)  # condition_scale: 1 = the conditioned model alone, 3 = t
 FRAME_INTERVAL = 2
 
 
-def class_recipe(steps: int) -> list[str]:
+def class_recipe(steps: int, num_classes: int) -> list[str]:
     """Overrides of the pre-training config for a class run of ``steps`` steps at its learning rate."""
     warmup = max(1, steps // 10)
     return [
         "condition.kind=class",
-        f"condition.num_classes={len(physics_scenes.KINDS)}",
+        f"condition.num_classes={num_classes}",
         f"data.frame_interval={FRAME_INTERVAL}",
         "layout.first_clip_loss_weight=1.0",
         f"train.steps={steps}",
@@ -77,31 +85,30 @@ def class_recipe(steps: int) -> list[str]:
 def class_run(
     pretrain_config: ml_collections.ConfigDict,
     steps: int,
+    num_classes: int,
     init_from: Path | None,
     labelled: Path,
-    workdir: Path,
-    name: str,
+    folder: Path,
     log,
 ) -> Path:
     """A class-conditioned run of ``steps`` steps on ``labelled``'s train split (fine-tuned from
-    ``init_from``, or from scratch when None) in ``workdir/classes/name``, exported; finished runs
-    are only read."""
-    out = workdir / "classes" / name / "export"
+    ``init_from``, or from scratch when None) in ``folder``, exported; finished runs are only read."""
+    out = folder / "export"
     if is_params_checkpoint(out):
         return out
-    config = config_lib.apply_overrides(pretrain_config, class_recipe(steps))
+    config = config_lib.apply_overrides(pretrain_config, class_recipe(steps, num_classes))
     fields = {"data.source_path": str(labelled / synthetic_physics.LABEL_SPLITS["train"])}
     config = config_lib.with_fields(config, {**fields, "train.init_from": str(init_from or "")})
-    run_dir = workdir / "classes" / name / "videogpt"
+    run_dir = folder / "videogpt"
     state = launch.run(config_lib.validate(config), str(run_dir), log=log)
     if int(state.step) < config.train.steps:
-        raise demo.PreemptedError(f"the class run {name} was preempted at step {int(state.step)}")
+        raise demo.PreemptedError(f"the class run {folder} was preempted at step {int(state.step)}")
     export(run_dir, out)
     return out
 
 
 def generate_classes(
-    exported: Path, scale: float, num_frames: int, videos_per_class: int, folder: Path
+    exported: Path, scale: float, num_frames: int, num_classes: int, videos_per_class: int, folder: Path
 ) -> Path:
     """``videos_per_class`` videos of each class at condition guidance ``scale`` (``vgpt
     generate-set``, into ``folder/<class>/``), and a manifest of them labelled by the asked-for
@@ -109,7 +116,7 @@ def generate_classes(
     manifest = folder / "asked.jsonl"
     if manifest.is_file():
         return manifest
-    num = len(physics_scenes.KINDS) * videos_per_class
+    num = num_classes * videos_per_class
     argv = ["generate-set", "--checkpoint", str(exported), "--output-dir", str(folder),
             "--num", str(num), "--num-frames", str(num_frames), "--class-balanced",
             "--condition-scale", str(scale),
@@ -195,6 +202,7 @@ def judge(
     train_ids: list[str],
     test_ids: list[str],
     generated: dict[str, probe_lib.FeatureFile],
+    num_classes: int,
     weight_decay: float,
     settings: probe_lib.ProbeSettings,
 ) -> dict[str, Any]:
@@ -202,7 +210,6 @@ def judge(
     the test videos, and per set of ``generated`` features the fraction judged the class each was
     asked for (its label)."""
     train, test = probe_lib.select(train_ids, real), probe_lib.select(test_ids, real)
-    num_classes = len(physics_scenes.KINDS)
     train_x, test_x, *generated_x = probe_lib.standardise(
         real.features[train.rows], real.features[test.rows], *(g.features for g in generated.values())
     )
@@ -220,6 +227,24 @@ def judge(
     }
 
 
+def judge_motion(test_manifest: Path, generated: dict[str, Path], num_frames: int) -> dict[str, Any]:
+    """The motion judge (:mod:`vgpt_jax.demo.motion_judge`): its accuracy on the real test videos,
+    read as the class runs learnt them (``num_frames`` frames at :data:`FRAME_INTERVAL`), and per
+    manifest of ``generated`` videos (``num_frames`` consecutive frames) the fraction judged the
+    class each was asked for (its label)."""
+
+    def rate(manifest: Path, frames: range) -> float:
+        verdicts, labels = motion_judge.judge_manifest(manifest, frames)
+        return float(np.mean(verdicts == labels))
+
+    real_frames = range(0, num_frames * FRAME_INTERVAL, FRAME_INTERVAL)
+    return {
+        "real_test_accuracy": rate(test_manifest, real_frames),
+        "asked_class_rate": {name: rate(manifest, range(num_frames)) for name, manifest in generated.items()},
+        "chance": 1 / len(physics_scenes.MOTIONS),
+    }
+
+
 def run(
     workdir: str,
     full: bool = False,
@@ -229,65 +254,82 @@ def run(
     steps: int | None = None,
     with_fvd: bool = False,
     overrides: Sequence[str] = (),
+    world: str = probe_demo.DEFAULT_WORLD,
 ) -> dict[str, Any]:
-    """The probe demo, the fine-tuned and from-scratch class runs, generation, the judge and FVD
+    """The probe demo, the fine-tuned and from-scratch class runs, generation, the judges and FVD
     (finished stages skipped); returns and writes the report. ``full`` and ``experiment`` as
     :func:`vgpt_jax.demo.probe.run`, ``overrides`` (``FIELD=VALUE``) of the pre-training config and
     so of the class runs; ``steps`` of each class run (default: pre-training's);
-    ``with_fvd`` adds FVD (I3D on a CPU takes ~1.5 s a video)."""
-    probe_report = probe_demo.run(workdir, full, log, experiment, overrides=overrides)
+    ``with_fvd`` adds FVD (I3D on a CPU takes ~1.5 s a video); ``world`` the labelled world of
+    :data:`physics_scenes.CLASS_WORLDS` (``motion`` adds the motion judge)."""
+    probe_report = probe_demo.run(workdir, full, log, experiment, overrides=overrides, world=world)
     workdir = Path(workdir).absolute()
+    root = probe_demo.world_dir(workdir, world)
     pretrain_config = probe_demo.pretrain_config(full, experiment, overrides)
     _, pretrain_config, exported = demo.pretrain(pretrain_config, workdir, log)
-    labelled = workdir / "probe_world" / "train"
+    labelled = root / "probe_world" / "train"
+    num_classes = len(physics_scenes.CLASS_WORLDS[world])
     steps = steps or pretrain_config.train.steps
     runs = {
-        name: class_run(pretrain_config, steps, init_from, labelled, workdir, name, log)
+        name: class_run(
+            pretrain_config, steps, num_classes, init_from, labelled, root / "classes" / name, log
+        )
         for name, init_from in (("fine_tuned", exported), ("from_scratch", None))
     }
 
     layer = best_layer(probe_report)
     frames = probe_demo.FEATURE_FRAMES
-    folders, generated = {}, {}
+    folders, manifests, generated = {}, {}, {}
     for (name, tuned), scale in itertools.product(runs.items(), GUIDANCE):
         key = f"{name} w={scale:g}"
-        folders[key] = workdir / "classes" / name / f"generated_w{scale:g}"
-        manifest = generate_classes(tuned, scale, frames, videos_per_class, folders[key])
+        folders[key] = root / "classes" / name / f"generated_w{scale:g}"
+        manifests[key] = generate_classes(tuned, scale, frames, num_classes, videos_per_class, folders[key])
         features = folders[key] / "features"
         # the folder's last file: its settings file comes first and an interrupted run leaves it alone
         if not (features / features_lib.output_file(layer)).is_file():
-            argv = ["features", "--checkpoint", str(exported), "--data", str(manifest),
+            argv = ["features", "--checkpoint", str(exported), "--data", str(manifests[key]),
                     "--layers", layer[1:], "--frames", str(frames), "--pooling", "frames",
                     "--output-dir", str(features)]  # fmt: skip
             if cli.main(argv):
                 raise RuntimeError(f"vgpt features {' '.join(argv)} failed")
         (generated[key],) = probe_lib.load_feature_folder(features)
 
-    real = {f.name: f for f in probe_lib.load_feature_folder(workdir / "features_pretrained")}[layer]
+    real = {f.name: f for f in probe_lib.load_feature_folder(root / "features_pretrained")}[layer]
     train_ids, _ = probe_lib.read_split(labelled / synthetic_physics.LABEL_SPLITS["train"])
     test_ids, _ = probe_lib.read_split(labelled / synthetic_physics.LABEL_SPLITS["test"])
     weight_decay = probe_report["runs"]["pretrained"]["results"][layer]["weight_decay"]
     saved = probe_report["settings"]  # the probe's own classifier settings
     settings = probe_lib.ProbeSettings(**{**saved, "weight_decays": tuple(saved["weight_decays"])})
-    report = {"judge_layer": layer, **judge(real, train_ids, test_ids, generated, weight_decay, settings)}
+    report = {
+        "world": world,
+        "judge_layer": layer,
+        **judge(real, train_ids, test_ids, generated, num_classes, weight_decay, settings),
+    }
     test_manifest = labelled / synthetic_physics.LABEL_SPLITS["test"]
+    if world == "motion":
+        report["motion_judge"] = judge_motion(test_manifest, manifests, frames)
     report["test_loss_by_class_given"] = {
         name: class_losses(tuned, test_manifest) for name, tuned in runs.items()
     }
     if with_fvd:  # the real side: the test split, videos no class run trained on
         report["fvd"] = class_fvds([labelled / video_id for video_id in test_ids], folders, frames)
     report.update(videos_per_class=videos_per_class, steps=steps)
-    (workdir / "classes" / "classes.json").write_text(json.dumps(report, indent=2) + "\n")
-    for key, rate in report["asked_class_rate"].items():
+    (root / "classes" / "classes.json").write_text(json.dumps(report, indent=2) + "\n")
+    judges = {f"a linear classifier on {layer} features": report}
+    if "motion_judge" in report:
+        judges["the direction the change moves in"] = report["motion_judge"]
+    for key in report["asked_class_rate"]:
+        rates = ", ".join(f"{100 * j['asked_class_rate'][key]:.1f}%" for j in judges.values())
         fvd_text = f", FVD {report['fvd'][key]:.1f}" if with_fvd else ""
-        log(f"class-to-video, {key}: {100 * rate:.1f}% judged the asked-for class{fvd_text}")
+        log(f"class-to-video, {key}: {rates} judged the asked-for class{fvd_text}")
     for name, losses in report["test_loss_by_class_given"].items():
         given = ", ".join(f"{variant} class {value:.4f}" for variant, value in losses.items())
         log(f"{name}: denoising loss on real test clips given their {given}")
-    log(
-        f"(chance {100 * report['chance']:.0f}%; the judge, a linear classifier on {layer} features of real "
-        f"videos, is right on {100 * report['real_test_accuracy']:.1f}% of the real test videos)"
+    accuracies = "; ".join(
+        f"{description}, right on {100 * j['real_test_accuracy']:.1f}% of the real test videos"
+        for description, j in judges.items()
     )
+    log(f"(chance {100 * report['chance']:.0f}%; the judges, in order: {accuracies})")
     return report
 
 
@@ -302,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a pre-training field"
     )
+    probe_demo.add_world_flag(parser)
     args = parser.parse_args(argv)
     run(
         args.workdir,
@@ -311,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps,
         with_fvd=args.fvd,
         overrides=args.set,
+        world=args.world,
     )
 
 

@@ -10,7 +10,10 @@
    architecture freshly initialised;
 4. ``vgpt probe`` of both folders: ``W/probe/probe.json`` and ``probe.png``.
 
-Every stage keeps its outputs, so a rerun skips finished ones. ``--full`` pre-trains at the demo's
+``--world motion`` labels the second world by the direction its one large ball moves in
+(:data:`physics_scenes.MOTIONS`) instead of by scene kind; its world, features and probe are under
+``W/motion`` (the pre-training is the same). Every stage keeps its outputs, so a rerun skips
+finished ones. ``--full`` pre-trains at the demo's
 own sizes instead (``make demo``'s model); ``--config EXPERIMENT`` pre-trains another demo-shaped
 experiment at its own sizes (``experiments/physics_gpu.py`` on a GPU), and in the workdir of a
 finished ``vgpt demo`` of that experiment reuses its model.
@@ -30,8 +33,8 @@ import numpy as np
 
 from vgpt_jax import cli
 from vgpt_jax import config as config_lib
+from vgpt_jax.demo import physics_scenes, synthetic_physics
 from vgpt_jax.demo import run as demo
-from vgpt_jax.demo import synthetic_physics
 
 # experiments/demo.py at a size that pre-trains in about two minutes on 2 CPU cores
 SMALL = [
@@ -55,6 +58,7 @@ PROBE_WORLD = {"num_videos": 600, "seed": 2, "seconds": 4.0}
 FEATURE_FRAMES = 16
 FEATURE_FLAGS = ["--frames", str(FEATURE_FRAMES), "--stride", "2", "--pooling", "frames"]
 PROBE_FLAGS = ["--epochs", "200", "--batch-size", "64"]
+DEFAULT_WORLD = "kinds"  # of physics_scenes.CLASS_WORLDS
 
 
 def pretrain_config(
@@ -65,6 +69,12 @@ def pretrain_config(
     if experiment is None:
         return config_lib.validate(config_lib.load_experiment("demo", [*([] if full else SMALL), *overrides]))
     return config_lib.validate(config_lib.load_experiment(experiment, list(overrides)))
+
+
+def world_dir(workdir: Path, world: str) -> Path:
+    """The folder of a labelled world's outputs (``probe_world``, features, probe, class runs):
+    the workdir for the kinds, whose folders were there first, a subfolder for any other."""
+    return workdir if world == DEFAULT_WORLD else workdir / world
 
 
 def upper_layers(num_layers: int) -> list[int]:
@@ -99,13 +109,15 @@ def run(
     experiment: str | None = None,
     seeds: int = 1,
     overrides: Sequence[str] = (),
+    world: str = DEFAULT_WORLD,
 ) -> dict[str, Any]:
     """Pre-trains, extracts, probes (skipping finished stages); returns the first seed's report.
 
     ``experiment``: a demo-shaped experiment at its own sizes (default: ``demo``, at :data:`SMALL`'s
     unless ``full``), with ``overrides`` of its fields. ``seeds`` > 1 repeats the comparison with
     random initialisations and probe seeds 0..seeds-1 (``W/probe``, ``W/probe_s1``, ...) and writes
-    ``W/probe_seeds.json`` (the pre-training is one run either way)."""
+    ``W/probe_seeds.json`` (the pre-training is one run either way). ``world`` names the labelled
+    world of :data:`physics_scenes.CLASS_WORLDS` probed (its outputs under :func:`world_dir`)."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     config = pretrain_config(full, experiment, overrides)
@@ -115,16 +127,17 @@ def run(
     seconds["pretrain"] = round(time.perf_counter() - start, 1)
 
     w = config.demo.world
-    labelled = workdir / "probe_world" / "train"
+    root = world_dir(workdir, world)
+    labelled = root / "probe_world" / "train"
     if not (labelled / synthetic_physics.LABELS_FILE).is_file():
         synthetic_physics.write_training_set(
             str(labelled.parent), PROBE_WORLD["num_videos"], w.size, w.size, PROBE_WORLD["seed"],
-            w.train_fps, PROBE_WORLD["seconds"],
+            w.train_fps, PROBE_WORLD["seconds"], kinds=physics_scenes.CLASS_WORLDS[world],
         )  # fmt: skip
     layers = ",".join(str(layer) for layer in range(1, config.model.num_layers + 1))
     common = ["--data", str(labelled / synthetic_physics.LABELS_FILE), "--layers", layers, *FEATURE_FLAGS]
-    pretrained = workdir / "features_pretrained"
-    random_init = [workdir / ("features_random" if s == 0 else f"features_random_s{s}") for s in range(seeds)]
+    pretrained = root / "features_pretrained"
+    random_init = [root / ("features_random" if s == 0 else f"features_random_s{s}") for s in range(seeds)]
     start = time.perf_counter()
     extractions = [["--output-dir", str(pretrained), "--pixels"]]
     extractions += [
@@ -137,7 +150,7 @@ def run(
     start = time.perf_counter()
     reports = []
     for seed, folder in enumerate(random_init):
-        out = workdir / ("probe" if seed == 0 else f"probe_s{seed}")
+        out = root / ("probe" if seed == 0 else f"probe_s{seed}")
         argv = ["probe", "--features", f"pretrained={pretrained}", f"random_init={folder}"]
         argv += ["--train-split", str(labelled / synthetic_physics.LABEL_SPLITS["train"])]
         argv += ["--test-split", str(labelled / synthetic_physics.LABEL_SPLITS["test"])]
@@ -147,13 +160,23 @@ def run(
     seconds["probe"] = round(time.perf_counter() - start, 1)
     if seeds > 1:
         summary = seed_summary(reports, config.model.num_layers)
-        (workdir / "probe_seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (root / "probe_seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
         first, last = summary["upper_layers"]
         for name in reports[0]["runs"]:
             values = ", ".join(f"{100 * v:.1f}" for v in summary[name]["upper_mean_top1"])
             log(f"{name}: mean top-1 over layers {first}-{last} by seed: {values}")
     log(f"seconds: {seconds}")
     return reports[0]
+
+
+def add_world_flag(parser: argparse.ArgumentParser) -> None:
+    """``--world``: the labelled world of :data:`physics_scenes.CLASS_WORLDS`."""
+    parser.add_argument(
+        "--world",
+        choices=tuple(physics_scenes.CLASS_WORLDS),
+        default=DEFAULT_WORLD,
+        help="the labelled world: scene kinds (default), or the direction one large ball moves in",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,8 +190,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a pre-training field"
     )
+    add_world_flag(parser)
     args = parser.parse_args(argv)
-    run(args.workdir, args.full, experiment=args.config, seeds=args.seeds, overrides=args.set)
+    run(
+        args.workdir,
+        args.full,
+        experiment=args.config,
+        seeds=args.seeds,
+        overrides=args.set,
+        world=args.world,
+    )
 
 
 if __name__ == "__main__":
