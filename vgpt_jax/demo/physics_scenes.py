@@ -43,8 +43,10 @@ ROOM_WIDTH = 3.0  # metres seen by the centre view
 BALL_RADIUS = (0.25, 0.45)
 # metres, of the motion world: 13-15 px of the centre view's 64 (a fifth to a quarter of the height)
 MOTION_RADIUS = (0.6, 0.7)
-# m/s: 1.0-1.4 m (21-30 px at 64 px) over the probe world's 4 s videos, the ball's diameter or more
-MOTION_SPEED = (0.25, 0.35)
+# m/s: 1.4-1.8 m (30-38 px at 64 px) over the probe world's 4 s videos, more than the ball's diameter,
+# 2-2.4 px between the frames a class run learns (2 apart): a 4-frame clip shows the ball move a
+# latent cell
+MOTION_SPEED = (0.35, 0.45)
 # seconds: the ball passes its mid-point, near the middle of every view, half-way through 4 s
 MOTION_MIDPOINT = 2.0
 FLOOR_FRACTION = 0.15  # of the image height, below the floor line in the centre view
@@ -203,13 +205,13 @@ def _separate(specs):
 def _move(rng, room_height, direction):
     """One large ball gliding from t = 0 in image ``direction`` (MOTIONS), at its mid-point at
     :data:`MOTION_MIDPOINT` near the middle of every view (x 1-2 m, y above the floor by more than
-    the way down), so that it stays at least half in view."""
+    the way down), so that it stays mostly in view (a fast rise ends with the ball's top out)."""
     r = float(rng.uniform(*MOTION_RADIUS))
     speed = float(rng.uniform(*MOTION_SPEED))
     dx, dy = direction[0], -direction[1]  # image rows grow downwards, world y upwards
     half_way = speed * MOTION_MIDPOINT
     if dy:  # the lowest point (mid-height less half the way) clears the floor, the highest stays in view
-        x_mid, y_mid = float(rng.uniform(1.0, 2.0)), r + 0.05 + half_way + float(rng.uniform(0.0, 0.2))
+        x_mid, y_mid = float(rng.uniform(1.0, 2.0)), r + 0.05 + half_way + float(rng.uniform(0.0, 0.1))
     else:
         x_mid, y_mid = ROOM_WIDTH / 2 + float(rng.uniform(-0.2, 0.2)), r + 0.05 + float(rng.uniform(0.0, 0.6))
     return [(x_mid - dx * half_way, y_mid - dy * half_way, dx * speed, dy * speed, r, 0.0)]
