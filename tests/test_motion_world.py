@@ -93,3 +93,14 @@ def test_motion_videos_are_labelled_by_direction_and_judged_right(tmp_path):
         assert video.video_id.removesuffix(".mp4").endswith("-" + MOTIONS[video.label])
     verdicts, labels = motion_judge.judge_manifest(root / synthetic_physics.LABELS_FILE, range(0, 32, 2))
     np.testing.assert_array_equal(verdicts, labels)
+
+
+def test_the_ball_is_brighter_than_its_dimmed_room():
+    # rooms are drawn up to value 0.85 (wall top) and dimmed to 0.45 of it (< 0.39); balls have
+    # value >= 0.85, so the ball stands out by brightness whatever the two hues
+    for seed in range(20):
+        kind = MOTIONS[seed % 4]
+        scene = physics_scenes.sample_scene(np.random.default_rng(seed), kind=kind)
+        room = scene.background
+        brightest_room = max(max(room.wall_top), max(room.wall_bottom), max(room.floor))
+        assert brightest_room < 0.39 and max(scene.balls[0].color) >= 0.85
