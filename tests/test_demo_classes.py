@@ -131,3 +131,11 @@ def test_world_flag_reaches_the_runs_and_their_folders(monkeypatch, tmp_path):
     # the kinds' folders stay where the published runs have them; another world's go in a subfolder
     assert probe_demo.world_dir(tmp_path, "kinds") == tmp_path
     assert probe_demo.world_dir(tmp_path, "motion") == tmp_path / "motion"
+
+
+def test_class_runs_on_the_motion_world_train_on_the_sampler_clips():
+    config = probe_demo.pretrain_config()  # the CPU demo: 16 frames, sampled in clips of 4
+    assert classes.world_recipe("kinds", config) == (config.train.steps, [])
+    steps, recipe = classes.world_recipe("motion", config)
+    assert steps == classes.MOTION_STEPS
+    assert recipe == ["layout.partition=fixed", "layout.fixed_partition=(4, 4, 4, 4)", "data.worker_count=1"]

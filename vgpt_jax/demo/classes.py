@@ -63,6 +63,8 @@ GUIDANCE = (1.0, 3.0)  # condition_scale: 1 = the conditioned model alone, 3 = t
 # The labelled world's videos are 4 s at 8 fps (32 frames), and the probe reads 16 frames at stride 2:
 # the fine-tune learns 16 frames at interval 2, so a generated video spans what the judge was fit on.
 FRAME_INTERVAL = 2
+# a class run's steps on the motion world: at pre-training's 300 its samples were judged at chance
+MOTION_STEPS = 1200
 
 
 def class_recipe(steps: int, num_classes: int) -> list[str]:
@@ -79,6 +81,27 @@ def class_recipe(steps: int, num_classes: int) -> list[str]:
         "train.eval_every=0",
         f"optim.warmup_steps={warmup}",
         f"optim.decay_steps={steps - warmup}",
+    ]
+
+
+def world_recipe(world: str, config: ml_collections.ConfigDict) -> tuple[int, list[str]]:
+    """A class run's steps on ``world`` and its overrides beyond :func:`class_recipe`, for the
+    pre-training ``config``.
+
+    The kinds' runs are the published ones: pre-training's steps, nothing more. The motion world
+    is the CPU's: :data:`MOTION_STEPS`; every sample cut into the sampler's clips
+    (``sampling.clip_frames`` frames each), so that the clip generated from nothing, where the
+    class alone says which way the ball goes, is always as long as the sampler's first (a random
+    partition makes it 1 to 8 frames); the MP4s decoded in a worker process (at least one), for
+    which the steps otherwise wait two thirds of the time on 2 cores.
+    """
+    if world == probe_demo.DEFAULT_WORLD:
+        return config.train.steps, []
+    clip = config.sampling.clip_frames
+    return MOTION_STEPS, [
+        "layout.partition=fixed",
+        f"layout.fixed_partition={(clip,) * (config.data.num_frames // clip)}",
+        f"data.worker_count={max(config.data.worker_count, 1)}",
     ]
 
 
@@ -259,7 +282,7 @@ def run(
     """The probe demo, the fine-tuned and from-scratch class runs, generation, the judges and FVD
     (finished stages skipped); returns and writes the report. ``full`` and ``experiment`` as
     :func:`vgpt_jax.demo.probe.run`, ``overrides`` (``FIELD=VALUE``) of the pre-training config and
-    so of the class runs; ``steps`` of each class run (default: pre-training's);
+    so of the class runs; ``steps`` of each class run (default: :func:`world_recipe`'s);
     ``with_fvd`` adds FVD (I3D on a CPU takes ~1.5 s a video); ``world`` the labelled world of
     :data:`physics_scenes.CLASS_WORLDS` (``motion`` adds the motion judge)."""
     probe_report = probe_demo.run(workdir, full, log, experiment, overrides=overrides, world=world)
@@ -269,11 +292,11 @@ def run(
     _, pretrain_config, exported = demo.pretrain(pretrain_config, workdir, log)
     labelled = root / "probe_world" / "train"
     num_classes = len(physics_scenes.CLASS_WORLDS[world])
-    steps = steps or pretrain_config.train.steps
+    default_steps, recipe = world_recipe(world, pretrain_config)
+    steps = steps or default_steps
+    run_config = config_lib.apply_overrides(pretrain_config, recipe)
     runs = {
-        name: class_run(
-            pretrain_config, steps, num_classes, init_from, labelled, root / "classes" / name, log
-        )
+        name: class_run(run_config, steps, num_classes, init_from, labelled, root / "classes" / name, log)
         for name, init_from in (("fine_tuned", exported), ("from_scratch", None))
     }
 
@@ -339,7 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="pre-train at the demo's own sizes")
     parser.add_argument("--config", help="a demo-shaped experiment at its own sizes (physics_gpu)")
     parser.add_argument("--videos-per-class", type=int, default=VIDEOS_PER_CLASS)
-    parser.add_argument("--steps", type=int, help="steps of each class run (default: pre-training's)")
+    parser.add_argument(
+        "--steps", type=int, help="steps of each class run (default: pre-training's; motion: MOTION_STEPS)"
+    )
     parser.add_argument("--fvd", action="store_true", help="also FVD of each set against the real test set")
     parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a pre-training field"
