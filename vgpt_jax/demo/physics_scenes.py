@@ -15,10 +15,10 @@ model could foresee, and scoring it would only reward predicting stillness. The
 second take of a scenario re-runs it with small changes (positions by ~1 cm, launch speeds by ~3 %,
 release times by ~40 ms, restitution by ~0.015), the way a re-recorded real take differs.
 
-A second labelled world, :data:`MOTIONS`, is for class conditions at small sizes: one large ball
-(a fifth to a quarter of the frame high) glides without gravity to the left, right, up or down
-over random rooms, so its class is a motion that fills the frame (the kinds' few small balls
-change little of a 64 px video). :data:`CLASS_WORLDS` names both.
+A second labelled world, :data:`MOTIONS`, is for class conditions at small sizes: one large, bright
+ball (a fifth to a quarter of the frame high, any hue) glides without gravity to the left, right,
+up or down over random dimmed rooms from a random start, so its class is a motion that fills the
+frame (the kinds' few small balls change little of a 64 px video). :data:`CLASS_WORLDS` names both.
 """
 
 from __future__ import annotations
