@@ -21,7 +21,10 @@ class to matter (the linear judge is right on about half of the real test videos
 runs' samples are judged the asked-for class at chance); ``motion``'s one large ball moves left,
 right, up or down, a class that fills the frame. On it a second judge needs no model: the
 direction in which the frames' change moves (:mod:`vgpt_jax.demo.motion_judge`), checked on the
-real test videos the same way.
+real test videos the same way. ``--world motion`` from an empty workdir took 15 min on 2 CPU
+cores; the motion judge (right on every real test video) found the asked-for direction in 78 %
+(guidance 1) and 100 % (guidance 3) of the fine-tuned run's videos, 84 % and 95 % of the
+from-scratch run's: the two runs read the class alike, and pre-training shows in the loss.
 
 ``classes/classes.json`` (under the workdir, or ``W/motion``) holds each judge's accuracy on real
 videos and, per run and guidance weight, the rate at which generated videos are judged the
