@@ -225,7 +225,7 @@ def _move(rng, room_height, direction):
     speed = float(rng.uniform(*MOTION_SPEED))
     dx, dy = direction[0], -direction[1]  # image rows grow downwards, world y upwards
     half_way = speed * MOTION_MIDPOINT
-    if dy:  # the lowest point (mid-height less half the way) clears the floor, the highest stays in view
+    if dy:  # the lowest point (mid-height less half the way) clears the floor
         x_mid, y_mid = float(rng.uniform(1.0, 2.0)), r + 0.05 + half_way + float(rng.uniform(0.0, 0.1))
     else:
         x_mid, y_mid = ROOM_WIDTH / 2 + float(rng.uniform(-0.2, 0.2)), r + 0.05 + float(rng.uniform(0.0, 0.6))
