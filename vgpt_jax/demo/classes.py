@@ -17,14 +17,10 @@
 
 The labelled world (``--world``, :data:`physics_scenes.CLASS_WORLDS`) is the four scene kinds by
 default. At the CPU's 64 px their few small balls change too little of a video for a small model's
-class to matter (the linear judge is right on about half of the real test videos, and the class
-runs' samples are judged the asked-for class at chance); ``motion``'s one large ball moves left,
-right, up or down, a class that fills the frame. On it a second judge needs no model: the
-direction in which the frames' change moves (:mod:`vgpt_jax.demo.motion_judge`), checked on the
-real test videos the same way. ``--world motion`` from an empty workdir took 15 min on 2 CPU
-cores; the motion judge (right on every real test video) found the asked-for direction in 78 %
-(guidance 1) and 100 % (guidance 3) of the fine-tuned run's videos, 84 % and 95 % of the
-from-scratch run's: the two runs read the class alike, and pre-training shows in the loss.
+class to matter; ``motion``'s one large ball moves left, right, up or down, a class that fills the
+frame. On it a second judge needs no model: the direction in which the frames' change moves
+(:mod:`vgpt_jax.demo.motion_judge`), checked on the real test videos the same way. The README
+("Class-to-video on the synthetic world") has both worlds' numbers.
 
 ``classes/classes.json`` (under the workdir, or ``W/motion``) holds each judge's accuracy on real
 videos and, per run and guidance weight, the rate at which generated videos are judged the
@@ -66,7 +62,7 @@ GUIDANCE = (1.0, 3.0)  # condition_scale: 1 = the conditioned model alone, 3 = t
 # The labelled world's videos are 4 s at 8 fps (32 frames), and the probe reads 16 frames at stride 2:
 # the fine-tune learns 16 frames at interval 2, so a generated video spans what the judge was fit on.
 FRAME_INTERVAL = 2
-# a class run's steps on the motion world: at pre-training's 300 its samples were judged at chance
+# a class run's steps on the motion world: pre-training's few hundred leave its class unread
 MOTION_STEPS = 1200
 
 

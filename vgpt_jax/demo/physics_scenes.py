@@ -50,8 +50,8 @@ MOTION_SPEED = (0.35, 0.45)
 # seconds: the ball passes its mid-point, near the middle of every view, half-way through 4 s
 MOTION_MIDPOINT = 2.0
 # the motion world's rooms at this fraction of their brightness: its bright balls (value 0.85-1)
-# then differ from the room by brightness whatever their hue, so where the ball is, the class, is
-# 9 % of the pixel variance by class means instead of 2.5 % (one a random colour on another)
+# then differ from the room by brightness whatever their hue, so that where the ball is (the class)
+# explains far more of the pixels than one random colour on another does
 MOTION_ROOM_DIMMING = 0.45
 FLOOR_FRACTION = 0.15  # of the image height, below the floor line in the centre view
 # Per view: horizontal shift of the camera (fraction of the room width) and zoom.
