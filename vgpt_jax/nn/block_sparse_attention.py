@@ -29,8 +29,8 @@ so the kernels never touch a tile of the score matrix that the rule masks comple
    probabilities from the saved log-sum-exp, so nothing of size L x L is ever stored.
 
 The head dim is computed in at most two power-of-two column blocks (Triton's tensor shapes), each
-read straight from the (T, H, Dh) arrays: 96 = 64 + 32, so the 3.76 B model's heads take no
-padded columns (a dot product is the sum of its column blocks'; :func:`head_dim_blocks`).
+its own array: 96 = 64 + 32, so the 3.76 B model's heads take no padded columns (a dot product is
+the sum of its column blocks'; :func:`head_dim_blocks`).
 
 Internal padding (to block multiples) uses *void* tokens:
 void keys are seen by nobody, void queries see nothing. They are distinct from the rule's pad
@@ -536,7 +536,7 @@ def _dq_kernel(launch_ref, sched_ref, *refs, blocks: int, block_q: int, block_k:
 # ----------------------------------------------------------------------------------------------
 # pallas_call wrappers. Every program sees whole sequences of its (batch, head) and slices its
 # own blocks: the schedule decides which blocks, so block indices cannot come from the grid.
-# An operand's head dim is read as column blocks, one BlockSpec each over the same array.
+# An operand's head dim is passed as column blocks (:func:`_column_blocks`), one array each.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -558,13 +558,23 @@ def head_dim_blocks(head_dim: int) -> tuple[int, ...]:
     return (pl.next_power_of_2(width),)
 
 
-def _seq_specs(length: int, head_dim: int) -> list[pl.BlockSpec]:  # (B, T, H, Dh) -> (T, w) per block
-    specs, start = [], 0
-    for width in head_dim_blocks(head_dim):
-        index = start // width
-        specs.append(pl.BlockSpec((None, length, None, width), lambda i, b, h, c=index: (b, 0, h, c)))
-        start += width
-    return specs
+def _seq_specs(length: int, head_dim: int) -> list[pl.BlockSpec]:  # (B, T, H, w) -> (T, w) per block
+    return [
+        pl.BlockSpec((None, length, None, width), lambda i, b, h: (b, 0, h, 0))
+        for width in head_dim_blocks(head_dim)
+    ]
+
+
+def _column_blocks(x: jax.Array) -> list[jax.Array]:
+    """(B, T, H, Dh) -> one (B, T, H, w) array per column block of the head dim.
+
+    Separate arrays, not BlockSpecs at column offsets of one array: the Triton lowering took
+    a block narrower than the array's last dim for a contiguous one (wrong values on an H200).
+    """
+    starts = np.cumsum((0, *head_dim_blocks(x.shape[-1])))
+    if len(starts) == 2:
+        return [x]
+    return [x[..., a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def _block_outputs(shape: tuple[int, ...], dtype) -> list[jax.ShapeDtypeStruct]:
@@ -606,7 +616,6 @@ def _forward_call(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, kc: Kerne
     """q (B, Tq, H, Dh), k/v (B, Tk, H, Dh) padded -> o (B, Tq, H, Dh), lse (B, H, Tq) fp32."""
     b, tq, h, d = q.shape
     tk = k.shape[1]
-    n = len(head_dim_blocks(d))
     *out, lse = pl.pallas_call(
         _kernel(_forward_kernel, d, kc, scale),
         grid=(tq // kc.block_q, b, h),
@@ -623,7 +632,7 @@ def _forward_call(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, kc: Kerne
         compiler_params=_compiler_params(kc),
         interpret=interpret,
         name="block_sparse_attention_fwd",
-    )(sched.launch_order, sched.rows, *[q] * n, *[k] * n, *[v] * n, *qt, *kt)
+    )(sched.launch_order, sched.rows, *_column_blocks(q), *_column_blocks(k), *_column_blocks(v), *qt, *kt)
     return _join(out), lse
 
 
@@ -643,8 +652,8 @@ def _backward_in_specs(sched: _Schedule, tq: int, tk: int, d: int) -> list[pl.Bl
 
 
 def _backward_operands(q, k, v, do, lse, delta, qt, kt) -> list:
-    n = len(head_dim_blocks(q.shape[-1]))
-    return [*[q] * n, *[k] * n, *[v] * n, *[do] * n, lse, delta, *qt, *kt]
+    blocks = [block for x in (q, k, v, do) for block in _column_blocks(x)]
+    return [*blocks, lse, delta, *qt, *kt]
 
 
 def _dkv_call(q, k, v, do, lse, delta, qt, kt, sched: _Schedule, kc: KernelConfig, scale, interpret):
