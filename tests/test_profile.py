@@ -70,3 +70,42 @@ def test_profile_of_a_jitted_call_runs():
     assert summary["wall_ms"] > 0
     if jax.default_backend() == "cpu":
         assert summary["device_busy_ms"] == 0.0 and summary["host_idle_ms"] == summary["wall_ms"]
+
+
+HLO = """
+%fused_computation.5 (param_0: bf16[4,8]) -> bf16[4,16] {
+  %param_0 = bf16[4,8]{1,0} parameter(0)
+  ROOT %pad.3 = bf16[4,16]{1,0} pad(%param_0, %c), metadata={op_name="jit(step)/attention/pad" id=7}
+}
+
+ENTRY %main (p: bf16[4,8]) -> bf16[4,16] {
+  %p = bf16[4,8]{1,0} parameter(0)
+  ROOT %loop_pad_fusion.1 = bf16[4,16]{1,0} fusion(%p), metadata={op_name="jit(step)/attention/pad"}
+  %wrapped-transpose = bf16[8,4]{1,0} fusion(%p), metadata={op_name="jit(step)/transpose(jvp(mlp))/tr"}
+}
+"""
+
+
+def test_kernel_ops_name_kernels_by_their_instructions_op():
+    ops = profile.kernel_ops(HLO)
+    # kernel names write the instruction's '.' and '-' as '_'; the jit(...) prefix is dropped
+    assert ops["loop_pad_fusion_1"] == "attention/pad"
+    assert ops["wrapped_transpose"] == "transpose(jvp(mlp))/tr"
+    assert ops["pad_3"] == "attention/pad"
+    assert "p" not in ops  # no metadata, no op name
+
+
+def test_summary_names_the_largest_kernels_where_known():
+    kernels = [("loop_pad_fusion_1", 0.0, 300.0), ("loop_add_fusion", 300.0, 100.0)]
+    summary = profile.summarize(kernels, wall_us=400.0, calls=1, ops=profile.kernel_ops(HLO))
+    assert summary["top_kernels"]["other"] == [
+        ["loop_pad_fusion_1", 0.3, "attention/pad"],
+        ["loop_add_fusion", 0.1],
+    ]
+
+
+def test_kernel_ops_read_a_compiled_programs_text():
+    compiled = jax.jit(lambda x: jnp.pad(x, 1) * 2).lower(jnp.ones((8, 8))).compile()
+    ops = profile.kernel_ops(compiled.as_text())
+    assert ops and all("." not in name and "-" not in name for name in ops)
+    assert any(op.endswith("mul") or op.endswith("pad") for op in ops.values()), ops

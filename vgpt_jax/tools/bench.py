@@ -247,7 +247,7 @@ def profile_step(trainer: Trainer, compiled_step, state, batch) -> tuple[Any, di
         current[0], metrics = compiled_step(current[0], batch)
         return metrics
 
-    summary = profile.profile(step)
+    summary = profile.profile(step, hlo_text=compiled_step.as_text())
     with sharding_context(trainer.mesh, trainer.axis_rules):
         update = jax.jit(
             lambda s, g: apply_gradients(s, g, trainer.optimizer, trainer.trainable),
@@ -311,7 +311,9 @@ def bench_sample(
             del master  # so that the row's peak memory is vgpt sample's
         row = _time_clip(sampler, params, hist, noise)
         if with_profile:
-            row["profile"] = profile.profile(lambda: sampler.sample_clip(params, hist, noise), calls=1)
+            # its own compile, for the HLO text that names the kernels (the jit cache holds no text)
+            hlo = sampler.jitted_sample_clip.lower(params, hist, noise, None).compile().as_text()
+            row["profile"] = profile.profile(lambda: sampler.sample_clip(params, hist, noise), 1, hlo)
         if config.model.fp8_projections:
             exact = config_lib.with_fields(config, {"model.fp8_projections": False})
             exact_model = model_from_config(exact)
@@ -485,7 +487,8 @@ def print_table(rows: list[dict], peak: float) -> None:
             unit = "clip" if r["row"].startswith("sample") else "step"
             print(f"profile of {r['row']} (per {unit}): {parts}")
             for kind, kernels in pr["top_kernels"].items():
-                print(f"  top {kind}: " + "; ".join(f"{name} {ms} ms" for name, ms in kernels))
+                named = (f"{name} {ms} ms" + (f" ({op[0]})" if op else "") for name, ms, *op in kernels)
+                print(f"  top {kind}: " + "; ".join(named))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

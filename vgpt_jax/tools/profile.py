@@ -8,7 +8,9 @@ Perfetto JSON, no TensorFlow needed); a kernel's kind comes from its name:
 - ``other``: every other kernel (norms, RoPE, elementwise fusions, the optimiser update, copies).
 
 The host's share is the wall time the device was idle: ``wall − busy``, ``busy`` being the union
-of the kernels' intervals over all streams.
+of the kernels' intervals over all streams. Given the compiled program's HLO text, each of the
+largest kernels is also named by the JAX operation it runs (:func:`kernel_ops`: the name stack,
+e.g. ``.../layers/attention/pad``), which says what an ``input_transpose_fusion`` is.
 """
 
 from __future__ import annotations
@@ -39,6 +41,22 @@ def kernel_kind(name: str) -> str:
         if pattern.search(name):
             return kind
     return "other"
+
+
+# An HLO instruction with its metadata's op_name: `%name = ... metadata={op_name="..." ...}`.
+_INSTRUCTION_OP = re.compile(
+    r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*metadata=\{[^}]*op_name="([^"]*)"', re.MULTILINE
+)
+
+
+def kernel_ops(hlo_text: str) -> dict[str, str]:
+    """Kernel name -> the op name (JAX's name stack, ``jit(...)/`` dropped) of the HLO instruction
+    it runs, from a compiled module's text (``compiled.as_text()``). A GPU kernel is named after its
+    instruction, with '.' and '-' written '_'; a fusion carries its root's op name."""
+    return {
+        re.sub(r"[.\-]", "_", name): re.sub(r"^jit\([^)]*\)/", "", op)
+        for name, op in _INSTRUCTION_OP.findall(hlo_text)
+    }
 
 
 def device_kernels(trace_events: list[dict]) -> list[tuple[str, float, float]]:
@@ -78,8 +96,11 @@ def busy_time(kernels: list[tuple[str, float, float]]) -> float:
     return busy
 
 
-def summarize(kernels: list[tuple[str, float, float]], wall_us: float, calls: int) -> dict[str, Any]:
-    """Per-call milliseconds by kind, the device's idle share and the largest kernels of each kind."""
+def summarize(
+    kernels: list[tuple[str, float, float]], wall_us: float, calls: int, ops: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Per-call milliseconds by kind, the device's idle share and the largest kernels of each kind:
+    ``[name, ms]``, or ``[name, ms, op name]`` where ``ops`` (:func:`kernel_ops`) knows the kernel."""
     by_kind: dict[str, float] = defaultdict(float)
     by_name: dict[str, float] = defaultdict(float)
     for name, _, duration in kernels:
@@ -87,9 +108,10 @@ def summarize(kernels: list[tuple[str, float, float]], wall_us: float, calls: in
         by_name[name] += duration
     busy = busy_time(kernels)
     per_call = lambda us: round(us / calls / 1e3, 2)  # noqa: E731
+    ops = ops or {}
     top = {
         kind: [
-            [name[:80], per_call(us)]
+            [name[:80], per_call(us)] + ([ops[name][-100:]] if name in ops else [])
             for name, us in sorted(by_name.items(), key=lambda kv: -kv[1])
             if kernel_kind(name) == kind
         ][:TOP_KERNELS]
@@ -105,11 +127,12 @@ def summarize(kernels: list[tuple[str, float, float]], wall_us: float, calls: in
     }
 
 
-def profile(run: Callable[[], Any], calls: int = 2) -> dict[str, Any]:
+def profile(run: Callable[[], Any], calls: int = 2, hlo_text: str = "") -> dict[str, Any]:
     """Traces ``calls`` back-to-back calls of ``run`` (already compiled and warm) and summarizes them.
 
-    Returns :func:`summarize`'s dict; on a platform whose trace has no device streams (a CPU) the
-    kind times are 0 and everything is host time.
+    Returns :func:`summarize`'s dict, the largest kernels named by their op where ``hlo_text`` (the
+    compiled program's) has them; on a platform whose trace has no device streams (a CPU) the kind
+    times are 0 and everything is host time.
     """
     with tempfile.TemporaryDirectory() as log_dir:
         with jax.profiler.trace(log_dir, create_perfetto_trace=True):
@@ -125,4 +148,4 @@ def profile(run: Callable[[], Any], calls: int = 2) -> dict[str, Any]:
         with gzip.open(files[0]) as f:
             trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    return summarize(device_kernels(events), wall_us, calls)
+    return summarize(device_kernels(events), wall_us, calls, kernel_ops(hlo_text))
