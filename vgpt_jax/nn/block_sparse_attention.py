@@ -607,7 +607,8 @@ def _compiler_params(kc: KernelConfig):
     return params(num_warps=kc.num_warps, num_stages=kc.num_stages)
 
 
-def _kernel(kernel, head_dim: int, kc: KernelConfig, scale: float):
+def _with_static_args(kernel, head_dim: int, kc: KernelConfig, scale: float):
+    """``kernel`` with its column-block count, tiles and softmax scale bound."""
     n = len(head_dim_blocks(head_dim))
     return functools.partial(kernel, blocks=n, block_q=kc.block_q, block_k=kc.block_k, scale=scale)
 
@@ -617,7 +618,7 @@ def _forward_call(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, kc: Kerne
     b, tq, h, d = q.shape
     tk = k.shape[1]
     *out, lse = pl.pallas_call(
-        _kernel(_forward_kernel, d, kc, scale),
+        _with_static_args(_forward_kernel, d, kc, scale),
         grid=(tq // kc.block_q, b, h),
         in_specs=[
             *_schedule_specs(sched),
@@ -662,7 +663,7 @@ def _dkv_call(q, k, v, do, lse, delta, qt, kt, sched: _Schedule, kc: KernelConfi
     tk = k.shape[1]
     n = len(head_dim_blocks(d))
     out = pl.pallas_call(
-        _kernel(_dkv_kernel, d, kc, scale),
+        _with_static_args(_dkv_kernel, d, kc, scale),
         grid=(tk // kc.block_k, b, h),
         in_specs=_backward_in_specs(sched, tq, tk, d),
         out_specs=[*_seq_specs(tk, d), *_seq_specs(tk, d)],
@@ -679,7 +680,7 @@ def _dq_call(q, k, v, do, lse, delta, qt, kt, sched: _Schedule, kc: KernelConfig
     b, tq, h, d = q.shape
     tk = k.shape[1]
     out = pl.pallas_call(
-        _kernel(_dq_kernel, d, kc, scale),
+        _with_static_args(_dq_kernel, d, kc, scale),
         grid=(tq // kc.block_q, b, h),
         in_specs=_backward_in_specs(sched, tq, tk, d),
         out_specs=_seq_specs(tq, d),
