@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vgpt_jax.models import layout
-from vgpt_jax.nn.attention import clip_attention, xla_attention
+from vgpt_jax.nn.attention import KVPrefix, clip_attention, xla_attention
 from vgpt_jax.nn.block_sparse_attention import (
     TILE_EMPTY,
     TILE_FULL,
@@ -308,34 +308,66 @@ def np_attention(q, k, v, mask):
     return np.einsum("hqk,khd->qhd", probs, v)
 
 
-def test_clip_attention_matches_numpy_on_both_cfg_rows():
-    """A 3-frame clip in grouped order after a 4-frame history: the conditional row sees the
-    history, the history-free row has it all as pad (keys: the clip's, then the history's)."""
-    frames, tokens_per_frame, history_frames = 3, 5, 4
+def _clip_rows(frames, tokens_per_frame, history_frames, history_seen):
+    """Query, clip-key and history-key attributes of a grouped clip's rows, (rows, T) each.
+
+    Row r is a clip after ``history_frames`` frames whose first ``history_seen[r]`` history
+    tokens are real (the rest pad); a row that sees no history is a history-free clip (frame 0).
+    """
     order = layout.grouped_clip_order(frames, tokens_per_frame + 2)
     history, _ = layout.history_layout(history_frames, tokens_per_frame)
-    rows = []
-    for first_frame, history_pad in ((history_frames, False), (0, True)):
-        clip, _ = layout.generation_layout(first_frame, frames, tokens_per_frame)
-        clip = TokenAttrs(*(a[order] for a in clip))
-        hist = history._replace(is_pad=jnp.full_like(history.is_pad, history_pad))
-        rows.append((clip, concat_attrs(clip, hist)))
-    q_attrs, k_attrs = (
-        TokenAttrs(*(jnp.stack([getattr(r[i], f) for r in rows]) for f in TokenAttrs._fields)) for i in (0, 1)
+    queries, histories = [], []
+    for seen in history_seen:
+        clip, _ = layout.generation_layout(history_frames if seen else 0, frames, tokens_per_frame)
+        queries.append(TokenAttrs(*(a[order] for a in clip)))
+        histories.append(history._replace(is_pad=jnp.arange(history.is_pad.shape[0]) >= seen))
+    return (
+        TokenAttrs(*(jnp.stack([getattr(r, f) for r in rows]) for f in TokenAttrs._fields))
+        for rows in (queries, histories)
     )
-    q, k, v, _ = random_qkv(7, 2, q_attrs.kind.shape[-1], k_attrs.kind.shape[-1])
 
-    got = clip_attention(q, k, v, q_attrs, k_attrs, special_queries=2 * frames, query_chunk=16)
+
+@pytest.mark.parametrize(
+    "history_seen, history_batch",
+    [
+        ((None, 0), 1),  # the CFG rows: the conditional row sees the history, the free row none
+        ((None, 7), 2),  # each row its own history, seen in part (a condition prefix's keys)
+    ],
+)
+def test_clip_attention_matches_numpy_on_both_cfg_rows(history_seen, history_batch):
+    """A 3-frame clip in grouped order after a 4-frame history: the clip's own keys and the
+    cached history (never joined: merged by log-sum-exps) against float64 softmax attention over
+    the joined keys under the independent rule."""
+    frames, tokens_per_frame, history_frames = 3, 5, 4
+    history_len = history_frames * (tokens_per_frame + 2)
+    seen = tuple(history_len if s is None else s for s in history_seen)
+    q_attrs, h_attrs = _clip_rows(frames, tokens_per_frame, history_frames, seen)
+    clip_len = q_attrs.kind.shape[-1]
+    q, k, v, _ = random_qkv(7, 2, clip_len, clip_len + history_len)
+    history = KVPrefix(k[:history_batch, clip_len:], v[:history_batch, clip_len:])
+
+    got = clip_attention(
+        q, k[:, :clip_len], v[:, :clip_len], q_attrs, q_attrs, history, h_attrs, special_queries=2 * frames
+    )
+    no_history = clip_attention(
+        q, k[:, :clip_len], v[:, :clip_len], q_attrs, q_attrs, special_queries=2 * frames
+    )
+    k_attrs = concat_attrs(q_attrs, h_attrs)
     for row in range(2):
         mask = np_visible(
             *({f: np.asarray(getattr(a, f)[row]) for f in TokenAttrs._fields} for a in (q_attrs, k_attrs))
         )
-        # the premise, by the independent rule: patches see the whole clip, and all of the
-        # history in the conditional row and none of it in the history-free row
-        clip_len = q_attrs.kind.shape[-1]
+        # the premise, by the independent rule: patches see the whole clip, and the history's
+        # real keys; the markers see some of the clip's keys and every real history key
         patches = mask[2 * frames :]
         assert patches[:, :clip_len].all()
-        assert patches[:, clip_len:].all() if row == 0 else not patches[:, clip_len:].any()
+        assert (patches[:, clip_len:] == (np.arange(history_len) < seen[row])).all()
+        assert (mask[:, clip_len:] == (np.arange(history_len) < seen[row])).all()
         assert not mask[: 2 * frames, :clip_len].all()  # the markers' rows are masked
-        want = np_attention(q[row], k[row], v[row], mask)
+        h = row % history_batch
+        keys = np.concatenate([k[row, :clip_len], k[h, clip_len:]])
+        values = np.concatenate([v[row, :clip_len], v[h, clip_len:]])
+        want = np_attention(q[row], keys, values, mask)
         np.testing.assert_allclose(np.asarray(got[row]), want, rtol=2e-5, atol=2e-5)
+        want_alone = np_attention(q[row], k[row, :clip_len], v[row, :clip_len], mask[:, :clip_len])
+        np.testing.assert_allclose(np.asarray(no_history[row]), want_alone, rtol=2e-5, atol=2e-5)

@@ -214,12 +214,21 @@ def _uncached(model, params, history, g, condition):
 
 
 @pytest.mark.parametrize(
-    ("num_history", "w_hist", "w_cond"), [(3, 1.0, 1.0), (3, 1.5, 2.0), (0, 1.5, 2.0)], ids=str
+    ("num_history", "w_hist", "w_cond", "backend"),
+    [(3, 1.0, 1.0, "xla"), (3, 1.5, 2.0, "xla"), (0, 1.5, 2.0, "xla"), (3, 1.5, 2.0, "block_sparse")],
+    ids=str,
 )
-def test_conditioned_sampling_matches_numpy(class_model, num_history, w_hist, w_cond):
+def test_conditioned_sampling_matches_numpy(class_model, num_history, w_hist, w_cond, backend):
     """Cached, batched, one-jit sampling equals the float64 loop over uncached rows: full (history,
-    class), hist (history, null class), none (null class, no history); both weights 1: full only."""
+    class), hist (history, null class), none (null class, no history); both weights 1: full only.
+    With ``block_sparse`` the clip's attention is clip_attention's: the rows' own keys and their
+    cached prefixes (the none row sees the condition's key of its prefix only), merged."""
     config, model, boxed = class_model
+    sampler_model = model
+    if backend != config.model.attention.backend:
+        default, config.model.attention.backend = config.model.attention.backend, backend
+        sampler_model = VideoGPT(ModelConfig.from_config(config))
+        config.model.attention.backend = default
     params = perturbed(nn.unbox(boxed), 0.1)
     steps, g = 3, 2
     config.sampling.update(
@@ -229,7 +238,7 @@ def test_conditioned_sampling_matches_numpy(class_model, num_history, w_hist, w_
     history = jnp.asarray(rng.normal(size=(1, num_history, 8, 8, 4)), jnp.float32)
     noise = jnp.asarray(rng.normal(size=(1, g, 8, 8, 4)), jnp.float32)
     label, null = jnp.asarray([1], jnp.int32), jnp.asarray([NUM_CLASSES], jnp.int32)
-    got = np.asarray(Sampler(config, model).sample_clip(params, history, noise, label))
+    got = np.asarray(Sampler(config, sampler_model).sample_clip(params, history, noise, label))
 
     full = _uncached(model, params, history, g, label)
     hist = _uncached(model, params, history, g, null)

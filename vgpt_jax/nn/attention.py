@@ -26,14 +26,37 @@ from vgpt_jax.nn.rope import apply_rope
 from vgpt_jax.nn.tokens import TokenAttrs, batched_attrs, concat_attrs, pad_tokens, round_up, visible
 
 
-def _masked_softmax_attention(q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.Array:
-    """Dense attention of a query chunk. q (B, Tq, H, Dh), k/v (B, Tk, H, Dh) -> (B, Tq, H, Dh)."""
+class KVPrefix(NamedTuple):
+    """Keys/values of tokens computed earlier (the clean history), for one layer.
+
+    k, v: (B, Tp, H, Dh) after RoPE. A prefix of batch B serves queries of any multiple of B
+    (the CFG rows reuse one history); in a grouped clip (:func:`clip_attention`) the query rows
+    from B on must see none of it (the history-free CFG rows).
+    """
+
+    k: jax.Array
+    v: jax.Array
+
+
+def softmax_attention(q, k, v, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact softmax attention and its log-sum-exp.
+
+    q (B, Tq, H, Dh), k/v (B, Tk, H, Dh), mask (B, Tq, Tk) bool -> out (B, Tq, H, Dh) in v's
+    dtype, lse (B, Tq, H) fp32 (natural log of the masked rows' sums of exp(scaled scores)).
+    """
     scale = q.shape[-1] ** -0.5
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    mask = visible(q_attrs, k_attrs)[:, None]
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+    scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
+    peak = jnp.max(scores, axis=-1, keepdims=True)
+    weights = jnp.exp(scores - peak)
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    out = jnp.einsum("bhqk,bkhd->bqhd", (weights / total).astype(v.dtype), v)
+    return out, jnp.moveaxis((peak + jnp.log(total))[..., 0], 1, 2)
+
+
+def _masked_softmax_attention(q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.Array:
+    """Dense attention of a query chunk. q (B, Tq, H, Dh), k/v (B, Tk, H, Dh) -> (B, Tq, H, Dh)."""
+    return softmax_attention(q, k, v, visible(q_attrs, k_attrs))[0]
 
 
 def xla_attention(
@@ -63,18 +86,78 @@ def xla_attention(
     return out[:, :tq]
 
 
-def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, k_attrs: TokenAttrs) -> jax.Array:
+def dense_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, k_attrs: TokenAttrs
+) -> tuple[jax.Array, jax.Array]:
     """Every query sees every real key; pad keys must come after a row's real keys.
 
     The fused dense kernel of the platform: cuDNN flash attention on a GPU (any head dim up to 128,
     unpadded; it skips the pad keys' tiles), XLA elsewhere. q (B, Tq, H, Dh), k/v (B, Tk, H, Dh)
-    in bf16 or fp16 on a GPU -> (B, Tq, H, Dh).
+    in bf16 or fp16 on a GPU -> out (B, Tq, H, Dh), lse (B, Tq, H) fp32 (as softmax_attention).
     """
-    real_keys = jnp.sum(~batched_attrs(k_attrs, k.shape[0]).is_pad, axis=-1, dtype=jnp.int32)
-    implementation = "cudnn" if jax.default_backend() in ("gpu", "cuda") else "xla"
-    return jax.nn.dot_product_attention(
-        q, k, v, key_value_seq_lengths=real_keys, implementation=implementation
+    is_pad = batched_attrs(k_attrs, k.shape[0]).is_pad
+    if jax.default_backend() not in ("gpu", "cuda"):
+        return softmax_attention(
+            q, k, v, jnp.broadcast_to(~is_pad[:, None, :], (q.shape[0], q.shape[1], k.shape[1]))
+        )
+    # The internal entry point: the public jax.nn.dot_product_attention casts the log-sum-exp
+    # to the output's bf16, too coarse to merge two partial attentions with.
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    real_keys = jnp.sum(~is_pad, axis=-1, dtype=jnp.int32)
+    out, lse = cudnn.dot_product_attention(
+        q,
+        k,
+        v,
+        q_seqlen=jnp.full((q.shape[0],), q.shape[1], jnp.int32),
+        kv_seqlen=real_keys,
+        scale=q.shape[-1] ** -0.5,
+        mask_type=cudnn.MaskType.PADDING,
+        return_residual=True,
     )
+    return out, jnp.swapaxes(lse, 1, 2).astype(jnp.float32)  # cuDNN's is (B, H, Tq)
+
+
+def merge_attention(first: tuple[jax.Array, jax.Array], second: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Attention over two disjoint key sets from each one's (out (B, T, H, Dh), lse (B, T, H)).
+
+    A row whose second lse is -inf (it saw none of those keys) keeps its first output.
+    """
+    (out1, lse1), (out2, lse2) = first, second
+    peak = jnp.maximum(lse1, lse2)
+    w1, w2 = jnp.exp(lse1 - peak)[..., None], jnp.exp(lse2 - peak)[..., None]
+    out2 = jnp.where(jnp.isfinite(lse2)[..., None], out2.astype(jnp.float32), 0.0)
+    return ((out1.astype(jnp.float32) * w1 + out2 * w2) / (w1 + w2)).astype(out1.dtype)
+
+
+def history_attention(
+    q: jax.Array, history: KVPrefix, history_attrs: TokenAttrs
+) -> tuple[jax.Array, jax.Array]:
+    """Attention of every query of a clip against a cached history that its row sees whole.
+
+    q (R, Tq, H, Dh); history k/v (Bp, Tp, H, Dh), Bp <= R; history_attrs fields (R, Tp), pad
+    keys last. Row r < Bp reads history r (all of its real keys: earlier clips and a condition);
+    rows from Bp on see none of it (the history-free CFG rows, whose history is all pad), so
+    neither the history nor their queries are copied or computed.
+    -> out (R, Tq, H, Dh), lse (R, Tq, H) fp32, -inf on a row that sees none of it.
+    """
+    rows, shared = q.shape[0], history.k.shape[0]
+    attrs = TokenAttrs(*(a[:shared] for a in batched_attrs(history_attrs, rows)))
+    real = jnp.sum(~attrs.is_pad, axis=-1, dtype=jnp.int32)
+    # a row with no real history key still gets one for the kernel; its lse is set to -inf below
+    attrs = attrs._replace(is_pad=attrs.is_pad & (jnp.arange(attrs.is_pad.shape[-1]) > 0))
+    out, lse = per_shard(
+        lambda q, k, v, qa, ka: dense_attention(q, k, v, ka),
+        q[:shared],
+        *history,
+        attrs,
+        attrs,
+        with_lse=True,
+    )
+    lse = jnp.where((real > 0)[:, None, None], lse, -jnp.inf)
+    free = rows - shared
+    out = jnp.concatenate([out, jnp.zeros((free, *out.shape[1:]), out.dtype)])
+    return out, jnp.concatenate([lse, jnp.full((free, *lse.shape[1:]), -jnp.inf, lse.dtype)])
 
 
 def clip_attention(
@@ -83,33 +166,47 @@ def clip_attention(
     v: jax.Array,
     q_attrs: TokenAttrs,
     k_attrs: TokenAttrs,
+    history: KVPrefix | None = None,
+    history_attrs: TokenAttrs | None = None,
     *,
     special_queries: int,
-    query_chunk: int,
 ) -> jax.Array:
-    """Attention of one noisy clip in grouped order, against its own keys then a clean history.
+    """Attention of one noisy clip in grouped order, against its own keys and a cached history.
 
     The queries are the clip's tokens as ``[all <|diffusion|>][all TIME][all patches]``, the first
-    ``special_queries`` being the markers; the keys are the clip's tokens then the history's, pad
-    keys last in each row (a history-free CFG row marks the whole history pad). Under the rule a
-    patch query sees every real key, so patches take the fused dense kernel; only the markers'
-    rows are masked (order-causal inside the clip), and they are few (2 a frame). The dense kernel
-    also fills the marker rows, which are then overwritten: that keeps the query axis whole for
-    sequence sharding. Shapes as :func:`xla_attention`.
+    ``special_queries`` being the markers; k/v are the clip's own (k_attrs, pad keys last). Under
+    the rule a patch query sees every real key of the clip and every query sees every real key of
+    the history (earlier clips and the condition), so the patches take the fused dense kernel and
+    only the markers' rows (2 a frame) are masked, against the clip's keys only. The history
+    (:func:`history_attention`, never joined to the clip's keys: that join was a copy of the whole
+    cache per layer and step) is merged in by the log-sum-exps. The dense kernel also fills the
+    marker rows, which are then overwritten: that keeps the query axis whole for sequence
+    sharding. q (R, Tq, H, Dh), k/v (R, Tk, H, Dh) -> (R, Tq, H, Dh).
     """
-    out = per_shard(lambda q, k, v, qa, ka: dense_attention(q, k, v, ka), q, k, v, q_attrs, k_attrs)
+    out, lse = per_shard(
+        lambda q, k, v, qa, ka: dense_attention(q, k, v, ka), q, k, v, q_attrs, k_attrs, with_lse=True
+    )
     markers = TokenAttrs(*(a[..., :special_queries] for a in batched_attrs(q_attrs, q.shape[0])))
-    marker_out = xla_attention(q[:, :special_queries], k, v, markers, k_attrs, query_chunk)
-    return out.at[:, :special_queries].set(marker_out.astype(out.dtype))
+    marker_out, marker_lse = softmax_attention(
+        q[:, :special_queries], k, v, visible(markers, batched_attrs(k_attrs, k.shape[0]))
+    )
+    out = out.at[:, :special_queries].set(marker_out.astype(out.dtype))
+    lse = lse.at[:, :special_queries].set(marker_lse)
+    if history is None:
+        return out
+    return merge_attention((out, lse), history_attention(q, history, history_attrs))
 
 
-def per_shard(kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.Array:
+def per_shard(
+    kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs, *, with_lse: bool = False
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Runs an attention kernel on each device's shard of the current mesh (``jax.set_mesh``).
 
     A Pallas kernel is opaque to the SPMD partitioner, which would otherwise gather its inputs and
     run the whole batch on every device. Batch goes over (data, fsdp), heads over tensor, queries
     over sequence (keys and values are gathered along it); an axis that does not divide its
-    dimension is left unsharded. Shapes as :func:`xla_attention`.
+    dimension is left unsharded. Shapes as :func:`xla_attention`; ``with_lse``: the kernel also
+    returns a log-sum-exp (B, Tq, H), sharded as the queries.
     """
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
@@ -136,7 +233,7 @@ def per_shard(kernel, q, k, v, q_attrs: TokenAttrs, k_attrs: TokenAttrs) -> jax.
             TokenAttrs(*[spec(batch, length)] * len(TokenAttrs._fields)),
             TokenAttrs(*[spec(batch, None)] * len(TokenAttrs._fields)),
         ),
-        out_specs=q_spec,
+        out_specs=(q_spec, spec(batch, length, heads)) if with_lse else q_spec,
         check_vma=False,
     )
     return sharded(q, k, v, q_attrs, k_attrs)
@@ -219,17 +316,6 @@ def _dense_clip_kernel(backend: str, dtype) -> bool:
     return jax.default_backend() == "cpu" or jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
 
 
-class KVPrefix(NamedTuple):
-    """Keys/values of tokens computed earlier (the clean history), for one layer.
-
-    k, v: (B, Tp, H, Dh) after RoPE. A prefix of batch B serves queries of any multiple of B
-    (the CFG rows reuse one history).
-    """
-
-    k: jax.Array
-    v: jax.Array
-
-
 class SelfAttention(nn.Module):
     """Phi-3 attention: fused QKV, RoPE on explicit positions, rule-masked softmax, output proj.
 
@@ -277,35 +363,36 @@ class SelfAttention(nn.Module):
             self.param_dtype,
         )
         x = x.astype(self.dtype)
-        qkv = projection("btd,dshk->sbthk", x, qkv_kernel, self.dtype, self.fp8, stored_scale(self, "qkv"))
+        # tokens leading, as x: the kernel's gradient then contracts (b, t) of both operands in
+        # place, where a leading q/k/v axis needed a transpose of the whole gradient
+        qkv = projection("btd,dshk->btshk", x, qkv_kernel, self.dtype, self.fp8, stored_scale(self, "qkv"))
         if self.lora.wraps("qkv"):
             a, b = self._adapter(
                 "qkv", (d,), ("embed",), (3, self.num_heads, head_dim), ("qkv", "heads", "head_dim")
             )
             # in the base product's own layout, so that a zero B leaves its bits as they were
-            qkv = qkv + low_rank_update("btd,dr->btr", "btr,rshk->sbthk", x, a, b, self.lora.scale)
+            qkv = qkv + low_rank_update("btd,dr->btr", "btr,rshk->btshk", x, a, b, self.lora.scale)
         qkv = nn.with_logical_constraint(
-            qkv, (None, "activation_batch", "activation_length", "activation_heads", None)
+            qkv, ("activation_batch", "activation_length", None, "activation_heads", None)
         )
-        q = checkpoint_name(apply_rope(qkv[0], cos, sin), ATTENTION_QKV)
-        k = checkpoint_name(apply_rope(qkv[1], cos, sin), ATTENTION_QKV)
-        v = checkpoint_name(qkv[2], ATTENTION_QKV)
+        q = checkpoint_name(apply_rope(qkv[:, :, 0], cos, sin), ATTENTION_QKV)
+        k = checkpoint_name(apply_rope(qkv[:, :, 1], cos, sin), ATTENTION_QKV)
+        v = checkpoint_name(qkv[:, :, 2], ATTENTION_QKV)
         this_kv = KVPrefix(k, v)
-        keys, values, k_attrs = k, v, attrs
-        if prefix is not None:  # this call's keys first, so a row's pad keys (history) come last
-            reps = q.shape[0] // prefix.k.shape[0]
-            keys, values = (
-                jnp.concatenate([x, jnp.tile(h, (reps, 1, 1, 1))], axis=1)
-                for x, h in zip((k, v), prefix, strict=True)
-            )
-            k_attrs = concat_attrs(attrs, prefix_attrs)
         backend = resolve_backend(self.backend)
         if self.special_queries is not None and _dense_clip_kernel(backend, self.dtype):
             out = clip_attention(
-                q, keys, values, attrs, k_attrs,
-                special_queries=self.special_queries, query_chunk=self.query_chunk,
-            )  # fmt: skip
+                q, k, v, attrs, attrs, prefix, prefix_attrs, special_queries=self.special_queries
+            )
         else:
+            keys, values, k_attrs = k, v, attrs
+            if prefix is not None:  # this call's keys first, so a row's pad keys (history) come last
+                reps = q.shape[0] // prefix.k.shape[0]
+                keys, values = (
+                    jnp.concatenate([x, jnp.tile(h, (reps, 1, 1, 1))], axis=1)
+                    for x, h in zip((k, v), prefix, strict=True)
+                )
+                k_attrs = concat_attrs(attrs, prefix_attrs)
             out = attend(
                 q, keys, values, attrs, k_attrs,
                 backend=backend, query_chunk=self.query_chunk, tiles=self.tiles,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -32,8 +33,8 @@ import numpy as np
 
 from vgpt_jax.models import layout
 from vgpt_jax.nn import block_sparse_attention as bsa
-from vgpt_jax.nn.attention import clip_attention, xla_attention
-from vgpt_jax.nn.tokens import TokenAttrs, concat_attrs, visible
+from vgpt_jax.nn.attention import KVPrefix, clip_attention, xla_attention
+from vgpt_jax.nn.tokens import TokenAttrs, concat_attrs, round_up, visible
 
 HEADS, HEAD_DIM, PATCHES = 16, 128, 220
 INTERPRET = False
@@ -200,11 +201,11 @@ def time_kernels(num_frames: int) -> None:
 
     rows = []
 
-    def add(name, attn, entries, iters=10):
+    def add(name, attn, entries, iters=10, backward=True, inputs=(q, k, v, ct)):
         try:
             fwd, fwd_bwd = fwd_and_grad(attn)
-            t_f = bench(fwd, q, k, v, iters=iters)
-            t_fb = bench(fwd_bwd, q, k, v, ct, iters=iters)
+            t_f = bench(fwd, *inputs[:3], iters=iters)
+            t_fb = bench(fwd_bwd, *inputs, iters=iters) if backward else 0.0
             rows.append((name, t_f, t_fb, entries))
             fb = f"{t_fb:8.2f} ms {3.5 * unit * entries / t_fb / 1e9:6.0f}" if t_fb else "      -"
             log(f"  {name:40s} fwd {t_f:7.2f} ms {unit * entries / t_f / 1e9:6.0f} TFLOP/s | fwd+bwd {fb}")
@@ -240,6 +241,8 @@ def time_kernels(num_frames: int) -> None:
         lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn"),
         tokens * (tokens + 1) // 2,
     )
+    if jax.default_backend() == "gpu":
+        add_mosaic_rows(add, tokens)
     add(
         "xla (chunked 2048, rule mask)",
         lambda q, k, v: xla_attention(q, k, v, attrs, attrs, 2048),
@@ -283,6 +286,29 @@ def time_kernels(num_frames: int) -> None:
         tf_fb = f"{3.5 * unit * entries / t_fb / 1e9:.0f}" if t_fb else "-"
         print(f"| {name} | {t_f:.2f} | {fb} | {unit * entries / t_f / 1e9:.0f} | {tf_fb} |")
     print(flush=True)
+
+
+def add_mosaic_rows(add, tokens: int) -> None:
+    """JAX's Hopper flash-attention example (Pallas' Mosaic GPU backend: warpgroup MMA and TMA),
+    without a mask and token-causal (forward only: its backward has no mask), at ``tokens`` rounded
+    up to its tiles: what a Mosaic GPU kernel reaches per visible entry at these shapes."""
+    from jax.experimental.pallas.ops.gpu import attention_mgpu
+
+    padded = round_up(tokens, 256)
+    inputs = random_inputs(padded, seed=3, dtype=jnp.float16)  # the example's kernels are fp16
+    blocks = dict(block_q_dkv=64, block_kv_dkv=64, block_q_dq=64, block_kv_dq=64)
+    for causal in (False, True):
+        config = attention_mgpu.TuningConfig(
+            block_q=64, block_kv=128, max_concurrent_steps=2, causal=causal, **({} if causal else blocks)
+        )
+        entries = padded * (padded + 1) // 2 if causal else padded * padded
+        add(
+            f"mosaic gpu {'token-causal' if causal else 'no mask'} ({padded} tokens)",
+            functools.partial(attention_mgpu.attention, config=config),
+            entries,
+            backward=not causal,
+            inputs=inputs,
+        )
 
 
 def time_long(num_frames: int) -> None:
@@ -502,8 +528,14 @@ def check_clip_attention(history_frames: int, clip_frames: int, head_dim: int) -
     )
     log(f"clip attention: {history_frames}+{clip_frames} frames, {tq} queries x {tk} keys, 2 rows, "
         f"{HEADS} heads x {head_dim}, bf16")  # fmt: skip
+    # The rows' own keys, then one history that both rows share (the free row sees none of it).
+    k, v = (jnp.concatenate([x[:, :tq], jnp.tile(x[:1, tq:], (2, 1, 1, 1))], axis=1) for x in (k, v))
+    clip_keys, history_attrs = (
+        TokenAttrs(*(a[..., s] for a in k_attrs)) for s in (slice(tq), slice(tq, None))
+    )
     ours = jax.jit(lambda q, k, v: clip_attention(
-        q, k, v, q_attrs, k_attrs, special_queries=2 * clip_frames, query_chunk=1024))  # fmt: skip
+        q, k[:, :tq], v[:, :tq], q_attrs, clip_keys, KVPrefix(k[:1, tq:], v[:1, tq:]), history_attrs,
+        special_queries=2 * clip_frames))  # fmt: skip
     reference = jax.jit(lambda q, k, v: xla_attention(q, k, v, q_attrs, k_attrs, query_chunk=1024))
     with jax.default_matmul_precision("highest"):
         want = reference(*(x.astype(jnp.float32) for x in (q, k, v)))
@@ -515,8 +547,20 @@ def check_clip_attention(history_frames: int, clip_frames: int, head_dim: int) -
     # The block-sparse kernel on the block-order rows (the same pairs, its layout; its head dim
     # padded to 128 inside, as in the model).
     bq, bk = sampling_rows(history_frames, clip_frames, grouped=False)
-    sparse = jax.jit(lambda q, k, v: bsa.block_sparse_attention(q, k, v, bq, bk, skip_pad_queries=True))
-    times = {"clip_attention": bench(ours, q, k, v), "block_sparse": bench(sparse, q, k, v)}
+    sparse = jax.jit(
+        lambda q, k, v: bsa.block_sparse_attention(q, k, v, bq, bk, skip_pad_queries=True, **KERNEL_KW)
+    )
+    # What the model ran before the split: each step joins the rows' keys with the tiled history.
+    joined = jax.jit(lambda q, k, v: clip_attention(
+        q, *(jnp.concatenate([x[:, :tq], jnp.tile(x[:1, tq:], (2, 1, 1, 1))], axis=1) for x in (k, v)),
+        q_attrs, k_attrs, special_queries=2 * clip_frames))  # fmt: skip
+    joined_err = rel_err(joined(q, k, v), want)
+    log(f"  joined keys out: rel err {joined_err:.2e}")
+    times = {
+        "clip_attention": bench(ours, q, k, v),
+        "joined keys": bench(joined, q, k, v),
+        "block_sparse": bench(sparse, q, k, v),
+    }
     for name, ms in times.items():
         log(f"  {name:16s} {ms:7.2f} ms")
     RESULTS["clip_attention"] = {"rel_err": [ours_err, xla_err, passed], "ms": times}

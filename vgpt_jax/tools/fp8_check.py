@@ -30,7 +30,7 @@ def projections(config) -> dict[str, tuple[str, tuple[int, ...], tuple[int, ...]
     m = config.model
     d, h = m.hidden_size, m.num_heads
     return {
-        "qkv": ("btd,dshk->sbthk", (d,), (d, 3, h, d // h)),
+        "qkv": ("btd,dshk->btshk", (d,), (d, 3, h, d // h)),
         "out": ("bthk,hkd->btd", (h, d // h), (h, d // h, d)),
         "gate_up": ("btd,dgf->btgf", (d,), (d, 2, m.mlp_dim)),
         "down": ("btf,fd->btd", (m.mlp_dim,), (m.mlp_dim, d)),
