@@ -352,6 +352,12 @@ def test_clip_attention_matches_numpy_on_both_cfg_rows(history_seen, history_bat
     no_history = clip_attention(
         q, k[:, :clip_len], v[:, :clip_len], q_attrs, q_attrs, special_queries=2 * frames
     )
+    empty = KVPrefix(k[:history_batch, :0], v[:history_batch, :0])  # the first clip: no history yet
+    no_frames = clip_attention(
+        q, k[:, :clip_len], v[:, :clip_len], q_attrs, q_attrs, empty,
+        TokenAttrs(*(a[:, :0] for a in h_attrs)), special_queries=2 * frames,
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(no_frames), np.asarray(no_history))
     k_attrs = concat_attrs(q_attrs, h_attrs)
     for row in range(2):
         mask = np_visible(

@@ -46,8 +46,9 @@ def softmax_attention(q, k, v, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """
     scale = q.shape[-1] ** -0.5
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
-    peak = jnp.max(scores, axis=-1, keepdims=True)
+    lowest = jnp.finfo(jnp.float32).min
+    scores = jnp.where(mask[:, None], scores, lowest)
+    peak = jnp.max(scores, axis=-1, keepdims=True, initial=lowest)  # (no keys: a prefill of nothing)
     weights = jnp.exp(scores - peak)
     total = jnp.sum(weights, axis=-1, keepdims=True)
     out = jnp.einsum("bhqk,bkhd->bqhd", (weights / total).astype(v.dtype), v)
@@ -192,7 +193,7 @@ def clip_attention(
     )
     out = out.at[:, :special_queries].set(marker_out.astype(out.dtype))
     lse = lse.at[:, :special_queries].set(marker_lse)
-    if history is None:
+    if history is None or history.k.shape[1] == 0:  # (sampling the first clip: no history yet)
         return out
     return merge_attention((out, lse), history_attention(q, history, history_attrs))
 
