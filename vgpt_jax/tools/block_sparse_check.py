@@ -9,12 +9,16 @@ Run on a machine with a GPU (needs only jax, flax and numpy):
    (highest matmul precision) on the same bf16-rounded inputs; ours must stay within bf16 noise.
 2. Timings at 48 frames x 222 tokens x 2 = 21,312 tokens: ours (fwd, fwd+bwd; with and without
    skipping pad queries; three kinds of partition) against cuDNN flash attention without a mask
-   and with token-causal skipping, and the chunked ``xla`` backend; the XLA-side schedule cost;
+   and with token-causal skipping, JAX's Mosaic GPU (Hopper) flash-attention example, and the
+   chunked ``xla`` backend; the XLA-side schedule cost;
    then ours and cuDNN at 80 frames (35,520 tokens). TFLOP/s count visible entries only:
    fwd 4·E·Dh·H, fwd+bwd 3.5x that (the usual flash-attention convention), E = visible pairs.
 3. A sweep of tile sizes / warps / stages per kernel (fwd, dK/dV, dQ) at 21k tokens, with the
    best configs also run on an all-full schedule (raw kernel speed on L x L) next to JAX's own
    Pallas flash attention.
+4. The sampler's clip attention (``clip_attention``: the clip's own keys and the cached history,
+   merged) at the release sampler's sizes against the fp32 reference, timed beside the keys
+   joined into one call and beside the block-sparse kernel.
 """
 
 from __future__ import annotations
@@ -544,8 +548,8 @@ def check_clip_attention(history_frames: int, clip_frames: int, head_dim: int) -
     verdict = "OK" if passed else "FAIL"
     log(f"  clip_attention out: rel err {ours_err:.2e} (xla bf16 {xla_err:.2e})  {verdict}")
 
-    # The block-sparse kernel on the block-order rows (the same pairs, its layout; its head dim
-    # padded to 128 inside, as in the model).
+    # The block-sparse kernel on the block-order rows (the same pairs, its layout; its head dim in
+    # power-of-two column blocks, as in the model).
     bq, bk = sampling_rows(history_frames, clip_frames, grouped=False)
     sparse = jax.jit(
         lambda q, k, v: bsa.block_sparse_attention(q, k, v, bq, bk, skip_pad_queries=True, **KERNEL_KW)
