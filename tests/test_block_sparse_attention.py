@@ -377,3 +377,27 @@ def test_clip_attention_matches_numpy_on_both_cfg_rows(history_seen, history_bat
         np.testing.assert_allclose(np.asarray(got[row]), want, rtol=2e-5, atol=2e-5)
         want_alone = np_attention(q[row], k[row, :clip_len], v[row, :clip_len], mask[:, :clip_len])
         np.testing.assert_allclose(np.asarray(no_history[row]), want_alone, rtol=2e-5, atol=2e-5)
+
+
+def test_clip_attention_under_sequence_sharding_equals_one_device():
+    """Queries over ``sequence`` (2 of 8 devices; heads over ``tensor``): the clip's 28 queries split,
+    the history's 35 keys (which no mesh axis divides) whole, the same values as on one device."""
+    q_attrs, h_attrs = _clip_rows(4, 5, 5, (35, 0))
+    clip_len = q_attrs.kind.shape[-1]
+    q, k, v, _ = random_qkv(11, 2, clip_len, clip_len + 35)
+    args = (
+        q,
+        k[:, :clip_len],
+        v[:, :clip_len],
+        q_attrs,
+        q_attrs,
+        KVPrefix(k[:1, clip_len:], v[:1, clip_len:]),
+        h_attrs,
+    )
+    want = clip_attention(*args, special_queries=8)
+    mesh = jax.make_mesh(
+        (1, 2, 4), ("data", "sequence", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 3
+    )
+    with jax.set_mesh(mesh):
+        got = jax.jit(lambda *a: clip_attention(*a, special_queries=8))(*args)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

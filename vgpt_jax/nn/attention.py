@@ -132,17 +132,19 @@ def merge_attention(first: tuple[jax.Array, jax.Array], second: tuple[jax.Array,
 
 
 def history_attention(
-    q: jax.Array, history: KVPrefix, history_attrs: TokenAttrs
+    q: jax.Array, q_attrs: TokenAttrs, history: KVPrefix, history_attrs: TokenAttrs
 ) -> tuple[jax.Array, jax.Array]:
     """Attention of every query of a clip against a cached history that its row sees whole.
 
-    q (R, Tq, H, Dh); history k/v (Bp, Tp, H, Dh), Bp <= R; history_attrs fields (R, Tp), pad
-    keys last. Row r < Bp reads history r (all of its real keys: earlier clips and a condition);
-    rows from Bp on see none of it (the history-free CFG rows, whose history is all pad), so
-    neither the history nor their queries are copied or computed.
+    q (R, Tq, H, Dh), q_attrs fields (R, Tq) (for the sharding only); history k/v (Bp, Tp, H, Dh),
+    Bp <= R; history_attrs fields (R, Tp), pad keys last. Row r < Bp reads history r (all of its
+    real keys: earlier clips and a condition); rows from Bp on see none of it (the history-free CFG
+    rows, whose history is all pad), so neither the history nor their queries are copied or
+    computed.
     -> out (R, Tq, H, Dh), lse (R, Tq, H) fp32, -inf on a row that sees none of it.
     """
     rows, shared = q.shape[0], history.k.shape[0]
+    q_attrs = TokenAttrs(*(a[:shared] for a in batched_attrs(q_attrs, rows)))
     attrs = TokenAttrs(*(a[:shared] for a in batched_attrs(history_attrs, rows)))
     real = jnp.sum(~attrs.is_pad, axis=-1, dtype=jnp.int32)
     # a row with no real history key still gets one for the kernel; its lse is set to -inf below
@@ -151,7 +153,7 @@ def history_attention(
         lambda q, k, v, qa, ka: dense_attention(q, k, v, ka),
         q[:shared],
         *history,
-        attrs,
+        q_attrs,
         attrs,
         with_lse=True,
     )
@@ -195,7 +197,7 @@ def clip_attention(
     lse = lse.at[:, :special_queries].set(marker_lse)
     if history is None or history.k.shape[1] == 0:  # (sampling the first clip: no history yet)
         return out
-    return merge_attention((out, lse), history_attention(q, history, history_attrs))
+    return merge_attention((out, lse), history_attention(q, q_attrs, history, history_attrs))
 
 
 def per_shard(
