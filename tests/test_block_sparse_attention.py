@@ -21,11 +21,14 @@ from vgpt_jax.nn.block_sparse_attention import (
     TILE_FULL,
     TILE_PARTIAL,
     KernelConfig,
+    _prepare_tokens,
     block_sparse_attention,
     head_dim_blocks,
+    range_codes,
     tile_classes,
 )
-from vgpt_jax.nn.tokens import NOISY, TokenAttrs, concat_attrs
+from vgpt_jax.nn.block_sparse_hopper import range_visible
+from vgpt_jax.nn.tokens import NOISY, TokenAttrs, concat_attrs, prefix_attrs
 
 HEADS, HEAD_DIM = 2, 16
 SMALL = dict(  # every kernel at 16 x 16 tiles, 4 warps: small shapes, few interpreter steps
@@ -279,6 +282,32 @@ def test_tile_classes_sound_in_any_token_order():
         tokens = as_numpy(shuffled, 0)
         want = expected_classes(np_visible(tokens, tokens), 16, 16)
         assert np.all((got == want) | (got == TILE_PARTIAL))
+
+
+@pytest.mark.parametrize("skip_pad_queries", [False, True])
+def test_range_codes_reproduce_the_rule(skip_pad_queries):
+    # The Hopper kernel's four comparisons against the NumPy rule: a condition prefix (COND tokens
+    # with negative frames, clip -1), pad tokens, void tokens past the end, shuffled token order.
+    rng = np.random.default_rng(3)
+    frames, _ = layout.training_layout(jnp.asarray(random_clip_ids(rng, 7, 1)), 5)
+    prefix = prefix_attrs(4)
+    prefix = prefix._replace(is_pad=jnp.asarray([False, False, True, False]))
+    attrs = concat_attrs(TokenAttrs(*(a[None] for a in prefix)), frames)
+    perm = rng.permutation(attrs.kind.shape[-1])
+    for order in (np.arange(attrs.kind.shape[-1]), perm):
+        tokens = TokenAttrs(*(a[:, order] for a in attrs))
+        length = tokens.kind.shape[-1]
+        padded = length + 13  # void tokens
+        qt = _prepare_tokens(tokens, 1, padded, pad_is_void=skip_pad_queries)
+        kt = _prepare_tokens(tokens, 1, padded, pad_is_void=False)
+        bounds, codes = (np.asarray(x[0], np.int64) for x in range_codes(qt, kt))
+        got = range_visible(tuple(c[None, :] for c in codes), tuple(b[:, None] for b in bounds))
+        rule = np_visible(as_numpy(tokens, 0), as_numpy(tokens, 0))
+        if skip_pad_queries:  # pad queries are void: they see nothing
+            rule &= ~np.asarray(tokens.is_pad[0])[:, None]
+        want = np.zeros((padded, padded), bool)
+        want[:length, :length] = rule
+        np.testing.assert_array_equal(got, want)
 
 
 def test_realistic_layout_skips_most_tiles():

@@ -59,9 +59,14 @@ def test_kernel_tiles_reach_the_kernels():
     )
     config.model.attention.block_sparse.dq.block_k = 32
     config.model.attention.splash.block_kv = 256
+    config.model.attention.block_sparse.forward_kernel = "triton"
+    config.model.attention.block_sparse.hopper.block_k = 64
     tiles = video_gpt.ModelConfig.from_config(config).attention_tiles
     assert tiles == KernelTiles(
-        block_sparse=((64, 64, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)), splash=(512, 256)
+        block_sparse=((64, 64, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)),
+        splash=(512, 256),
+        forward_kernel="triton",
+        hopper=(64, 2),
     )
 
     # a tile the Triton kernels cannot take is refused by the kernel it was passed to
@@ -90,6 +95,8 @@ def test_kernel_tiles_reach_the_kernels():
         ("model.attention.block_sparse.fwd.block_q", 48, "power of two"),
         ("model.attention.block_sparse.dkv.num_warps", 0, "positive integer"),
         ("model.attention.splash.block_kv", 200, "multiple of 128"),
+        ("model.attention.block_sparse.forward_kernel", "cudnn", "one of"),
+        ("model.attention.block_sparse.hopper.block_k", 96, "64 or 128"),
         ("mesh.logical_axis_rules", (("embed", "pipeline"),), "over the mesh axes"),
         ("tokenizer.logical_axis_rules", (("conv_out",),), "pairs"),
     ],

@@ -43,6 +43,7 @@ PHI3_SHORT_FACTOR = (
 )  # fmt: skip
 
 ATTENTION_BACKENDS = ("auto", "xla", "block_sparse", "splash")
+FORWARD_KERNELS = ("auto", "triton", "hopper")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention", "attention_out", "attention_offload")
 ROPE_FACTOR_CHOICES = ("long", "short", "none")
 PARTITIONS = ("random", "per_frame", "fixed")
@@ -99,6 +100,10 @@ def base_config() -> ml_collections.ConfigDict:
         m.attention.block_sparse[kernel] = ml_collections.ConfigDict(
             {"block_q": 64, "block_k": 64, "num_warps": 4, "num_stages": 3}
         )
+    # The forward kernel: "hopper" (block_sparse_hopper: Mosaic GPU, warpgroup MMA and TMA; sm90 only),
+    # "triton" (the fwd tiles above), or "auto": hopper on a Hopper GPU. The backward is Triton's.
+    m.attention.block_sparse.forward_kernel = "auto"
+    m.attention.block_sparse.hopper = ml_collections.ConfigDict({"block_k": 128, "stages": 2})
     # Splash tiles (multiples of 128; shrunk to a shorter sequence). Large tiles suit long sequences:
     # its grid also steps over the tiles it skips.
     m.attention.splash = ml_collections.ConfigDict({"block_q": 512, "block_kv": 512})
@@ -706,6 +711,21 @@ def _validate_attention_tiles(a: ml_collections.ConfigDict) -> None:
         for name in ("num_warps", "num_stages"):
             field = f"model.attention.block_sparse.{kernel}.{name}"
             _require(k[name] >= 1, field, k[name], "a positive integer")
+    kernel = a.block_sparse.forward_kernel
+    _require(
+        kernel in FORWARD_KERNELS,
+        "model.attention.block_sparse.forward_kernel",
+        kernel,
+        f"one of {FORWARD_KERNELS}",
+    )
+    hopper = a.block_sparse.hopper
+    _require(
+        hopper.block_k in (64, 128),
+        "model.attention.block_sparse.hopper.block_k",
+        hopper.block_k,
+        "64 or 128",
+    )
+    _require(hopper.stages >= 2, "model.attention.block_sparse.hopper.stages", hopper.stages, "at least 2")
     for name in ("block_q", "block_kv"):
         v = a.splash[name]
         _require(v > 0 and v % 128 == 0, f"model.attention.splash.{name}", v, "a positive multiple of 128")

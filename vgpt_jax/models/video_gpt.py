@@ -161,6 +161,8 @@ class ModelConfig:
                     for k in (m.attention.block_sparse[name] for name in ("fwd", "dkv", "dq"))
                 ),
                 splash=(m.attention.splash.block_q, m.attention.splash.block_kv),
+                forward_kernel=m.attention.block_sparse.forward_kernel,
+                hopper=(m.attention.block_sparse.hopper.block_k, m.attention.block_sparse.hopper.stages),
             ),
             remat_policy=m.remat_policy,
             scan_layers=m.scan_layers,

@@ -247,11 +247,14 @@ class KernelTiles:
     """The Pallas backends' tiles, from ``config.model.attention`` (hashable: a Linen attribute).
 
     block_sparse: (block_q, block_k, num_warps, num_stages) of the forward, dK/dV and dQ kernels;
-    splash: (block_q, block_kv).
+    splash: (block_q, block_kv); forward_kernel: the block-sparse forward, "triton", "hopper" or
+    "auto" (hopper on a Hopper GPU); hopper: its (block_k, stages).
     """
 
     block_sparse: tuple[tuple[int, int, int, int], ...]
     splash: tuple[int, int]
+    forward_kernel: str = "auto"
+    hopper: tuple[int, int] = (128, 2)
 
 
 def resolve_backend(backend: str) -> str:
@@ -295,12 +298,16 @@ def attend(
         kernel = functools.partial(splash_attention, interpret=interpret, **sizes)
         return per_shard(kernel, q, k, v, q_attrs, k_attrs)
     if backend == "block_sparse":
+        from vgpt_jax.nn import block_sparse_hopper
         from vgpt_jax.nn.block_sparse_attention import KernelConfig, block_sparse_attention
 
         sizes = {}
         if tiles is not None:
             fwd, dkv, dq = (KernelConfig(*t) for t in tiles.block_sparse)
             sizes = dataclasses.asdict(fwd) | {"dkv": dkv, "dq": dq}
+            if not interpret and block_sparse_hopper.chosen(tiles.forward_kernel):
+                block_k, stages = tiles.hopper
+                sizes |= {"hopper_forward": True, "block_k": block_k, "num_stages": stages}
         kernel = functools.partial(
             block_sparse_attention, skip_pad_queries=True, interpret=interpret, **sizes
         )

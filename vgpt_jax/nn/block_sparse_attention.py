@@ -57,6 +57,7 @@ from jax.ad_checkpoint import checkpoint_name
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from vgpt_jax.nn import block_sparse_hopper
 from vgpt_jax.nn.remat import ATTENTION_LSE, ATTENTION_OUT
 from vgpt_jax.nn.tokens import NOISY, TokenAttrs, batched_attrs, pad_tokens, round_up
 
@@ -110,6 +111,7 @@ class _Config(NamedTuple):
     dq: KernelConfig
     scale: float
     interpret: bool
+    hopper_forward: bool  # the forward in block_sparse_hopper (Mosaic GPU) instead of Triton
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,6 +142,43 @@ def _prepare_tokens(attrs: TokenAttrs, batch: int, length: int, *, pad_is_void: 
     )
     as_i32 = lambda x: pad(x.astype(jnp.int32))  # noqa: E731
     return _Tokens(flags, as_i32(frame), as_i32(clip), as_i32(order))
+
+
+def range_codes(qt: _Tokens, kt: _Tokens) -> tuple[jax.Array, jax.Array]:
+    """The rule as ranges, for the Hopper kernel: query bounds (B, 4, Tq) and key codes (B, 3, Tk).
+
+    Query i sees key j iff ``kf_j <= tf_i or kc_j <= tc_i or lo_i <= kn_j <= hi_i``
+    (``block_sparse_hopper.range_visible``), the rule of :func:`_rule` with void tokens:
+
+    - clean key: kf = 4·frame + order (clean queries: earlier frame, or same frame and order <=),
+      kc = clip (noisy queries: earlier clip); noisy key: kn = 4·clip + order (noisy queries of
+      the same clip with order >=; orders are < 4). The codes a key does not use are INT_MAX.
+    - clean query: tf = 4·frame + order; noisy query: tc = clip − 1, [lo, hi] = [4·clip,
+      4·clip + order]; the bounds a query does not use select nothing.
+    - pad key: kf = INT_MAX − 1, which only a pad query's tf = INT_MAX − 1 reaches; a pad query's
+      noisy range is [INT_MIN, INT_MAX − 1]: every key but void ones (all codes INT_MAX).
+    """
+    big, small = _INT_MAX, _INT_MIN
+
+    def kinds(t: _Tokens):
+        void = (t.flags & _FLAG_VOID) != 0
+        pad = ((t.flags & _FLAG_PAD) != 0) & ~void
+        live = ~void & ~pad
+        noisy = live & ((t.flags & _FLAG_NOISY) != 0)
+        return void, pad, noisy, live & ~noisy
+
+    void, pad, noisy, clean = kinds(kt)
+    frame_order = 4 * kt.frame + kt.order
+    kf = jnp.where(clean, frame_order, jnp.where(pad, big - 1, big))
+    kc = jnp.where(clean, kt.clip, big)
+    kn = jnp.where(noisy, 4 * kt.clip + kt.order, big)
+
+    void, pad, noisy, clean = kinds(qt)
+    tf = jnp.where(clean, 4 * qt.frame + qt.order, jnp.where(pad, big - 1, small))
+    tc = jnp.where(noisy, qt.clip - 1, small)
+    lo = jnp.where(noisy, 4 * qt.clip, jnp.where(pad, small, big))
+    hi = jnp.where(noisy, 4 * qt.clip + qt.order, jnp.where(pad, big - 1, small))
+    return jnp.stack([tf, tc, lo, hi], axis=1), jnp.stack([kf, kc, kn], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -719,14 +758,40 @@ def _schedules(
     )
 
 
+def _forward(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, cfg: _Config):
+    """-> o (B, Tq, H, Dh), lse (B, H, Tq): the Triton kernel or the Hopper one."""
+    if not cfg.hopper_forward:
+        return _forward_call(q, k, v, qt, kt, sched, cfg.fwd, cfg.scale, cfg.interpret)
+    head_dim = q.shape[-1]
+    width = round_up(head_dim, 64)  # its shared-memory tiles are 64 columns wide
+
+    def widen(x):
+        return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, width - head_dim)))
+
+    query_bounds, key_codes = range_codes(qt, kt)
+    out, lse = block_sparse_hopper.forward(
+        widen(q),
+        widen(k),
+        widen(v),
+        query_bounds,
+        key_codes,
+        sched.rows,
+        sched.launch_order,
+        block_k=cfg.fwd.block_k,
+        stages=cfg.fwd.num_stages,
+        scale=cfg.scale,
+    )
+    return out[..., :head_dim], lse
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _attention(q, k, v, qt: _Tokens, kt: _Tokens, schedules: _Schedules, cfg: _Config):
-    out, _ = _forward_call(q, k, v, qt, kt, schedules.fwd, cfg.fwd, cfg.scale, cfg.interpret)
+    out, _ = _forward(q, k, v, qt, kt, schedules.fwd, cfg)
     return out
 
 
 def _attention_fwd(q, k, v, qt, kt, schedules, cfg):
-    out, lse = _forward_call(q, k, v, qt, kt, schedules.fwd, cfg.fwd, cfg.scale, cfg.interpret)
+    out, lse = _forward(q, k, v, qt, kt, schedules.fwd, cfg)
     # Named so that the "attention" remat policy keeps them (the forward kernel makes both).
     out, lse = checkpoint_name(out, ATTENTION_OUT), checkpoint_name(lse, ATTENTION_LSE)
     return out, (q, k, v, qt, kt, schedules, out, lse)
@@ -769,6 +834,7 @@ def block_sparse_attention(
     dkv: KernelConfig | None = None,
     dq: KernelConfig | None = None,
     skip_pad_queries: bool = False,
+    hopper_forward: bool = False,
     interpret: bool = False,
 ) -> jax.Array:
     """Softmax attention under the visibility rule, skipping fully masked tiles.
@@ -786,6 +852,9 @@ def block_sparse_attention(
         unspecified (finite) and their cotangents are ignored. Off by default, which keeps the
         rule exactly. Training never reads pad outputs; there it removes the clean copies of the
         last clip from the work (about an eighth of them at training lengths).
+      hopper_forward: run the forward in ``block_sparse_hopper`` (Mosaic GPU: warpgroup MMA and
+        TMA; Hopper GPUs only), on 128-row query blocks (``block_q`` is ignored) with
+        ``num_stages`` key tiles in flight; the backward stays in Triton.
       interpret: run the kernels with the Pallas interpreter (CPU tests).
     """
     if q.ndim != 4 or k.shape != v.shape or k.shape[::2] != q.shape[::2] or k.shape[3] != q.shape[3]:
@@ -796,6 +865,10 @@ def block_sparse_attention(
         dkv = KernelConfig(block_q=64, block_k=64, num_warps=4, num_stages=3)
     if dq is None:
         dq = KernelConfig(block_q=64, block_k=64, num_warps=4, num_stages=3)
+    if hopper_forward:
+        if interpret:
+            raise ValueError("hopper_forward has no interpreter (Mosaic GPU): use the Triton forward")
+        block_q = block_sparse_hopper.BLOCK_Q
     fwd = KernelConfig(block_q, block_k, num_warps, num_stages)
     for name, kc in (("fwd", fwd), ("dkv", dkv), ("dq", dq)):
         _check_block(f"{name}.block_q", kc.block_q)
@@ -814,6 +887,6 @@ def block_sparse_attention(
         qt = _prepare_tokens(q_attrs, batch, tq_pad, pad_is_void=skip_pad_queries)
         kt = _prepare_tokens(k_attrs, batch, tk_pad, pad_is_void=False)
         schedules = _schedules(qt, kt, fwd, dkv, dq)
-    cfg = _Config(fwd, dkv, dq, float(head_dim) ** -0.5, interpret)
+    cfg = _Config(fwd, dkv, dq, float(head_dim) ** -0.5, interpret, hopper_forward)
     out = _attention(pad(q, tq_pad), pad(k, tk_pad), pad(v, tk_pad), qt, kt, schedules, cfg)
     return out[:, :tq, :, :head_dim]

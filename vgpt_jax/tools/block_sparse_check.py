@@ -101,6 +101,14 @@ def visible_pairs(attrs: TokenAttrs, *, real_queries_only: bool = False) -> int:
     return int(np.sum(np.asarray(count(attrs), np.int64)))
 
 
+# (block_k, stages) of the Hopper forward (block_sparse_hopper) that the check and timings run.
+HOPPER_CONFIGS = [(128, 2), (64, 2), (64, 3)]
+
+
+def hopper_kwargs(block_k: int, stages: int) -> dict:
+    return {"hopper_forward": True, "block_k": block_k, "num_stages": stages}
+
+
 def rel_err(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
@@ -128,8 +136,14 @@ def check_correctness(num_frames: int) -> bool:
     reference = grads_of(lambda q, k, v: xla_attention(q, k, v, attrs, attrs, query_chunk=4096))
     real = ~attrs.is_pad[0]
     ok = True
-    for name, kwargs in (("block_sparse", {}), ("block_sparse skip_pad", {"skip_pad_queries": True})):
-        skip = bool(kwargs)
+    variants = [("block_sparse", {}), ("block_sparse skip_pad", {"skip_pad_queries": True})]
+    if jax.default_backend() == "gpu":
+        variants += [
+            (f"hopper fwd {bk}x{st}", {"skip_pad_queries": True, **hopper_kwargs(bk, st)})
+            for bk, st in HOPPER_CONFIGS
+        ]
+    for name, kwargs in variants:
+        skip = bool(kwargs.get("skip_pad_queries"))
         # Skipped pad queries: their outputs are unspecified, so they get no cotangent and are
         # left out of the output comparison.
         ct_used = ct * real[None, :, None, None].astype(ct.dtype) if skip else ct
@@ -221,6 +235,10 @@ def time_kernels(num_frames: int) -> None:
 
     add("block_sparse (exact pad rule)", ours(), e_all)
     add("block_sparse skip_pad_queries", ours(skip_pad_queries=True), e_real)
+    if jax.default_backend() == "gpu":
+        for bk, st in HOPPER_CONFIGS:
+            hopper = ours(skip_pad_queries=True, **hopper_kwargs(bk, st))
+            add(f"block_sparse skip_pad, hopper fwd {bk}x{st}", hopper, e_real)
     tuned = {}
     if BEST:
         fwd = BEST.get("fwd", bsa.KernelConfig(64, 64, 4, 4))
@@ -335,6 +353,16 @@ def time_long(num_frames: int) -> None:
     ms = bench(jax.jit(schedule_only), attrs, iters=20)
     log(f"  schedule at {tokens} tokens: {ms:.3f} ms")
     RESULTS["long_schedule_ms"] = ms
+    hopper = [
+        (
+            f"block_sparse skip_pad, hopper fwd {bk}x{st}",
+            lambda q, k, v, bk=bk, st=st: bsa.block_sparse_attention(
+                q, k, v, attrs, attrs, skip_pad_queries=True, **hopper_kwargs(bk, st)
+            ),
+            entries,
+        )
+        for bk, st in (HOPPER_CONFIGS if jax.default_backend() == "gpu" else [])
+    ]
     for name, attn, e in (
         (
             "block_sparse skip_pad",
@@ -343,6 +371,7 @@ def time_long(num_frames: int) -> None:
             ),
             entries,
         ),
+        *hopper,
         (
             "cudnn no mask",
             lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="cudnn"),
@@ -589,7 +618,9 @@ def main() -> None:
         "--interpret", action="store_true", help="Pallas interpreter (CPU dry run, tiny sizes)"
     )
     parser.add_argument(
-        "--clip", default="56,24,96", help="history frames, clip frames, head dim of the clip-attention check"
+        "--clip",
+        default="56,24,96",
+        help="history frames, clip frames, head dim of the clip check ('': skip it)",
     )
     parser.add_argument("--only-clip", action="store_true", help="run only the clip-attention check")
     args = parser.parse_args()
@@ -597,11 +628,12 @@ def main() -> None:
     if args.interpret:
         KERNEL_KW["interpret"] = True
     log(f"jax {jax.__version__}, devices {jax.devices()}")
-    try:
-        ok = check_clip_attention(*(int(x) for x in args.clip.split(",")))
-        log("clip attention:", "PASS" if ok else "FAIL")
-    except Exception:
-        traceback.print_exc()
+    if args.clip:
+        try:
+            ok = check_clip_attention(*(int(x) for x in args.clip.split(",")))
+            log("clip attention:", "PASS" if ok else "FAIL")
+        except Exception:
+            traceback.print_exc()
     if args.only_clip:
         args.no_check, args.no_sweep, args.long_frames = True, True, 0
     if not args.no_check:

@@ -1,0 +1,274 @@
+"""Hopper forward kernel of the block-sparse attention (Pallas' Mosaic GPU backend).
+
+The Triton lowering of Pallas computes tiles with Ampere-style MMA; this kernel uses Hopper's
+warpgroup MMA and the tensor-memory accelerator (TMA) the way flash-attention 3 does (the layout
+of JAX's ``attention_mgpu`` example): a program owns ``2 x 64`` query rows, two compute
+warpgroups (64 rows each) take turns on the tensor cores (one runs its softmax while the other
+multiplies), and a third warpgroup streams key/value tiles into shared memory ahead of them.
+
+What makes it block-sparse is the tile list it streams: the schedule of
+``block_sparse_attention`` (rows ``[n_partial, n_nonempty, partial tile ids…, full tile ids…]``
+over 128-row query blocks) instead of every key tile. Full tiles skip the rule; partial tiles
+apply it in registers from range codes (:func:`range_visible`): every key carries three int32
+codes and every query four bounds, and
+
+    visible(q, k)  <=>  kf <= tf  or  kc <= tc  or  lo <= kn <= hi,
+
+four comparisons a score instead of the rule's case analysis (the codes are built by
+``block_sparse_attention.range_codes``, which a CPU test checks against ``tokens.visible``).
+
+Masked scores are a large finite negative number, not -inf, so a row whose first tiles show it
+nothing needs no special case (its running max is that number; the first visible key's rescale
+factor is exp2(-huge) = 0). Rows that see nothing at all end with that max and are returned as
+zeros with log-sum-exp +inf, as the Triton forward returns them.
+
+GPU only (sm90): Pallas has no CPU interpreter for Mosaic GPU. ``tools/block_sparse_check``
+checks it against the fp32 reference on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+COMPUTE_WARPGROUPS = 2
+WARPGROUP_ROWS = 64  # rows of one warpgroup MMA
+BLOCK_Q = COMPUTE_WARPGROUPS * WARPGROUP_ROWS  # query rows a program owns: the schedule's block_q
+_MASKED = -1e30  # a masked score (unscaled)
+_LOG2_E = math.log2(math.e)
+
+
+def range_visible(key_codes, query_bounds):
+    """The in-kernel rule on broadcast operands: key codes (kf, kc, kn), query bounds (tf, tc, lo, hi)."""
+    kf, kc, kn = key_codes
+    tf, tc, lo, hi = query_bounds
+    return (kf <= tf) | (kc <= tc) | ((kn >= lo) & (kn <= hi))
+
+
+def chosen(forward_kernel: str) -> bool:
+    """Whether ``forward_kernel`` ("hopper", "triton" or "auto") means this kernel here.
+
+    "auto" picks it on a Hopper GPU (compute capability 9.x): Mosaic GPU's warpgroup MMA is sm90's.
+    """
+    if forward_kernel != "auto":
+        return forward_kernel == "hopper"
+    device = jax.devices()[0]
+    return device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9")
+
+
+def _plgpu():
+    from jax.experimental.pallas import mosaic_gpu  # noqa: PLC0415  (GPU-only backend, imported on use)
+
+    return mosaic_gpu
+
+
+def forward(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    query_bounds: jax.Array,
+    key_codes: jax.Array,
+    rows: jax.Array,
+    launch_order: jax.Array,
+    *,
+    block_k: int,
+    stages: int,
+    scale: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Block-sparse attention forward on a Hopper GPU.
+
+    Args:
+      q: (B, Tq, H, D), k/v: (B, Tk, H, D), bf16 or fp16; Tq a multiple of 128, Tk of
+        ``block_k``, D a multiple of 64.
+      query_bounds: (B, 4, Tq) int32 (tf, tc, lo, hi); key_codes: (B, 3, Tk) int32 (kf, kc, kn).
+      rows: (B, Tq / 128, 2 + Tk / block_k) int32, the compacted schedule; launch_order:
+        (B, Tq / 128) int32, the query blocks heaviest first.
+      block_k: keys a tile (64 or 128); stages: key/value tiles in flight (>= 2).
+    Returns:
+      out (B, Tq, H, D) in q's dtype and the log-sum-exp (B, H, Tq) fp32 in base 2 of the scaled
+      scores (+inf on rows that see no key).
+    """
+    plgpu = _plgpu()
+    batch, tq, heads, head_dim = q.shape
+    tk = k.shape[1]
+    dtype = q.dtype
+    if tq % BLOCK_Q or tk % block_k or head_dim % 64:
+        raise ValueError(f"need Tq % {BLOCK_Q}, Tk % {block_k}, D % 64 == 0; got {q.shape}, {k.shape}")
+    if stages < 2:
+        raise ValueError(f"stages must be >= 2, got {stages}")
+    scale_log2 = scale * _LOG2_E
+    empty_below = 0.5 * _MASKED * scale_log2  # a row max below this saw no visible key
+    row_layout = plgpu.Layout.WGMMA.reduce(1)
+    col_layout = plgpu.Layout.WGMMA.reduce(0)
+
+    def kernel(q_ref, k_ref, v_ref, bounds_ref, codes_ref, rows_ref, launch_ref, out_ref, lse_ref, scoped):
+        b = lax.axis_index("batch")
+        h = lax.axis_index("heads")
+        wg = lax.axis_index("wg")
+        qb = launch_ref[b, lax.axis_index("q_seq")]
+        n_partial = rows_ref[b, qb, 0]
+        n_tiles = rows_ref[b, qb, 1]
+        (qo_smem2, k_smem, v_smem, lse_smem2), (k_ready, v_ready, q_ready), (k_free, v_free), turn = scoped
+
+        def tile_id(step):
+            return rows_ref[b, qb, 2 + step]
+
+        def take_turn():  # the two compute warpgroups alternate on the tensor cores
+            plgpu.barrier_arrive(turn)
+            plgpu.barrier_wait(turn)
+
+        @pl.when(wg < COMPUTE_WARPGROUPS)
+        def _compute():
+            plgpu.set_max_registers(232, action="increase")
+            qo_smem, lse_smem = qo_smem2.at[wg], lse_smem2.at[wg]
+            q_base = qb * BLOCK_Q + wg * WARPGROUP_ROWS
+            q_rows = pl.ds(q_base, WARPGROUP_ROWS)
+            plgpu.copy_gmem_to_smem(q_ref.at[b, q_rows, h], qo_smem, q_ready.at[wg])
+            bounds = tuple(
+                lax.broadcast_in_dim(
+                    plgpu.load(bounds_ref.at[b, i], q_rows, layout=row_layout, optimized=False),
+                    (WARPGROUP_ROWS, block_k),
+                    [0],
+                )
+                for i in range(4)
+            )
+            plgpu.barrier_wait(q_ready.at[wg])
+            m_i = plgpu.layout_cast(jnp.full((WARPGROUP_ROWS,), -jnp.inf, jnp.float32), row_layout)
+            l_i = plgpu.layout_cast(jnp.full((WARPGROUP_ROWS,), 0.0, jnp.float32), row_layout)
+            acc = plgpu.layout_cast(
+                jnp.full((WARPGROUP_ROWS, head_dim), 0.0, jnp.float32), plgpu.Layout.WGMMA
+            )
+
+            @pl.when(n_tiles > 0)
+            def _():
+                plgpu.barrier_wait(k_ready.at[0])
+
+            pl.when(wg == 1)(take_turn)
+
+            def step(t, carry, masked: bool):
+                acc, m_i, l_i = carry
+                slot = lax.rem(t, stages)
+
+                def scores(acc_ref):
+                    plgpu.wgmma(acc_ref, qo_smem, plgpu.transpose_ref(k_smem.at[slot], (1, 0)))
+                    take_turn()
+                    return acc_ref[...]
+
+                s = pl.run_scoped(scores, plgpu.ACC((WARPGROUP_ROWS, block_k), jnp.float32))
+                plgpu.barrier_arrive(k_free.at[slot])
+                if masked:
+                    k_cols = pl.ds(tile_id(t) * block_k, block_k)
+                    codes = tuple(
+                        lax.broadcast_in_dim(
+                            plgpu.load(codes_ref.at[b, i], k_cols, layout=col_layout, optimized=False),
+                            (WARPGROUP_ROWS, block_k),
+                            [1],
+                        )
+                        for i in range(3)
+                    )
+                    s = jnp.where(range_visible(codes, bounds), s, _MASKED)
+                # Online softmax in base 2, the scale folded into exp2's argument (one FMA a score).
+                m_new = jnp.maximum(m_i, s.max(axis=1) * scale_log2)
+                alpha = jnp.exp2(m_i - m_new)
+                p = jnp.exp2(s * scale_log2 - lax.broadcast_in_dim(m_new, s.shape, [0]))
+                acc *= lax.broadcast_in_dim(alpha, acc.shape, [0])
+                l_i = l_i * alpha + p.sum(axis=1)
+                p_low = p.astype(dtype)
+                # The order of the softmax's results and the barriers below matters for speed (as in
+                # JAX's example): the barrier pins it.
+                acc, l_i, m_new, p_low = lax.optimization_barrier((acc, l_i, m_new, p_low))
+                plgpu.barrier_arrive(turn)
+                plgpu.barrier_wait(v_ready.at[slot])
+                plgpu.barrier_wait(turn)
+
+                def values(acc_ref):
+                    plgpu.wgmma(acc_ref, p_low, v_smem.at[slot])
+                    nxt = t + 1
+
+                    @pl.when(nxt < n_tiles)
+                    def _():
+                        plgpu.barrier_wait(k_ready.at[lax.rem(nxt, stages)])
+
+                acc = pl.run_state(values)(plgpu.ACC.init(acc))
+                plgpu.barrier_arrive(v_free.at[slot])
+                return acc, m_new, l_i
+
+            carry = (acc, m_i, l_i)
+            carry = lax.fori_loop(0, n_partial, lambda t, c: step(t, c, masked=True), carry)
+            acc, m_i, l_i = lax.fori_loop(n_partial, n_tiles, lambda t, c: step(t, c, masked=False), carry)
+            pl.when(wg == 0)(take_turn)
+
+            empty = m_i < empty_below
+            inv = jnp.where(empty, 0.0, 1.0 / jnp.where(empty, 1.0, l_i))
+            acc *= lax.broadcast_in_dim(inv, acc.shape, [0])
+            qo_smem[...] = acc.astype(dtype)
+            lse_smem[...] = jnp.where(empty, jnp.inf, m_i + jnp.log2(jnp.where(empty, 1.0, l_i)))
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(qo_smem, out_ref.at[b, q_rows, h])
+            plgpu.copy_smem_to_gmem(lse_smem, lse_ref.at[b, h, q_rows])
+            plgpu.wait_smem_to_gmem(0)
+
+        @pl.when(wg == COMPUTE_WARPGROUPS)
+        def _stream():
+            plgpu.set_max_registers(40, action="decrease")
+
+            def fetch(t, slot):
+                cols = pl.ds(tile_id(t) * block_k, block_k)
+                plgpu.copy_gmem_to_smem(k_ref.at[b, cols, h], k_smem.at[slot], k_ready.at[slot])
+                plgpu.copy_gmem_to_smem(v_ref.at[b, cols, h], v_smem.at[slot], v_ready.at[slot])
+
+            for t in range(stages):
+                pl.when(t < n_tiles)(lambda t=t: fetch(t, t))
+
+            @pl.loop(stages, n_tiles)
+            def _(t):
+                slot = lax.rem(t, stages)
+                plgpu.barrier_wait(k_free.at[slot])
+                plgpu.barrier_wait(v_free.at[slot])
+                fetch(t, slot)
+
+    # Its name is the kernel's name in profiles.
+    def block_sparse_attention_fwd_hopper(
+        q_ref, k_ref, v_ref, bounds_ref, codes_ref, rows_ref, launch_ref, out_ref, lse_ref
+    ):
+        transforms = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
+        scratch = [
+            plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS, head_dim), dtype, transforms=transforms),
+            plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
+            plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
+            plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS), jnp.float32),
+        ]
+        ready = (
+            plgpu.Barrier(num_barriers=stages),
+            plgpu.Barrier(num_barriers=stages),
+            plgpu.Barrier(num_barriers=COMPUTE_WARPGROUPS),
+        )
+        free = (plgpu.Barrier(num_arrivals=COMPUTE_WARPGROUPS, num_barriers=stages),) * 2
+        pl.run_scoped(
+            lambda *scoped: kernel(
+                q_ref, k_ref, v_ref, bounds_ref, codes_ref, rows_ref, launch_ref, out_ref, lse_ref, scoped
+            ),
+            scratch,
+            ready,
+            free,
+            plgpu.Barrier(num_arrivals=COMPUTE_WARPGROUPS),
+            collective_axes="wg",
+        )
+
+    out, lse = plgpu.kernel(
+        block_sparse_attention_fwd_hopper,
+        out_type=(
+            jax.ShapeDtypeStruct(q.shape, dtype),
+            jax.ShapeDtypeStruct((batch, heads, tq), jnp.float32),
+        ),
+        grid=(heads, tq // BLOCK_Q, batch),
+        grid_names=("heads", "q_seq", "batch"),
+        num_threads=COMPUTE_WARPGROUPS + 1,
+        thread_name="wg",
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+    )(q, k, v, query_bounds, key_codes, rows, launch_order)
+    return out, lse
