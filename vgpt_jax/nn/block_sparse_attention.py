@@ -763,7 +763,7 @@ def _forward(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, cfg: _Config):
     if not cfg.hopper_forward:
         return _forward_call(q, k, v, qt, kt, sched, cfg.fwd, cfg.scale, cfg.interpret)
     head_dim = q.shape[-1]
-    width = round_up(head_dim, 64)  # its shared-memory tiles are 64 columns wide
+    width = round_up(head_dim, 32)  # its shared-memory tiles' rows are 64 bytes or more
 
     def widen(x):
         return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, width - head_dim)))

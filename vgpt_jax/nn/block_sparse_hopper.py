@@ -83,7 +83,7 @@ def forward(
 
     Args:
       q: (B, Tq, H, D), k/v: (B, Tk, H, D), bf16 or fp16; Tq a multiple of 128, Tk of
-        ``block_k``, D a multiple of 64.
+        ``block_k``, D a multiple of 32 (96 is computed as it is: 64-byte swizzled tiles).
       query_bounds: (B, 4, Tq) int32 (tf, tc, lo, hi); key_codes: (B, 3, Tk) int32 (kf, kc, kn).
       rows: (B, Tq / 128, 2 + Tk / block_k) int32, the compacted schedule; launch_order:
         (B, Tq / 128) int32, the query blocks heaviest first.
@@ -96,8 +96,8 @@ def forward(
     batch, tq, heads, head_dim = q.shape
     tk = k.shape[1]
     dtype = q.dtype
-    if tq % BLOCK_Q or tk % block_k or head_dim % 64:
-        raise ValueError(f"need Tq % {BLOCK_Q}, Tk % {block_k}, D % 64 == 0; got {q.shape}, {k.shape}")
+    if tq % BLOCK_Q or tk % block_k or head_dim % 32:
+        raise ValueError(f"need Tq % {BLOCK_Q}, Tk % {block_k}, D % 32 == 0; got {q.shape}, {k.shape}")
     if stages < 2:
         raise ValueError(f"stages must be >= 2, got {stages}")
     scale_log2 = scale * _LOG2_E
@@ -112,7 +112,8 @@ def forward(
         qb = launch_ref[b, lax.axis_index("q_seq")]
         n_partial = rows_ref[b, qb, 0]
         n_tiles = rows_ref[b, qb, 1]
-        (qo_smem2, k_smem, v_smem, lse_smem2), (k_ready, v_ready, q_ready), (k_free, v_free), turn = scoped
+        (qo_smem2, k_smem, v_smem, codes_smem, lse_smem2), ready, (k_free, v_free), turn = scoped
+        k_ready, v_ready, codes_ready, q_ready = ready
 
         def tile_id(step):
             return rows_ref[b, qb, 2 + step]
@@ -160,11 +161,11 @@ def forward(
 
                 s = pl.run_scoped(scores, plgpu.ACC((WARPGROUP_ROWS, block_k), jnp.float32))
                 plgpu.barrier_arrive(k_free.at[slot])
-                if masked:
-                    k_cols = pl.ds(tile_id(t) * block_k, block_k)
+                if masked:  # the tile's key codes came with its keys, into shared memory
+                    plgpu.barrier_wait(codes_ready.at[slot])
                     codes = tuple(
                         lax.broadcast_in_dim(
-                            plgpu.load(codes_ref.at[b, i], k_cols, layout=col_layout, optimized=False),
+                            plgpu.load(codes_smem.at[slot, i], (), layout=col_layout, optimized=False),
                             (WARPGROUP_ROWS, block_k),
                             [1],
                         )
@@ -216,33 +217,50 @@ def forward(
         def _stream():
             plgpu.set_max_registers(40, action="decrease")
 
-            def fetch(t, slot):
+            def fetch(t, slot, wait: bool):
+                # The tile id is read before the waits, so that its latency hides behind them. The
+                # codes (partial tiles only) wait for the values' slot: the compute warpgroups read
+                # them after releasing the keys'.
                 cols = pl.ds(tile_id(t) * block_k, block_k)
+                if wait:
+                    plgpu.barrier_wait(k_free.at[slot])
                 plgpu.copy_gmem_to_smem(k_ref.at[b, cols, h], k_smem.at[slot], k_ready.at[slot])
+                if wait:
+                    plgpu.barrier_wait(v_free.at[slot])
                 plgpu.copy_gmem_to_smem(v_ref.at[b, cols, h], v_smem.at[slot], v_ready.at[slot])
 
+                @pl.when(t < n_partial)
+                def _():
+                    plgpu.copy_gmem_to_smem(
+                        codes_ref.at[b, :, cols], codes_smem.at[slot], codes_ready.at[slot]
+                    )
+
             for t in range(stages):
-                pl.when(t < n_tiles)(lambda t=t: fetch(t, t))
+                pl.when(t < n_tiles)(lambda t=t: fetch(t, t, wait=False))
 
             @pl.loop(stages, n_tiles)
             def _(t):
-                slot = lax.rem(t, stages)
-                plgpu.barrier_wait(k_free.at[slot])
-                plgpu.barrier_wait(v_free.at[slot])
-                fetch(t, slot)
+                fetch(t, lax.rem(t, stages), wait=True)
 
     # Its name is the kernel's name in profiles.
     def block_sparse_attention_fwd_hopper(
         q_ref, k_ref, v_ref, bounds_ref, codes_ref, rows_ref, launch_ref, out_ref, lse_ref
     ):
-        transforms = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
+        # The widest swizzle the head dim allows: 128 bytes at 64 columns or more of them, 64 at 96.
+        swizzle = plgpu.find_swizzle(head_dim * jnp.finfo(dtype).bits, "the head dim")
+        transforms = (
+            plgpu.TilingTransform((8, swizzle * 8 // jnp.finfo(dtype).bits)),
+            plgpu.SwizzleTransform(swizzle),
+        )
         scratch = [
             plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS, head_dim), dtype, transforms=transforms),
             plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
             plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
+            plgpu.SMEM((stages, 3, block_k), jnp.int32),
             plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS), jnp.float32),
         ]
         ready = (
+            plgpu.Barrier(num_barriers=stages),
             plgpu.Barrier(num_barriers=stages),
             plgpu.Barrier(num_barriers=stages),
             plgpu.Barrier(num_barriers=COMPUTE_WARPGROUPS),
