@@ -45,6 +45,7 @@ INTERPRET = False
 KERNEL_KW: dict = {}  # extra block_sparse_attention keywords (``--interpret`` for a CPU dry run)
 START = time.perf_counter()
 RESULTS: dict = {}
+WEIGHT = None  # the layer-loop timing's matmul operand
 
 
 def log(*args) -> None:
@@ -391,6 +392,64 @@ def time_long(num_frames: int) -> None:
             log(f"  {name}: FAILED {type(err).__name__}: {str(err)[:300]}")
 
 
+def time_in_layer_loop(num_frames: int, layers: int = 20) -> None:
+    """The forward kernels as a model runs them: ``layers`` calls in a ``lax.scan``, each call's
+    queries the previous call's output (small values, like a model's), against the same calls on
+    N(0, 1) inputs; ms per call."""
+    attrs = training_attrs(num_frames, seed=2)
+    tokens = attrs.kind.shape[-1]
+    q, k, v, _ = random_inputs(tokens, seed=3)
+    entries = visible_pairs(attrs, real_queries_only=True)
+    unit = 4.0 * HEAD_DIM * HEADS
+    global WEIGHT
+    WEIGHT = jax.random.normal(jax.random.key(9), (8192, 8192), jnp.bfloat16)
+    variants = [("triton", KERNEL_KW)]
+    if jax.default_backend() == "gpu":
+        variants += [(f"hopper {bk}x{st}", hopper_kwargs(bk, st)) for bk, st in HOPPER_CONFIGS[:2]]
+    for name, kw in variants:
+
+        def attn(q, k, v, kw=kw):
+            return bsa.block_sparse_attention(q, k, v, attrs, attrs, skip_pad_queries=True, **kw)
+
+        @jax.jit
+        def chained(q, k, v, attn=attn):
+            return jax.lax.scan(lambda x, _: (attn(x, k, v), None), q, None, length=layers)[0]
+
+        @jax.jit
+        def independent(q, k, v, attn=attn):  # every call on the same N(0, 1) queries
+            return jax.lax.scan(
+                lambda x, i: (x + attn(q + i.astype(q.dtype), k, v), None), q, jnp.arange(layers)
+            )[0]
+
+        @jax.jit
+        def between_matmuls(q, k, v, attn=attn):  # a hot GPU: each call after a 1.1 TFLOP matmul
+            def body(carry, _):
+                x, w = carry
+                w = (w @ w.T * 1e-4).astype(w.dtype)
+                return (attn(x + w[0, 0].astype(x.dtype) * 0, k, v), w), None
+
+            return jax.lax.scan(body, (q, WEIGHT), None, length=layers)[0]
+
+        @jax.jit
+        def matmuls_only(q, k, v):
+            def body(w, _):
+                return (w @ w.T * 1e-4).astype(w.dtype), None
+
+            return jax.lax.scan(body, WEIGHT, None, length=layers)[0]
+
+        matmul_ms = bench(matmuls_only, q, k, v, iters=5) / layers
+        for label, fn in (("chained", chained), ("independent", independent), ("hot", between_matmuls)):
+            try:
+                ms = bench(fn, q, k, v, iters=5) / layers - (matmul_ms if label == "hot" else 0.0)
+                log(
+                    f"  in a {layers}-call loop, {name:12s} {label:11s}: {ms:6.2f} ms a call"
+                    f" ({unit * entries / ms / 1e9:4.0f} TFLOP/s)"
+                )
+                RESULTS.setdefault("layer_loop", []).append((name, label, ms))
+            except Exception as err:
+                log(f"  loop {name} {label}: FAILED {type(err).__name__}: {str(err)[:300]}")
+
+
 # ----------------------------------------------------------------------------------------------
 # 3. per-kernel sweep
 # ----------------------------------------------------------------------------------------------
@@ -623,6 +682,8 @@ def main() -> None:
         help="history frames, clip frames, head dim of the clip check ('': skip it)",
     )
     parser.add_argument("--only-clip", action="store_true", help="run only the clip-attention check")
+    parser.add_argument("--layer-loop", action="store_true", help="time the forwards in a 20-call scan")
+    parser.add_argument("--no-timings", action="store_true", help="skip the timings at --frames")
     args = parser.parse_args()
     HEADS, HEAD_DIM, PATCHES, INTERPRET = args.heads, args.head_dim, args.patches, args.interpret
     if args.interpret:
@@ -643,9 +704,14 @@ def main() -> None:
         except Exception:
             traceback.print_exc()
         log("correctness:", "PASS" if ok else "FAIL")
-    if not args.only_clip:
+    if not args.only_clip and not args.no_timings:
         try:
             time_kernels(args.frames)
+        except Exception:
+            traceback.print_exc()
+    if args.layer_loop:
+        try:
+            time_in_layer_loop(args.frames)
         except Exception:
             traceback.print_exc()
     if args.long_frames:
