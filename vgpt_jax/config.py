@@ -100,9 +100,10 @@ def base_config() -> ml_collections.ConfigDict:
         m.attention.block_sparse[kernel] = ml_collections.ConfigDict(
             {"block_q": 64, "block_k": 64, "num_warps": 4, "num_stages": 3}
         )
-    # The forward kernel: "hopper" (block_sparse_hopper: Mosaic GPU, warpgroup MMA and TMA; sm90 only),
-    # "triton" (the fwd tiles above), or "auto": hopper on a Hopper GPU. The backward is Triton's.
-    m.attention.block_sparse.forward_kernel = "auto"
+    # The forward kernel: "triton" (the fwd tiles above), "hopper" (block_sparse_hopper: Mosaic GPU,
+    # warpgroup MMA and TMA; sm90 only) or "auto" (hopper on a Hopper GPU). The backward is Triton's.
+    # Triton by default: README "A Hopper forward kernel" says why.
+    m.attention.block_sparse.forward_kernel = "triton"
     m.attention.block_sparse.hopper = ml_collections.ConfigDict({"block_k": 128, "stages": 2})
     # Splash tiles (multiples of 128; shrunk to a shorter sequence). Large tiles suit long sequences:
     # its grid also steps over the tiles it skips.

@@ -253,7 +253,7 @@ class KernelTiles:
 
     block_sparse: tuple[tuple[int, int, int, int], ...]
     splash: tuple[int, int]
-    forward_kernel: str = "auto"
+    forward_kernel: str = "triton"
     hopper: tuple[int, int] = (128, 2)
 
 

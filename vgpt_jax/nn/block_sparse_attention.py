@@ -27,6 +27,8 @@ so the kernels never touch a tile of the score matrix that the rule masks comple
    per program, looping over the query blocks that see it: the transposed schedule) and a dQ
    kernel (one query block per program, looping over its key blocks). The backward recomputes
    probabilities from the saved log-sum-exp, so nothing of size L x L is ever stored.
+   ``hopper_forward`` runs the forward in ``block_sparse_hopper`` instead (Mosaic GPU, warpgroup
+   MMA and TMA, the same schedule at 128-row query blocks, the rule as :func:`range_codes`).
 
 The head dim is computed in at most two power-of-two column blocks (Triton's tensor shapes), each
 its own array: 96 = 64 + 32, so the 3.76 B model's heads take no padded columns (a dot product is

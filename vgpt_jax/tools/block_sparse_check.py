@@ -19,6 +19,10 @@ Run on a machine with a GPU (needs only jax, flax and numpy):
 4. The sampler's clip attention (``clip_attention``: the clip's own keys and the cached history,
    merged) at the release sampler's sizes against the fp32 reference, timed beside the keys
    joined into one call and beside the block-sparse kernel.
+
+On a GPU, 1 and 2 also run the Hopper forward (``hopper_forward``, ``HOPPER_CONFIGS``) with
+Triton's backward; ``--layer-loop`` times the forwards in a 20-call ``lax.scan`` as a model calls
+them (chained, on fresh inputs, after matmuls, with the schedule computed at run time).
 """
 
 from __future__ import annotations
@@ -416,6 +420,13 @@ def time_in_layer_loop(num_frames: int, layers: int = 20) -> None:
             return jax.lax.scan(lambda x, _: (attn(x, k, v), None), q, None, length=layers)[0]
 
         @jax.jit
+        def traced_attrs(q, k, v, attrs, kw=kw):  # the schedule computed at run time, as in a model
+            def body(x, _):
+                return bsa.block_sparse_attention(x, k, v, attrs, attrs, skip_pad_queries=True, **kw), None
+
+            return jax.lax.scan(body, q, None, length=layers)[0]
+
+        @jax.jit
         def independent(q, k, v, attn=attn):  # every call on the same N(0, 1) queries
             return jax.lax.scan(
                 lambda x, i: (x + attn(q + i.astype(q.dtype), k, v), None), q, jnp.arange(layers)
@@ -438,7 +449,13 @@ def time_in_layer_loop(num_frames: int, layers: int = 20) -> None:
             return jax.lax.scan(body, WEIGHT, None, length=layers)[0]
 
         matmul_ms = bench(matmuls_only, q, k, v, iters=5) / layers
-        for label, fn in (("chained", chained), ("independent", independent), ("hot", between_matmuls)):
+        runs = (
+            ("traced attrs", functools.partial(traced_attrs, attrs=attrs)),
+            ("chained", chained),
+            ("independent", independent),
+            ("hot", between_matmuls),
+        )
+        for label, fn in runs:
             try:
                 ms = bench(fn, q, k, v, iters=5) / layers - (matmul_ms if label == "hot" else 0.0)
                 log(
