@@ -310,6 +310,28 @@ def test_range_codes_reproduce_the_rule(skip_pad_queries):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("head_dim", [96, 128])
+def test_hopper_forward_lowers_for_cuda(head_dim):
+    # The Mosaic GPU kernel cannot run here; lowering it for CUDA runs its layout inference, shared
+    # memory transforms and barrier code, which break first when Pallas' Mosaic GPU API moves.
+    attrs, _ = layout.training_layout(jnp.asarray(random_clip_ids(np.random.default_rng(4), 4, 1)), 20)
+    length = attrs.kind.shape[-1]
+    x = jax.ShapeDtypeStruct((1, length, 2, head_dim), jnp.bfloat16)
+
+    def loss(q, k, v):
+        out = block_sparse_attention(q, k, v, attrs, attrs, skip_pad_queries=True, hopper_forward=True)
+        return out.astype(jnp.float32).sum()
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    text = grads.trace(x, x, x).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("mosaic_gpu_v2") == 1  # the forward; dK/dV and dQ are Triton's
+    with pytest.raises(ValueError, match="no interpreter"):
+        block_sparse_attention(
+            jnp.zeros(x.shape, x.dtype), *[jnp.zeros(x.shape, x.dtype)] * 2, attrs, attrs,
+            hopper_forward=True, interpret=True,
+        )  # fmt: skip
+
+
 def test_realistic_layout_skips_most_tiles():
     # Stage 2-4 sizes: 48 frames of 222 tokens (21,312 tokens), 128 x 128 tiles.
     attrs, _ = layout.training_layout(jnp.asarray(random_clip_ids(np.random.default_rng(2), 48, 4)), 220)
