@@ -162,20 +162,19 @@ def range_codes(qt: _Tokens, kt: _Tokens) -> tuple[jax.Array, jax.Array]:
     """
     big, small = _INT_MAX, _INT_MIN
 
-    def kinds(t: _Tokens):
+    def kinds(t: _Tokens):  # -> pad, noisy, clean masks (void tokens are none of them)
         void = (t.flags & _FLAG_VOID) != 0
         pad = ((t.flags & _FLAG_PAD) != 0) & ~void
         live = ~void & ~pad
         noisy = live & ((t.flags & _FLAG_NOISY) != 0)
-        return void, pad, noisy, live & ~noisy
+        return pad, noisy, live & ~noisy
 
-    void, pad, noisy, clean = kinds(kt)
-    frame_order = 4 * kt.frame + kt.order
-    kf = jnp.where(clean, frame_order, jnp.where(pad, big - 1, big))
+    pad, noisy, clean = kinds(kt)
+    kf = jnp.where(clean, 4 * kt.frame + kt.order, jnp.where(pad, big - 1, big))
     kc = jnp.where(clean, kt.clip, big)
     kn = jnp.where(noisy, 4 * kt.clip + kt.order, big)
 
-    void, pad, noisy, clean = kinds(qt)
+    pad, noisy, clean = kinds(qt)
     tf = jnp.where(clean, 4 * qt.frame + qt.order, jnp.where(pad, big - 1, small))
     tc = jnp.where(noisy, qt.clip - 1, small)
     lo = jnp.where(noisy, 4 * qt.clip, jnp.where(pad, small, big))

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
 
 COMPUTE_WARPGROUPS = 2
 WARPGROUP_ROWS = 64  # rows of one warpgroup MMA
@@ -62,12 +63,6 @@ def chosen(forward_kernel: str) -> bool:
         return forward_kernel == "hopper"
     device = jax.devices()[0]
     return device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9")
-
-
-def _plgpu():
-    from jax.experimental.pallas import mosaic_gpu  # noqa: PLC0415  (GPU-only backend, imported on use)
-
-    return mosaic_gpu
 
 
 def forward(
@@ -96,7 +91,6 @@ def forward(
       out (B, Tq, H, D) in q's dtype and the log-sum-exp (B, H, Tq) fp32 in base 2 of the scaled
       scores (+inf on rows that see no key).
     """
-    plgpu = _plgpu()
     batch, tq, heads, head_dim = q.shape
     tk = k.shape[1]
     dtype = q.dtype

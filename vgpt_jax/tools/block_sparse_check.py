@@ -49,7 +49,6 @@ INTERPRET = False
 KERNEL_KW: dict = {}  # extra block_sparse_attention keywords (``--interpret`` for a CPU dry run)
 START = time.perf_counter()
 RESULTS: dict = {}
-WEIGHT = None  # the layer-loop timing's matmul operand
 
 
 def log(*args) -> None:
@@ -405,26 +404,31 @@ def time_in_layer_loop(num_frames: int, layers: int = 20) -> None:
     q, k, v, _ = random_inputs(tokens, seed=3)
     entries = visible_pairs(attrs, real_queries_only=True)
     unit = 4.0 * HEAD_DIM * HEADS
-    global WEIGHT
-    WEIGHT = jax.random.normal(jax.random.key(9), (8192, 8192), jnp.bfloat16)
+    weight = jax.random.normal(jax.random.key(9), (8192, 8192), jnp.bfloat16)
+
+    def matmul(w):
+        return (w @ w.T * 1e-4).astype(w.dtype)
+
+    @jax.jit
+    def matmuls_only(q, k, v):
+        return jax.lax.scan(lambda w, _: (matmul(w), None), weight, None, length=layers)[0]
+
+    matmul_ms = bench(matmuls_only, q, k, v, iters=5) / layers
     variants = [("triton", KERNEL_KW)]
     if jax.default_backend() == "gpu":
         variants += [(f"hopper {bk}x{st}", hopper_kwargs(bk, st)) for bk, st in HOPPER_CONFIGS[:2]]
     for name, kw in variants:
 
-        def attn(q, k, v, kw=kw):
-            return bsa.block_sparse_attention(q, k, v, attrs, attrs, skip_pad_queries=True, **kw)
+        def attn(q, k, v, rule_attrs=attrs, kw=kw):
+            return bsa.block_sparse_attention(q, k, v, rule_attrs, rule_attrs, skip_pad_queries=True, **kw)
 
         @jax.jit
         def chained(q, k, v, attn=attn):
             return jax.lax.scan(lambda x, _: (attn(x, k, v), None), q, None, length=layers)[0]
 
         @jax.jit
-        def traced_attrs(q, k, v, attrs, kw=kw):  # the schedule computed at run time, as in a model
-            def body(x, _):
-                return bsa.block_sparse_attention(x, k, v, attrs, attrs, skip_pad_queries=True, **kw), None
-
-            return jax.lax.scan(body, q, None, length=layers)[0]
+        def traced_attrs(q, k, v, attrs, attn=attn):  # the schedule computed at run time, as in a model
+            return jax.lax.scan(lambda x, _: (attn(x, k, v, attrs), None), q, None, length=layers)[0]
 
         @jax.jit
         def independent(q, k, v, attn=attn):  # every call on the same N(0, 1) queries
@@ -436,19 +440,11 @@ def time_in_layer_loop(num_frames: int, layers: int = 20) -> None:
         def between_matmuls(q, k, v, attn=attn):  # a hot GPU: each call after a 1.1 TFLOP matmul
             def body(carry, _):
                 x, w = carry
-                w = (w @ w.T * 1e-4).astype(w.dtype)
+                w = matmul(w)
                 return (attn(x + w[0, 0].astype(x.dtype) * 0, k, v), w), None
 
-            return jax.lax.scan(body, (q, WEIGHT), None, length=layers)[0]
+            return jax.lax.scan(body, (q, weight), None, length=layers)[0]
 
-        @jax.jit
-        def matmuls_only(q, k, v):
-            def body(w, _):
-                return (w @ w.T * 1e-4).astype(w.dtype), None
-
-            return jax.lax.scan(body, WEIGHT, None, length=layers)[0]
-
-        matmul_ms = bench(matmuls_only, q, k, v, iters=5) / layers
         runs = (
             ("traced attrs", functools.partial(traced_attrs, attrs=attrs)),
             ("chained", chained),
