@@ -59,6 +59,17 @@ def test_summary_per_call():
     assert summary["host_idle_ms"] == 0.36  # (1000 - 280) / 2
     assert summary["kernels"] == 2
     assert summary["top_kernels"]["matmul"] == [["sm90_xmma_gemm_bf16", 0.1]]
+    assert summary["attention_calls"] == {
+        "block_sparse_attention_fwd": {"per_call": 0.5, "min_ms": 0.06, "median_ms": 0.06, "max_ms": 0.06}
+    }
+
+
+def test_attention_call_statistics():
+    kernels = [
+        ("block_sparse_attention_fwd", 10.0 * i, d) for i, d in enumerate((3000.0, 1000.0, 2000.0, 9000.0))
+    ]
+    stats = profile.summarize(kernels, wall_us=1e5, calls=2)["attention_calls"]["block_sparse_attention_fwd"]
+    assert stats == {"per_call": 2.0, "min_ms": 1.0, "median_ms": 2.5, "max_ms": 9.0}
 
 
 def test_profile_of_a_jitted_call_runs():

@@ -782,6 +782,10 @@ def _forward(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, cfg: _Config):
         stages=cfg.fwd.num_stages,
         scale=cfg.scale,
     )
+    # XLA's GPU dynamic-slice fusion (jax 0.11.2) fuses a custom call with the dynamic-update-slice
+    # that stacks its outputs as a scan's residuals, and keeps an unfused copy of the call for its
+    # other users: the kernel ran twice a layer. The barrier hides that pattern from it.
+    out, lse = jax.lax.optimization_barrier((out, lse))
     return out[..., :head_dim], lse
 
 

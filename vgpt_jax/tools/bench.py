@@ -489,6 +489,11 @@ def print_table(rows: list[dict], peak: float) -> None:
             for kind, kernels in pr["top_kernels"].items():
                 named = (f"{name} {ms} ms" + (f" ({op[0]})" if op else "") for name, ms, *op in kernels)
                 print(f"  top {kind}: " + "; ".join(named))
+            for name, st in pr.get("attention_calls", {}).items():
+                print(
+                    f"  {name}: {st['per_call']:g} a {unit}, {st['min_ms']} / {st['median_ms']} / "
+                    f"{st['max_ms']} ms (min / median / max)"
+                )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

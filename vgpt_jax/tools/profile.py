@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import re
+import statistics
 import tempfile
 import time
 from collections import defaultdict
@@ -100,12 +101,16 @@ def summarize(
     kernels: list[tuple[str, float, float]], wall_us: float, calls: int, ops: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Per-call milliseconds by kind, the device's idle share and the largest kernels of each kind:
-    ``[name, ms]``, or ``[name, ms, op name]`` where ``ops`` (:func:`kernel_ops`) knows the kernel."""
+    ``[name, ms]``, or ``[name, ms, op name]`` where ``ops`` (:func:`kernel_ops`) knows the kernel;
+    ``attention_calls``: each attention kernel's launches per call and min/median/max duration."""
     by_kind: dict[str, float] = defaultdict(float)
     by_name: dict[str, float] = defaultdict(float)
+    attention_calls: dict[str, list[float]] = defaultdict(list)
     for name, _, duration in kernels:
         by_kind[kernel_kind(name)] += duration
         by_name[name] += duration
+        if kernel_kind(name) == "attention":
+            attention_calls[name].append(duration)
     busy = busy_time(kernels)
     per_call = lambda us: round(us / calls / 1e3, 2)  # noqa: E731
     ops = ops or {}
@@ -124,6 +129,16 @@ def summarize(
         "wall_ms": per_call(wall_us),
         "kernels": len(kernels) // calls,
         "top_kernels": top,
+        # A kernel slower in one call than in another shows here, not in the sums.
+        "attention_calls": {
+            name[:80]: {
+                "per_call": len(durations) / calls,
+                "min_ms": round(min(durations) / 1e3, 3),
+                "median_ms": round(statistics.median(durations) / 1e3, 3),
+                "max_ms": round(max(durations) / 1e3, 3),
+            }
+            for name, durations in attention_calls.items()
+        },
     }
 
 
