@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from vgpt_jax.models import layout
+from vgpt_jax.nn import block_sparse_hopper
 from vgpt_jax.nn.attention import KVPrefix, clip_attention, xla_attention
 from vgpt_jax.nn.block_sparse_attention import (
     TILE_EMPTY,
@@ -325,6 +326,8 @@ def test_hopper_forward_lowers_for_cuda(head_dim):
     grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
     text = grads.trace(x, x, x).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("mosaic_gpu_v2") == 1  # the forward; dK/dV and dQ are Triton's
+    # its outputs pass a barrier, which keeps XLA's dynamic-slice fusion from running it twice
+    assert "stablehlo.optimization_barrier" in text
     with pytest.raises(ValueError, match="no interpreter"):
         block_sparse_attention(
             jnp.zeros(x.shape, x.dtype), *[jnp.zeros(x.shape, x.dtype)] * 2, attrs, attrs,
@@ -452,3 +455,33 @@ def test_clip_attention_under_sequence_sharding_equals_one_device():
     with jax.set_mesh(mesh):
         got = jax.jit(lambda *a: clip_attention(*a, special_queries=8))(*args)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_forward_kernel_is_hopper_only_on_sm90_in_half_precision(monkeypatch):
+    assert not block_sparse_hopper.chosen("auto", jnp.bfloat16)  # this CPU
+    assert block_sparse_hopper.chosen("hopper", jnp.float32)  # asked for: forward() refuses fp32
+    assert not block_sparse_hopper.chosen("triton", jnp.bfloat16)
+
+    class FakeGpu:
+        platform = "gpu"
+
+        def __init__(self, capability):
+            self.compute_capability = capability
+
+    for capability, dtype, want in (
+        ("9.0", jnp.bfloat16, True),
+        ("9.0", jnp.float16, True),
+        ("9.0", jnp.float32, False),
+        ("8.0", jnp.bfloat16, False),
+        ("10.0", jnp.bfloat16, False),
+    ):
+        monkeypatch.setattr(jax, "devices", lambda c=capability: [FakeGpu(c)])
+        assert block_sparse_hopper.chosen("auto", dtype) is want, (capability, dtype)
+
+
+def test_hopper_forward_refuses_fp32():
+    x = jnp.zeros((1, 128, 1, 32), jnp.float32)
+    bounds, codes = jnp.zeros((1, 4, 128), jnp.int32), jnp.zeros((1, 3, 128), jnp.int32)
+    rows, order = jnp.zeros((1, 1, 3), jnp.int32), jnp.zeros((1, 1), jnp.int32)
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        block_sparse_hopper.forward(x, x, x, bounds, codes, rows, order, block_k=128, stages=2, scale=1.0)

@@ -59,13 +59,13 @@ def test_kernel_tiles_reach_the_kernels():
     )
     config.model.attention.block_sparse.dq.block_k = 32
     config.model.attention.splash.block_kv = 256
-    config.model.attention.block_sparse.forward_kernel = "triton"
+    config.model.attention.block_sparse.forward_kernel = "hopper"
     config.model.attention.block_sparse.hopper.block_k = 64
     tiles = video_gpt.ModelConfig.from_config(config).attention_tiles
     assert tiles == KernelTiles(
         block_sparse=((64, 64, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)),
         splash=(512, 256),
-        forward_kernel="triton",
+        forward_kernel="hopper",
         hopper=(64, 2),
     )
 

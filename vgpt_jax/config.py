@@ -102,8 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
         )
     # The forward kernel: "triton" (the fwd tiles above), "hopper" (block_sparse_hopper: Mosaic GPU,
     # warpgroup MMA and TMA; sm90 only) or "auto" (hopper on a Hopper GPU). The backward is Triton's.
-    # Triton by default: README "A Hopper forward kernel" says why.
-    m.attention.block_sparse.forward_kernel = "triton"
+    m.attention.block_sparse.forward_kernel = "auto"
     m.attention.block_sparse.hopper = ml_collections.ConfigDict({"block_k": 128, "stages": 2})
     # Splash tiles (multiples of 128; shrunk to a shorter sequence). Large tiles suit long sequences:
     # its grid also steps over the tiles it skips.

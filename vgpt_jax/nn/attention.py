@@ -253,7 +253,7 @@ class KernelTiles:
 
     block_sparse: tuple[tuple[int, int, int, int], ...]
     splash: tuple[int, int]
-    forward_kernel: str = "triton"
+    forward_kernel: str = "auto"
     hopper: tuple[int, int] = (128, 2)
 
 
@@ -305,7 +305,7 @@ def attend(
         if tiles is not None:
             fwd, dkv, dq = (KernelConfig(*t) for t in tiles.block_sparse)
             sizes = dataclasses.asdict(fwd) | {"dkv": dkv, "dq": dq}
-            if not interpret and block_sparse_hopper.chosen(tiles.forward_kernel):
+            if not interpret and block_sparse_hopper.chosen(tiles.forward_kernel, q.dtype):
                 block_k, stages = tiles.hopper
                 sizes |= {"hopper_forward": True, "block_k": block_k, "num_stages": stages}
         kernel = functools.partial(

@@ -26,8 +26,8 @@ zeros with log-sum-exp +inf, as the Triton forward returns them.
 GPU only (sm90): the Mosaic GPU interpreter of jax 0.10 runs neither ``plgpu.load`` nor
 ``run_state`` nor a register operand of a warpgroup MMA, so no CPU test runs the kernel itself;
 ``tools/block_sparse_check`` checks it against the fp32 reference on the GPU, and lowering it
-(``jax.jit(...).trace(...).lower(lowering_platforms=("cuda",))``) works on a CPU. Inside a model it
-measured slower than alone (README, "A Hopper forward kernel"), so it is off by default.
+(``jax.jit(...).trace(...).lower(lowering_platforms=("cuda",))``) works on a CPU. It is the
+block-sparse forward on Hopper GPUs by default (``forward_kernel="auto"``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ WARPGROUP_ROWS = 64  # rows of one warpgroup MMA
 BLOCK_Q = COMPUTE_WARPGROUPS * WARPGROUP_ROWS  # query rows a program owns: the schedule's block_q
 _MASKED = -1e30  # a masked score (unscaled)
 _LOG2_E = math.log2(math.e)
+HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))  # what the kernel computes in
 
 
 def range_visible(key_codes, query_bounds):
@@ -54,15 +55,18 @@ def range_visible(key_codes, query_bounds):
     return (kf <= tf) | (kc <= tc) | ((kn >= lo) & (kn <= hi))
 
 
-def chosen(forward_kernel: str) -> bool:
-    """Whether ``forward_kernel`` ("hopper", "triton" or "auto") means this kernel here.
+def chosen(forward_kernel: str, dtype) -> bool:
+    """Whether ``forward_kernel`` ("hopper", "triton" or "auto") means this kernel here for inputs
+    of ``dtype``.
 
-    "auto" picks it on a Hopper GPU (compute capability 9.x): Mosaic GPU's warpgroup MMA is sm90's.
+    "auto" picks it on a Hopper GPU (compute capability 9.x: Mosaic GPU's warpgroup MMA is sm90's)
+    for bf16 or fp16 inputs (the MMA's register operand takes no fp32), Triton's kernel otherwise.
     """
     if forward_kernel != "auto":
         return forward_kernel == "hopper"
     device = jax.devices()[0]
-    return device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9")
+    hopper = device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9")
+    return hopper and jnp.dtype(dtype) in HALF_DTYPES
 
 
 def forward(
@@ -96,6 +100,8 @@ def forward(
     dtype = q.dtype
     if tq % BLOCK_Q or tk % block_k or head_dim % 32:
         raise ValueError(f"need Tq % {BLOCK_Q}, Tk % {block_k}, D % 32 == 0; got {q.shape}, {k.shape}")
+    if jnp.dtype(dtype) not in HALF_DTYPES:
+        raise ValueError(f"the Hopper forward takes bf16 or fp16 inputs, got {dtype}: use the Triton forward")
     if stages < 2:
         raise ValueError(f"stages must be >= 2, got {stages}")
     scale_log2 = scale * _LOG2_E
