@@ -312,7 +312,7 @@ def test_range_codes_reproduce_the_rule(skip_pad_queries):
 
 
 @pytest.mark.parametrize("head_dim", [96, 128])
-def test_hopper_forward_lowers_for_cuda(head_dim):
+def test_hopper_kernels_lower_for_cuda(head_dim):
     # The Mosaic GPU kernel cannot run here; lowering it for CUDA runs its layout inference, shared
     # memory transforms and barrier code, which break first when Pallas' Mosaic GPU API moves.
     attrs, _ = layout.training_layout(jnp.asarray(random_clip_ids(np.random.default_rng(4), 4, 1)), 20)
@@ -326,8 +326,20 @@ def test_hopper_forward_lowers_for_cuda(head_dim):
     grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
     text = grads.trace(x, x, x).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("mosaic_gpu_v2") == 1  # the forward; dK/dV and dQ are Triton's
+    assert text.count("__gpu$xla.gpu.triton") == 2
     # its outputs pass a barrier, which keeps XLA's dynamic-slice fusion from running it twice
     assert "stablehlo.optimization_barrier" in text
+
+    def loss_hopper_dq(q, k, v):
+        out = block_sparse_attention(
+            q, k, v, attrs, attrs, skip_pad_queries=True, hopper_forward=True, hopper_dq=True
+        )
+        return out.astype(jnp.float32).sum()
+
+    grads = jax.jit(jax.grad(loss_hopper_dq, argnums=(0, 1, 2)))
+    text = grads.trace(x, x, x).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("mosaic_gpu_v2") == 2  # the forward and dQ
+    assert text.count("__gpu$xla.gpu.triton") == 1  # dK/dV
     with pytest.raises(ValueError, match="no interpreter"):
         block_sparse_attention(
             jnp.zeros(x.shape, x.dtype), *[jnp.zeros(x.shape, x.dtype)] * 2, attrs, attrs,

@@ -97,6 +97,7 @@ def test_kernel_tiles_reach_the_kernels():
         ("model.attention.splash.block_kv", 200, "multiple of 128"),
         ("model.attention.block_sparse.forward_kernel", "cudnn", "one of"),
         ("model.attention.block_sparse.hopper.block_k", 96, "64 or 128"),
+        ("model.attention.block_sparse.dq_kernel", "cudnn", "one of"),
         ("mesh.logical_axis_rules", (("embed", "pipeline"),), "over the mesh axes"),
         ("tokenizer.logical_axis_rules", (("conv_out",),), "pairs"),
     ],
@@ -109,4 +110,13 @@ def test_bad_rules_and_tiles_name_the_field(field, value, needle):
         node = node[parent]
     node[name] = value
     with pytest.raises(ValueError, match=rf"{field}.*{needle}"):
+        config_lib.validate(config)
+
+
+def test_hopper_dq_tiles_are_checked_only_when_it_runs():
+    config = load_experiment("tiny_cpu")
+    config.model.attention.block_sparse.dq.block_k = 32  # Triton's dQ takes it
+    config_lib.validate(config)
+    config.model.attention.block_sparse.dq_kernel = "hopper"
+    with pytest.raises(ValueError, match=r"dq\.block_k.*64 or 128"):
         config_lib.validate(config)

@@ -43,7 +43,7 @@ PHI3_SHORT_FACTOR = (
 )  # fmt: skip
 
 ATTENTION_BACKENDS = ("auto", "xla", "block_sparse", "splash")
-FORWARD_KERNELS = ("auto", "triton", "hopper")
+KERNEL_CHOICES = ("auto", "triton", "hopper")  # the block-sparse forward and dQ kernels
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention", "attention_out", "attention_offload")
 ROPE_FACTOR_CHOICES = ("long", "short", "none")
 PARTITIONS = ("random", "per_frame", "fixed")
@@ -103,6 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
     # The forward kernel: "triton" (the fwd tiles above), "hopper" (block_sparse_hopper: Mosaic GPU,
     # warpgroup MMA and TMA; sm90 only) or "auto" (hopper on a Hopper GPU). The backward is Triton's.
     m.attention.block_sparse.forward_kernel = "auto"
+    # The dQ kernel: "triton" or "hopper"/"auto" (block_sparse_hopper.dq: Mosaic GPU, on 128-row query
+    # blocks with dq.block_k keys a tile and dq.num_stages tiles in flight).
+    m.attention.block_sparse.dq_kernel = "triton"
     m.attention.block_sparse.hopper = ml_collections.ConfigDict({"block_k": 128, "stages": 2})
     # Splash tiles (multiples of 128; shrunk to a shorter sequence). Large tiles suit long sequences:
     # its grid also steps over the tiles it skips.
@@ -711,13 +714,20 @@ def _validate_attention_tiles(a: ml_collections.ConfigDict) -> None:
         for name in ("num_warps", "num_stages"):
             field = f"model.attention.block_sparse.{kernel}.{name}"
             _require(k[name] >= 1, field, k[name], "a positive integer")
-    kernel = a.block_sparse.forward_kernel
-    _require(
-        kernel in FORWARD_KERNELS,
-        "model.attention.block_sparse.forward_kernel",
-        kernel,
-        f"one of {FORWARD_KERNELS}",
-    )
+    for name in ("forward_kernel", "dq_kernel"):
+        kernel = a.block_sparse[name]
+        _require(
+            kernel in KERNEL_CHOICES,
+            f"model.attention.block_sparse.{name}",
+            kernel,
+            f"one of {KERNEL_CHOICES}",
+        )
+    if a.block_sparse.dq_kernel != "triton":
+        dq = a.block_sparse.dq
+        _require(dq.block_k in (64, 128), "model.attention.block_sparse.dq.block_k", dq.block_k, "64 or 128")
+        _require(
+            dq.num_stages >= 2, "model.attention.block_sparse.dq.num_stages", dq.num_stages, "at least 2"
+        )
     hopper = a.block_sparse.hopper
     _require(
         hopper.block_k in (64, 128),

@@ -248,13 +248,15 @@ class KernelTiles:
 
     block_sparse: (block_q, block_k, num_warps, num_stages) of the forward, dK/dV and dQ kernels;
     splash: (block_q, block_kv); forward_kernel: the block-sparse forward, "triton", "hopper" or
-    "auto" (hopper on a Hopper GPU); hopper: its (block_k, stages).
+    "auto" (hopper on a Hopper GPU); hopper: its (block_k, stages); dq_kernel: the dQ kernel, the
+    same choices (its tiles are block_sparse's dq block_k and num_stages).
     """
 
     block_sparse: tuple[tuple[int, int, int, int], ...]
     splash: tuple[int, int]
     forward_kernel: str = "auto"
     hopper: tuple[int, int] = (128, 2)
+    dq_kernel: str = "triton"
 
 
 def resolve_backend(backend: str) -> str:
@@ -308,6 +310,8 @@ def attend(
             if not interpret and block_sparse_hopper.chosen(tiles.forward_kernel, q.dtype):
                 block_k, stages = tiles.hopper
                 sizes |= {"hopper_forward": True, "block_k": block_k, "num_stages": stages}
+            if not interpret and block_sparse_hopper.chosen(tiles.dq_kernel, q.dtype):
+                sizes["hopper_dq"] = True
         kernel = functools.partial(
             block_sparse_attention, skip_pad_queries=True, interpret=interpret, **sizes
         )

@@ -114,6 +114,7 @@ class _Config(NamedTuple):
     scale: float
     interpret: bool
     hopper_forward: bool  # the forward in block_sparse_hopper (Mosaic GPU) instead of Triton
+    hopper_dq: bool  # dQ in block_sparse_hopper
 
 
 # ----------------------------------------------------------------------------------------------
@@ -759,21 +760,21 @@ def _schedules(
     )
 
 
+def _hopper_width(*xs: jax.Array) -> list[jax.Array]:
+    """(B, T, H, Dh) operands zero-padded to a head dim the Hopper kernels take (a multiple of 32:
+    their shared-memory tiles' rows are 64 bytes or more)."""
+    pad = round_up(xs[0].shape[-1], 32) - xs[0].shape[-1]
+    return [jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad))) for x in xs]
+
+
 def _forward(q, k, v, qt: _Tokens, kt: _Tokens, sched: _Schedule, cfg: _Config):
     """-> o (B, Tq, H, Dh), lse (B, H, Tq): the Triton kernel or the Hopper one."""
     if not cfg.hopper_forward:
         return _forward_call(q, k, v, qt, kt, sched, cfg.fwd, cfg.scale, cfg.interpret)
     head_dim = q.shape[-1]
-    width = round_up(head_dim, 32)  # its shared-memory tiles' rows are 64 bytes or more
-
-    def widen(x):
-        return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, width - head_dim)))
-
     query_bounds, key_codes = range_codes(qt, kt)
     out, lse = block_sparse_hopper.forward(
-        widen(q),
-        widen(k),
-        widen(v),
+        *_hopper_width(q, k, v),
         query_bounds,
         key_codes,
         sched.rows,
@@ -813,7 +814,22 @@ def _attention_bwd(cfg: _Config, residuals, do):
     do = do.astype(q.dtype)
     args = (q, k, v, do, lse, delta, qt, kt)
     dk, dv = _dkv_call(*args, schedules.dkv, cfg.dkv, cfg.scale, cfg.interpret)
-    dq = _dq_call(*args, schedules.dq, cfg.dq, cfg.scale, cfg.interpret)
+    if cfg.hopper_dq:
+        query_bounds, key_codes = range_codes(qt, kt)
+        dq = block_sparse_hopper.dq(
+            *_hopper_width(q, k, v, do),
+            lse,
+            delta,
+            query_bounds,
+            key_codes,
+            schedules.dq.rows,
+            schedules.dq.launch_order,
+            block_k=cfg.dq.block_k,
+            stages=cfg.dq.num_stages,
+            scale=cfg.scale,
+        )[..., : q.shape[-1]]
+    else:
+        dq = _dq_call(*args, schedules.dq, cfg.dq, cfg.scale, cfg.interpret)
     return dq, dk, dv, None, None, None
 
 
@@ -840,6 +856,7 @@ def block_sparse_attention(
     dq: KernelConfig | None = None,
     skip_pad_queries: bool = False,
     hopper_forward: bool = False,
+    hopper_dq: bool = False,
     interpret: bool = False,
 ) -> jax.Array:
     """Softmax attention under the visibility rule, skipping fully masked tiles.
@@ -859,7 +876,10 @@ def block_sparse_attention(
         last clip from the work (about an eighth of them at training lengths).
       hopper_forward: run the forward in ``block_sparse_hopper`` (Mosaic GPU: warpgroup MMA and
         TMA; Hopper GPUs only), on 128-row query blocks (``block_q`` is ignored) with
-        ``num_stages`` key tiles in flight; the backward stays in Triton.
+        ``num_stages`` key tiles in flight.
+      hopper_dq: run dQ in ``block_sparse_hopper`` (Hopper GPUs only), on 128-row query blocks
+        (``dq.block_q`` is ignored) with ``dq.block_k`` keys a tile and ``dq.num_stages`` tiles in
+        flight. dK/dV stay in Triton.
       interpret: run the kernels with the Pallas interpreter (CPU tests).
     """
     if q.ndim != 4 or k.shape != v.shape or k.shape[::2] != q.shape[::2] or k.shape[3] != q.shape[3]:
@@ -870,10 +890,12 @@ def block_sparse_attention(
         dkv = KernelConfig(block_q=64, block_k=64, num_warps=4, num_stages=3)
     if dq is None:
         dq = KernelConfig(block_q=64, block_k=64, num_warps=4, num_stages=3)
+    if (hopper_forward or hopper_dq) and interpret:
+        raise ValueError("the Hopper kernels have no interpreter (Mosaic GPU): use Triton's")
     if hopper_forward:
-        if interpret:
-            raise ValueError("hopper_forward has no interpreter (Mosaic GPU): use the Triton forward")
         block_q = block_sparse_hopper.BLOCK_Q
+    if hopper_dq:
+        dq = dataclasses.replace(dq, block_q=block_sparse_hopper.BLOCK_Q)
     fwd = KernelConfig(block_q, block_k, num_warps, num_stages)
     for name, kc in (("fwd", fwd), ("dkv", dkv), ("dq", dq)):
         _check_block(f"{name}.block_q", kc.block_q)
@@ -892,6 +914,6 @@ def block_sparse_attention(
         qt = _prepare_tokens(q_attrs, batch, tq_pad, pad_is_void=skip_pad_queries)
         kt = _prepare_tokens(k_attrs, batch, tk_pad, pad_is_void=False)
         schedules = _schedules(qt, kt, fwd, dkv, dq)
-    cfg = _Config(fwd, dkv, dq, float(head_dim) ** -0.5, interpret, hopper_forward)
+    cfg = _Config(fwd, dkv, dq, float(head_dim) ** -0.5, interpret, hopper_forward, hopper_dq)
     out = _attention(pad(q, tq_pad), pad(k, tk_pad), pad(v, tk_pad), qt, kt, schedules, cfg)
     return out[:, :tq, :, :head_dim]

@@ -69,6 +69,100 @@ def chosen(forward_kernel: str, dtype) -> bool:
     return hopper and jnp.dtype(dtype) in HALF_DTYPES
 
 
+def _smem_transforms(head_dim: int, dtype) -> tuple:
+    """Tiling and swizzle of a (rows, head_dim) shared-memory tile: the widest swizzle the head dim
+    allows (128 bytes at 64 columns or more, 64 at 96)."""
+    bits = jnp.finfo(dtype).bits
+    swizzle = plgpu.find_swizzle(head_dim * bits, "the head dim")
+    return plgpu.TilingTransform((8, swizzle * 8 // bits)), plgpu.SwizzleTransform(swizzle)
+
+
+def _check_operands(q: jax.Array, k: jax.Array, block_k: int, stages: int) -> None:
+    tq, head_dim, tk = q.shape[1], q.shape[3], k.shape[1]
+    if tq % BLOCK_Q or tk % block_k or head_dim % 32:
+        raise ValueError(f"need Tq % {BLOCK_Q}, Tk % {block_k}, D % 32 == 0; got {q.shape}, {k.shape}")
+    if jnp.dtype(q.dtype) not in HALF_DTYPES:
+        raise ValueError(f"the Hopper kernels take bf16 or fp16 inputs, got {q.dtype}: use Triton's")
+    if stages < 2:
+        raise ValueError(f"stages must be >= 2, got {stages}")
+
+
+def _row_vectors(refs, q_rows, block_k: int) -> tuple:
+    """Per-row values (one (Tq,) GMEM ref each) of a warpgroup's 64 rows, broadcast over a tile."""
+    return tuple(
+        lax.broadcast_in_dim(
+            plgpu.load(ref, q_rows, layout=plgpu.Layout.WGMMA.reduce(1), optimized=False),
+            (WARPGROUP_ROWS, block_k),
+            [0],
+        )
+        for ref in refs
+    )
+
+
+def _tile_codes(codes_smem, slot, block_k: int) -> tuple:
+    """The three key codes of the tile in ``slot`` (shared memory), broadcast over its rows."""
+    return tuple(
+        lax.broadcast_in_dim(
+            plgpu.load(codes_smem.at[slot, i], (), layout=plgpu.Layout.WGMMA.reduce(0), optimized=False),
+            (WARPGROUP_ROWS, block_k),
+            [1],
+        )
+        for i in range(3)
+    )
+
+
+def _stream_tiles(k_ref, v_ref, codes_ref, tile_id, n_partial, n_tiles, smem, ready, free, block_k, stages):
+    """The streaming warpgroup: the tiles' keys and values (and a partial tile's key codes) into
+    ``stages`` shared-memory slots, each slot refilled once both compute warpgroups freed it.
+
+    ``k_ref``/``v_ref`` (Tk, D) and ``codes_ref`` (3, Tk) are one (batch, head)'s.
+    """
+    k_smem, v_smem, codes_smem = smem
+    k_ready, v_ready, codes_ready = ready
+    k_free, v_free = free
+    plgpu.set_max_registers(40, action="decrease")
+
+    def fetch(t, slot, wait: bool):
+        # The tile id is read before the waits, so that its latency hides behind them. The codes
+        # (partial tiles only) wait for the values' slot: the compute warpgroups read them before
+        # releasing it.
+        cols = pl.ds(tile_id(t) * block_k, block_k)
+        if wait:
+            plgpu.barrier_wait(k_free.at[slot])
+        plgpu.copy_gmem_to_smem(k_ref.at[cols], k_smem.at[slot], k_ready.at[slot])
+        if wait:
+            plgpu.barrier_wait(v_free.at[slot])
+        plgpu.copy_gmem_to_smem(v_ref.at[cols], v_smem.at[slot], v_ready.at[slot])
+
+        @pl.when(t < n_partial)
+        def _():
+            plgpu.copy_gmem_to_smem(codes_ref.at[:, cols], codes_smem.at[slot], codes_ready.at[slot])
+
+    for t in range(stages):
+        pl.when(t < n_tiles)(lambda t=t: fetch(t, t, wait=False))
+
+    @pl.loop(stages, n_tiles)
+    def _(t):
+        fetch(t, lax.rem(t, stages), wait=True)
+
+
+def _tile_smem(head_dim: int, dtype, block_k: int, stages: int) -> list:
+    """Shared memory of the streamed tiles: keys, values (``stages`` slots each) and key codes."""
+    transforms = _smem_transforms(head_dim, dtype)
+    return [
+        plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
+        plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
+        plgpu.SMEM((stages, 3, block_k), jnp.int32),
+    ]
+
+
+def _tile_barriers(stages: int) -> tuple:
+    """(k_ready, v_ready, codes_ready), (k_free, v_free): a barrier a slot each."""
+    ready = tuple(plgpu.Barrier(num_barriers=stages) for _ in range(3))
+    free = (plgpu.Barrier(num_arrivals=COMPUTE_WARPGROUPS, num_barriers=stages),) * 2
+    return ready, free
+
+
 def forward(
     q: jax.Array,
     k: jax.Array,
@@ -95,19 +189,12 @@ def forward(
       out (B, Tq, H, D) in q's dtype and the log-sum-exp (B, H, Tq) fp32 in base 2 of the scaled
       scores (+inf on rows that see no key).
     """
+    _check_operands(q, k, block_k, stages)
     batch, tq, heads, head_dim = q.shape
-    tk = k.shape[1]
     dtype = q.dtype
-    if tq % BLOCK_Q or tk % block_k or head_dim % 32:
-        raise ValueError(f"need Tq % {BLOCK_Q}, Tk % {block_k}, D % 32 == 0; got {q.shape}, {k.shape}")
-    if jnp.dtype(dtype) not in HALF_DTYPES:
-        raise ValueError(f"the Hopper forward takes bf16 or fp16 inputs, got {dtype}: use the Triton forward")
-    if stages < 2:
-        raise ValueError(f"stages must be >= 2, got {stages}")
     scale_log2 = scale * _LOG2_E
     empty_below = 0.5 * _MASKED * scale_log2  # a row max below this saw no visible key
     row_layout = plgpu.Layout.WGMMA.reduce(1)
-    col_layout = plgpu.Layout.WGMMA.reduce(0)
 
     def kernel(q_ref, k_ref, v_ref, bounds_ref, codes_ref, rows_ref, launch_ref, out_ref, lse_ref, scoped):
         b = lax.axis_index("batch")
@@ -119,9 +206,6 @@ def forward(
         (qo_smem2, k_smem, v_smem, codes_smem, lse_smem2), ready, (k_free, v_free), turn = scoped
         k_ready, v_ready, codes_ready, q_ready = ready
 
-        def tile_id(step):
-            return rows_ref[b, qb, 2 + step]
-
         def take_turn():  # the two compute warpgroups alternate on the tensor cores
             plgpu.barrier_arrive(turn)
             plgpu.barrier_wait(turn)
@@ -130,17 +214,9 @@ def forward(
         def _compute():
             plgpu.set_max_registers(232, action="increase")
             qo_smem, lse_smem = qo_smem2.at[wg], lse_smem2.at[wg]
-            q_base = qb * BLOCK_Q + wg * WARPGROUP_ROWS
-            q_rows = pl.ds(q_base, WARPGROUP_ROWS)
+            q_rows = pl.ds(qb * BLOCK_Q + wg * WARPGROUP_ROWS, WARPGROUP_ROWS)
             plgpu.copy_gmem_to_smem(q_ref.at[b, q_rows, h], qo_smem, q_ready.at[wg])
-            bounds = tuple(
-                lax.broadcast_in_dim(
-                    plgpu.load(bounds_ref.at[b, i], q_rows, layout=row_layout, optimized=False),
-                    (WARPGROUP_ROWS, block_k),
-                    [0],
-                )
-                for i in range(4)
-            )
+            bounds = _row_vectors([bounds_ref.at[b, i] for i in range(4)], q_rows, block_k)
             plgpu.barrier_wait(q_ready.at[wg])
             m_i = plgpu.layout_cast(jnp.full((WARPGROUP_ROWS,), -jnp.inf, jnp.float32), row_layout)
             l_i = plgpu.layout_cast(jnp.full((WARPGROUP_ROWS,), 0.0, jnp.float32), row_layout)
@@ -167,15 +243,7 @@ def forward(
                 plgpu.barrier_arrive(k_free.at[slot])
                 if masked:  # the tile's key codes came with its keys, into shared memory
                     plgpu.barrier_wait(codes_ready.at[slot])
-                    codes = tuple(
-                        lax.broadcast_in_dim(
-                            plgpu.load(codes_smem.at[slot, i], (), layout=col_layout, optimized=False),
-                            (WARPGROUP_ROWS, block_k),
-                            [1],
-                        )
-                        for i in range(3)
-                    )
-                    s = jnp.where(range_visible(codes, bounds), s, _MASKED)
+                    s = jnp.where(range_visible(_tile_codes(codes_smem, slot, block_k), bounds), s, _MASKED)
                 # Online softmax in base 2, the scale folded into exp2's argument (one FMA a score).
                 m_new = jnp.maximum(m_i, s.max(axis=1) * scale_log2)
                 alpha = jnp.exp2(m_i - m_new)
@@ -219,63 +287,39 @@ def forward(
 
         @pl.when(wg == COMPUTE_WARPGROUPS)
         def _stream():
-            plgpu.set_max_registers(40, action="decrease")
-
-            def fetch(t, slot, wait: bool):
-                # The tile id is read before the waits, so that its latency hides behind them. The
-                # codes (partial tiles only) wait for the values' slot: the compute warpgroups read
-                # them after releasing the keys'.
-                cols = pl.ds(tile_id(t) * block_k, block_k)
-                if wait:
-                    plgpu.barrier_wait(k_free.at[slot])
-                plgpu.copy_gmem_to_smem(k_ref.at[b, cols, h], k_smem.at[slot], k_ready.at[slot])
-                if wait:
-                    plgpu.barrier_wait(v_free.at[slot])
-                plgpu.copy_gmem_to_smem(v_ref.at[b, cols, h], v_smem.at[slot], v_ready.at[slot])
-
-                @pl.when(t < n_partial)
-                def _():
-                    plgpu.copy_gmem_to_smem(
-                        codes_ref.at[b, :, cols], codes_smem.at[slot], codes_ready.at[slot]
-                    )
-
-            for t in range(stages):
-                pl.when(t < n_tiles)(lambda t=t: fetch(t, t, wait=False))
-
-            @pl.loop(stages, n_tiles)
-            def _(t):
-                fetch(t, lax.rem(t, stages), wait=True)
+            _stream_tiles(
+                k_ref.at[b, :, h],
+                v_ref.at[b, :, h],
+                codes_ref.at[b],
+                lambda t: rows_ref[b, qb, 2 + t],
+                n_partial,
+                n_tiles,
+                (k_smem, v_smem, codes_smem),
+                (k_ready, v_ready, codes_ready),
+                (k_free, v_free),
+                block_k,
+                stages,
+            )
 
     # Its name is the kernel's name in profiles.
     def block_sparse_attention_fwd_hopper(
         q_ref, k_ref, v_ref, bounds_ref, codes_ref, rows_ref, launch_ref, out_ref, lse_ref
     ):
-        # The widest swizzle the head dim allows: 128 bytes at 64 columns or more of them, 64 at 96.
-        swizzle = plgpu.find_swizzle(head_dim * jnp.finfo(dtype).bits, "the head dim")
-        transforms = (
-            plgpu.TilingTransform((8, swizzle * 8 // jnp.finfo(dtype).bits)),
-            plgpu.SwizzleTransform(swizzle),
-        )
-        scratch = [
-            plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS, head_dim), dtype, transforms=transforms),
-            plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
-            plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
-            plgpu.SMEM((stages, 3, block_k), jnp.int32),
-            plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS), jnp.float32),
-        ]
-        ready = (
-            plgpu.Barrier(num_barriers=stages),
-            plgpu.Barrier(num_barriers=stages),
-            plgpu.Barrier(num_barriers=stages),
-            plgpu.Barrier(num_barriers=COMPUTE_WARPGROUPS),
-        )
-        free = (plgpu.Barrier(num_arrivals=COMPUTE_WARPGROUPS, num_barriers=stages),) * 2
+        (k_ready, v_ready, codes_ready), free = _tile_barriers(stages)
         pl.run_scoped(
             lambda *scoped: kernel(
                 q_ref, k_ref, v_ref, bounds_ref, codes_ref, rows_ref, launch_ref, out_ref, lse_ref, scoped
             ),
-            scratch,
-            ready,
+            [
+                plgpu.SMEM(
+                    (COMPUTE_WARPGROUPS, WARPGROUP_ROWS, head_dim),
+                    dtype,
+                    transforms=_smem_transforms(head_dim, dtype),
+                ),
+                *_tile_smem(head_dim, dtype, block_k, stages),
+                plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS), jnp.float32),
+            ],
+            (k_ready, v_ready, codes_ready, plgpu.Barrier(num_barriers=COMPUTE_WARPGROUPS)),
             free,
             plgpu.Barrier(num_arrivals=COMPUTE_WARPGROUPS),
             collective_axes="wg",
@@ -294,3 +338,157 @@ def forward(
         compiler_params=plgpu.CompilerParams(approx_math=True),
     )(q, k, v, query_bounds, key_codes, rows, launch_order)
     return out, lse
+
+
+def dq(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    do: jax.Array,
+    lse: jax.Array,
+    delta: jax.Array,
+    query_bounds: jax.Array,
+    key_codes: jax.Array,
+    rows: jax.Array,
+    launch_order: jax.Array,
+    *,
+    block_k: int,
+    stages: int,
+    scale: float,
+) -> jax.Array:
+    """The query gradient of block-sparse attention on a Hopper GPU.
+
+    dq = scale · Σ_k (p ∘ (do·vᵀ − delta))·k over the schedule's tiles of each 128-row query block,
+    p = exp2(scale·log2(e)·q·kᵀ − lse): three warpgroup MMAs a tile (q·kᵀ and do·vᵀ from shared
+    memory, ds·k with ds in registers), the tiles streamed as in :func:`forward`. Each of the two
+    compute warpgroups owns 64 rows and runs on its own (no ping-pong: the softmax's work a tile
+    is one exp2 and two multiplies).
+
+    Args: as :func:`forward`'s, plus do (B, Tq, H, D) in q's dtype, lse (B, H, Tq) fp32 as
+      :func:`forward` returns it (+inf: the row sees nothing, its gradient is 0) and delta (B, H,
+      Tq) fp32 = Σ_d do·out. Returns dq (B, Tq, H, D) in q's dtype.
+    """
+    _check_operands(q, k, block_k, stages)
+    batch, tq, heads, head_dim = q.shape
+    dtype = q.dtype
+    scale_log2 = scale * _LOG2_E
+
+    def kernel(refs, scoped):
+        (
+            q_ref,
+            k_ref,
+            v_ref,
+            do_ref,
+            lse_ref,
+            delta_ref,
+            bounds_ref,
+            codes_ref,
+            rows_ref,
+            launch_ref,
+            dq_ref,
+        ) = refs
+        b = lax.axis_index("batch")
+        h = lax.axis_index("heads")
+        wg = lax.axis_index("wg")
+        qb = launch_ref[b, lax.axis_index("q_seq")]
+        n_partial = rows_ref[b, qb, 0]
+        n_tiles = rows_ref[b, qb, 1]
+        (q_smem2, do_smem2, k_smem, v_smem, codes_smem), ready, (k_free, v_free) = scoped
+        k_ready, v_ready, codes_ready, q_ready, do_ready = ready
+
+        @pl.when(wg < COMPUTE_WARPGROUPS)
+        def _compute():
+            plgpu.set_max_registers(232, action="increase")
+            q_smem, do_smem = q_smem2.at[wg], do_smem2.at[wg]
+            q_rows = pl.ds(qb * BLOCK_Q + wg * WARPGROUP_ROWS, WARPGROUP_ROWS)
+            plgpu.copy_gmem_to_smem(q_ref.at[b, q_rows, h], q_smem, q_ready.at[wg])
+            plgpu.copy_gmem_to_smem(do_ref.at[b, q_rows, h], do_smem, do_ready.at[wg])
+            bounds = _row_vectors([bounds_ref.at[b, i] for i in range(4)], q_rows, block_k)
+            lse, delta = _row_vectors([lse_ref.at[b, h], delta_ref.at[b, h]], q_rows, block_k)
+            plgpu.barrier_wait(q_ready.at[wg])
+            plgpu.barrier_wait(do_ready.at[wg])
+            acc = plgpu.layout_cast(
+                jnp.full((WARPGROUP_ROWS, head_dim), 0.0, jnp.float32), plgpu.Layout.WGMMA
+            )
+
+            def step(t, acc, masked: bool):
+                slot = lax.rem(t, stages)
+                plgpu.barrier_wait(k_ready.at[slot])
+
+                def scores(acc_ref):
+                    plgpu.wgmma(acc_ref, q_smem, plgpu.transpose_ref(k_smem.at[slot], (1, 0)))
+                    return acc_ref[...]
+
+                s = pl.run_scoped(scores, plgpu.ACC((WARPGROUP_ROWS, block_k), jnp.float32))
+                plgpu.barrier_wait(v_ready.at[slot])
+
+                def output_grads(acc_ref):
+                    plgpu.wgmma(acc_ref, do_smem, plgpu.transpose_ref(v_smem.at[slot], (1, 0)))
+                    return acc_ref[...]
+
+                dp = pl.run_scoped(output_grads, plgpu.ACC((WARPGROUP_ROWS, block_k), jnp.float32))
+                p = jnp.exp2(s * scale_log2 - lse)
+                if masked:  # the codes are read before the values' slot is released
+                    plgpu.barrier_wait(codes_ready.at[slot])
+                    p = jnp.where(range_visible(_tile_codes(codes_smem, slot, block_k), bounds), p, 0.0)
+                plgpu.barrier_arrive(v_free.at[slot])
+                ds = (p * (dp - delta)).astype(dtype)
+
+                def query_grads(acc_ref):
+                    plgpu.wgmma(acc_ref, ds, k_smem.at[slot])
+
+                acc = pl.run_state(query_grads)(plgpu.ACC.init(acc))
+                plgpu.barrier_arrive(k_free.at[slot])
+                return acc
+
+            acc = lax.fori_loop(0, n_partial, lambda t, a: step(t, a, masked=True), acc)
+            acc = lax.fori_loop(n_partial, n_tiles, lambda t, a: step(t, a, masked=False), acc)
+            q_smem[...] = (acc * scale).astype(dtype)
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[b, q_rows, h])
+            plgpu.wait_smem_to_gmem(0)
+
+        @pl.when(wg == COMPUTE_WARPGROUPS)
+        def _stream():
+            _stream_tiles(
+                k_ref.at[b, :, h],
+                v_ref.at[b, :, h],
+                codes_ref.at[b],
+                lambda t: rows_ref[b, qb, 2 + t],
+                n_partial,
+                n_tiles,
+                (k_smem, v_smem, codes_smem),
+                (k_ready, v_ready, codes_ready),
+                (k_free, v_free),
+                block_k,
+                stages,
+            )
+
+    # Its name is the kernel's name in profiles.
+    def block_sparse_attention_dq_hopper(*refs):
+        transforms = _smem_transforms(head_dim, dtype)
+        rows_smem = plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS, head_dim), dtype, transforms=transforms)
+        (k_ready, v_ready, codes_ready), free = _tile_barriers(stages)
+        pl.run_scoped(
+            lambda *scoped: kernel(refs, scoped),
+            [rows_smem, rows_smem, *_tile_smem(head_dim, dtype, block_k, stages)],
+            (
+                k_ready,
+                v_ready,
+                codes_ready,
+                plgpu.Barrier(num_barriers=COMPUTE_WARPGROUPS),
+                plgpu.Barrier(num_barriers=COMPUTE_WARPGROUPS),
+            ),
+            free,
+            collective_axes="wg",
+        )
+
+    return plgpu.kernel(
+        block_sparse_attention_dq_hopper,
+        out_type=jax.ShapeDtypeStruct(q.shape, dtype),
+        grid=(heads, tq // BLOCK_Q, batch),
+        grid_names=("heads", "q_seq", "batch"),
+        num_threads=COMPUTE_WARPGROUPS + 1,
+        thread_name="wg",
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+    )(q, k, v, do, lse, delta, query_bounds, key_codes, rows, launch_order)

@@ -21,8 +21,9 @@ Run on a machine with a GPU (needs only jax, flax and numpy):
    joined into one call and beside the block-sparse kernel.
 
 On a GPU, 1 and 2 also run the Hopper forward (``hopper_forward``, ``HOPPER_CONFIGS``) with
-Triton's backward; ``--layer-loop`` times the forwards in a 20-call ``lax.scan`` as a model calls
-them (chained, on fresh inputs, after matmuls, with the schedule computed at run time).
+Triton's backward, and with the Hopper dQ (``hopper_dq``, ``HOPPER_DQ_CONFIGS``); ``--layer-loop``
+times the forwards in a 20-call ``lax.scan`` as a model calls them (chained, on fresh inputs, after
+matmuls, with the schedule computed at run time).
 """
 
 from __future__ import annotations
@@ -114,6 +115,15 @@ def hopper_kwargs(block_k: int, stages: int) -> dict:
     return {"hopper_forward": True, "block_k": block_k, "num_stages": stages}
 
 
+# (block_k, stages) of the Hopper dQ kernel, each run after the Hopper forward at 128 x 2.
+HOPPER_DQ_CONFIGS = [(64, 2), (64, 3), (128, 2)]
+
+
+def hopper_dq_kwargs(block_k: int, stages: int) -> dict:
+    dq = bsa.KernelConfig(block_q=128, block_k=block_k, num_warps=4, num_stages=stages)
+    return {**hopper_kwargs(128, 2), "hopper_dq": True, "dq": dq}
+
+
 def rel_err(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
@@ -146,6 +156,10 @@ def check_correctness(num_frames: int) -> bool:
         variants += [
             (f"hopper fwd {bk}x{st}", {"skip_pad_queries": True, **hopper_kwargs(bk, st)})
             for bk, st in HOPPER_CONFIGS
+        ]
+        variants += [
+            (f"hopper fwd + dq {bk}x{st}", {"skip_pad_queries": True, **hopper_dq_kwargs(bk, st)})
+            for bk, st in HOPPER_DQ_CONFIGS
         ]
     for name, kwargs in variants:
         skip = bool(kwargs.get("skip_pad_queries"))
@@ -244,6 +258,9 @@ def time_kernels(num_frames: int) -> None:
         for bk, st in HOPPER_CONFIGS:
             hopper = ours(skip_pad_queries=True, **hopper_kwargs(bk, st))
             add(f"block_sparse skip_pad, hopper fwd {bk}x{st}", hopper, e_real)
+        for bk, st in HOPPER_DQ_CONFIGS:
+            hopper = ours(skip_pad_queries=True, **hopper_dq_kwargs(bk, st))
+            add(f"skip_pad, hopper fwd 128x2 + dq {bk}x{st}", hopper, e_real)
     tuned = {}
     if BEST:
         fwd = BEST.get("fwd", bsa.KernelConfig(64, 64, 4, 4))
@@ -366,7 +383,17 @@ def time_long(num_frames: int) -> None:
             ),
             entries,
         )
-        for bk, st in (HOPPER_CONFIGS if jax.default_backend() == "gpu" else [])
+        for bk, st in (HOPPER_CONFIGS[:1] if jax.default_backend() == "gpu" else [])
+    ]
+    hopper += [
+        (
+            f"skip_pad, hopper fwd 128x2 + dq {bk}x{st}",
+            lambda q, k, v, bk=bk, st=st: bsa.block_sparse_attention(
+                q, k, v, attrs, attrs, skip_pad_queries=True, **hopper_dq_kwargs(bk, st)
+            ),
+            entries,
+        )
+        for bk, st in (HOPPER_DQ_CONFIGS if jax.default_backend() == "gpu" else [])
     ]
     for name, attn, e in (
         (
