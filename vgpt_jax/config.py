@@ -104,7 +104,8 @@ def base_config() -> ml_collections.ConfigDict:
     # warpgroup MMA and TMA; sm90 only) or "auto" (hopper on a Hopper GPU). The backward is Triton's.
     m.attention.block_sparse.forward_kernel = "auto"
     # The dQ kernel: "triton" or "hopper"/"auto" (block_sparse_hopper.dq: Mosaic GPU, on 128-row query
-    # blocks with dq.block_k keys a tile and dq.num_stages tiles in flight).
+    # blocks with dq.block_k keys a tile and dq.num_stages tiles in flight). Triton's by default
+    # until the Hopper one is checked on a GPU at every head dim (README, "A Hopper forward kernel").
     m.attention.block_sparse.dq_kernel = "triton"
     m.attention.block_sparse.hopper = ml_collections.ConfigDict({"block_k": 128, "stages": 2})
     # Splash tiles (multiples of 128; shrunk to a shorter sequence). Large tiles suit long sequences:
