@@ -33,6 +33,8 @@ block-sparse forward on Hopper GPUs by default (``forward_kernel="auto"``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -99,44 +101,47 @@ def _row_vectors(refs, q_rows, block_k: int) -> tuple:
     )
 
 
-def _tile_codes(codes_smem, slot, block_k: int) -> tuple:
-    """The three key codes of the tile in ``slot`` (shared memory), broadcast over its rows."""
+def _column_vectors(smem, slot, count: int, width: int) -> tuple:
+    """The ``count`` per-column vectors of the tile in ``slot`` of a (stages, count, width) shared
+    buffer (a key tile's codes, a query tile's bounds or statistics), broadcast over 64 rows."""
     return tuple(
         lax.broadcast_in_dim(
-            plgpu.load(codes_smem.at[slot, i], (), layout=plgpu.Layout.WGMMA.reduce(0), optimized=False),
-            (WARPGROUP_ROWS, block_k),
+            plgpu.load(smem.at[slot, i], (), layout=plgpu.Layout.WGMMA.reduce(0), optimized=False),
+            (WARPGROUP_ROWS, width),
             [1],
         )
-        for i in range(3)
+        for i in range(count)
     )
 
 
-def _stream_tiles(k_ref, v_ref, codes_ref, tile_id, n_partial, n_tiles, smem, ready, free, block_k, stages):
-    """The streaming warpgroup: the tiles' keys and values (and a partial tile's key codes) into
-    ``stages`` shared-memory slots, each slot refilled once both compute warpgroups freed it.
+class _Copy(NamedTuple):
+    """One buffer the streaming warpgroup fills a slot of per tile."""
 
-    ``k_ref``/``v_ref`` (Tk, D) and ``codes_ref`` (3, Tk) are one (batch, head)'s.
-    """
-    k_smem, v_smem, codes_smem = smem
-    k_ready, v_ready, codes_ready = ready
-    k_free, v_free = free
+    source: Callable  # the tile's columns (a pl.ds) -> its GMEM ref
+    smem: object  # (stages, ...) shared buffer
+    ready: object  # a barrier a slot: the copy landed
+    free: object  # a barrier a slot to wait for before refilling it; None: an earlier copy's
+
+
+def _stream(tile_id, n_partial, n_tiles, copies, partial_copies, block: int, stages: int) -> None:
+    """The streaming warpgroup: per tile ``t`` (``block`` columns from ``tile_id(t) · block``), the
+    ``copies`` into slot ``t % stages``, and on partial tiles (the first ``n_partial``) the
+    ``partial_copies``, which wait for no barrier of their own: the compute warpgroups read them
+    before releasing the copies' slot."""
     plgpu.set_max_registers(40, action="decrease")
 
     def fetch(t, slot, wait: bool):
-        # The tile id is read before the waits, so that its latency hides behind them. The codes
-        # (partial tiles only) wait for the values' slot: the compute warpgroups read them before
-        # releasing it.
-        cols = pl.ds(tile_id(t) * block_k, block_k)
-        if wait:
-            plgpu.barrier_wait(k_free.at[slot])
-        plgpu.copy_gmem_to_smem(k_ref.at[cols], k_smem.at[slot], k_ready.at[slot])
-        if wait:
-            plgpu.barrier_wait(v_free.at[slot])
-        plgpu.copy_gmem_to_smem(v_ref.at[cols], v_smem.at[slot], v_ready.at[slot])
+        # The tile id is read before the waits, so that its latency hides behind them.
+        cols = pl.ds(tile_id(t) * block, block)
+        for copy in copies:
+            if wait and copy.free is not None:
+                plgpu.barrier_wait(copy.free.at[slot])
+            plgpu.copy_gmem_to_smem(copy.source(cols), copy.smem.at[slot], copy.ready.at[slot])
 
         @pl.when(t < n_partial)
         def _():
-            plgpu.copy_gmem_to_smem(codes_ref.at[:, cols], codes_smem.at[slot], codes_ready.at[slot])
+            for copy in partial_copies:
+                plgpu.copy_gmem_to_smem(copy.source(cols), copy.smem.at[slot], copy.ready.at[slot])
 
     for t in range(stages):
         pl.when(t < n_tiles)(lambda t=t: fetch(t, t, wait=False))
@@ -144,6 +149,27 @@ def _stream_tiles(k_ref, v_ref, codes_ref, tile_id, n_partial, n_tiles, smem, re
     @pl.loop(stages, n_tiles)
     def _(t):
         fetch(t, lax.rem(t, stages), wait=True)
+
+
+def _stream_key_tiles(
+    k_ref, v_ref, codes_ref, b, h, tile_id, n_partial, n_tiles, smem, ready, free, block_k, stages
+) -> None:
+    """The forward's and dQ's streaming: key and value tiles, and a partial tile's key codes."""
+    k_smem, v_smem, codes_smem = smem
+    k_ready, v_ready, codes_ready = ready
+    k_free, v_free = free
+    _stream(
+        tile_id,
+        n_partial,
+        n_tiles,
+        [
+            _Copy(lambda cols: k_ref.at[b, cols, h], k_smem, k_ready, k_free),
+            _Copy(lambda cols: v_ref.at[b, cols, h], v_smem, v_ready, v_free),
+        ],
+        [_Copy(lambda cols: codes_ref.at[b, :, cols], codes_smem, codes_ready, None)],
+        block_k,
+        stages,
+    )
 
 
 def _tile_smem(head_dim: int, dtype, block_k: int, stages: int) -> list:
@@ -243,7 +269,9 @@ def forward(
                 plgpu.barrier_arrive(k_free.at[slot])
                 if masked:  # the tile's key codes came with its keys, into shared memory
                     plgpu.barrier_wait(codes_ready.at[slot])
-                    s = jnp.where(range_visible(_tile_codes(codes_smem, slot, block_k), bounds), s, _MASKED)
+                    s = jnp.where(
+                        range_visible(_column_vectors(codes_smem, slot, 3, block_k), bounds), s, _MASKED
+                    )
                 # Online softmax in base 2, the scale folded into exp2's argument (one FMA a score).
                 m_new = jnp.maximum(m_i, s.max(axis=1) * scale_log2)
                 alpha = jnp.exp2(m_i - m_new)
@@ -287,10 +315,12 @@ def forward(
 
         @pl.when(wg == COMPUTE_WARPGROUPS)
         def _stream():
-            _stream_tiles(
-                k_ref.at[b, :, h],
-                v_ref.at[b, :, h],
-                codes_ref.at[b],
+            _stream_key_tiles(
+                k_ref,
+                v_ref,
+                codes_ref,
+                b,
+                h,
                 lambda t: rows_ref[b, qb, 2 + t],
                 n_partial,
                 n_tiles,
@@ -430,7 +460,9 @@ def dq(
                 p = jnp.exp2(s * scale_log2 - lse)
                 if masked:  # the codes are read before the values' slot is released
                     plgpu.barrier_wait(codes_ready.at[slot])
-                    p = jnp.where(range_visible(_tile_codes(codes_smem, slot, block_k), bounds), p, 0.0)
+                    p = jnp.where(
+                        range_visible(_column_vectors(codes_smem, slot, 3, block_k), bounds), p, 0.0
+                    )
                 plgpu.barrier_arrive(v_free.at[slot])
                 ds = (p * (dp - delta)).astype(dtype)
 
@@ -450,10 +482,12 @@ def dq(
 
         @pl.when(wg == COMPUTE_WARPGROUPS)
         def _stream():
-            _stream_tiles(
-                k_ref.at[b, :, h],
-                v_ref.at[b, :, h],
-                codes_ref.at[b],
+            _stream_key_tiles(
+                k_ref,
+                v_ref,
+                codes_ref,
+                b,
+                h,
                 lambda t: rows_ref[b, qb, 2 + t],
                 n_partial,
                 n_tiles,
