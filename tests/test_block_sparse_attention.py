@@ -340,6 +340,16 @@ def test_hopper_kernels_lower_for_cuda(head_dim):
     text = grads.trace(x, x, x).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("mosaic_gpu_v2") == 2  # the forward and dQ
     assert text.count("__gpu$xla.gpu.triton") == 1  # dK/dV
+
+    def loss_all_hopper(q, k, v):
+        out = block_sparse_attention(
+            q, k, v, attrs, attrs, skip_pad_queries=True, hopper_forward=True, hopper_dq=True, hopper_dkv=True
+        )
+        return out.astype(jnp.float32).sum()
+
+    grads = jax.jit(jax.grad(loss_all_hopper, argnums=(0, 1, 2)))
+    text = grads.trace(x, x, x).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("mosaic_gpu_v2") == 3 and "__gpu$xla.gpu.triton" not in text
     with pytest.raises(ValueError, match="no interpreter"):
         block_sparse_attention(
             jnp.zeros(x.shape, x.dtype), *[jnp.zeros(x.shape, x.dtype)] * 2, attrs, attrs,

@@ -98,6 +98,7 @@ def test_kernel_tiles_reach_the_kernels():
         ("model.attention.block_sparse.forward_kernel", "cudnn", "one of"),
         ("model.attention.block_sparse.hopper.block_k", 96, "64 or 128"),
         ("model.attention.block_sparse.dq_kernel", "cudnn", "one of"),
+        ("model.attention.block_sparse.dkv_kernel", "xla", "one of"),
         ("mesh.logical_axis_rules", (("embed", "pipeline"),), "over the mesh axes"),
         ("tokenizer.logical_axis_rules", (("conv_out",),), "pairs"),
     ],
@@ -113,10 +114,11 @@ def test_bad_rules_and_tiles_name_the_field(field, value, needle):
         config_lib.validate(config)
 
 
-def test_hopper_dq_tiles_are_checked_only_when_it_runs():
+@pytest.mark.parametrize(("kernel", "tile"), [("dq", "block_k"), ("dkv", "block_q")])
+def test_hopper_backward_tiles_are_checked_only_when_it_runs(kernel, tile):
     config = load_experiment("tiny_cpu")
-    config.model.attention.block_sparse.dq.block_k = 32  # Triton's dQ takes it
+    config.model.attention.block_sparse[kernel][tile] = 32  # Triton's kernel takes it
     config_lib.validate(config)
-    config.model.attention.block_sparse.dq_kernel = "hopper"
-    with pytest.raises(ValueError, match=r"dq\.block_k.*64 or 128"):
+    config.model.attention.block_sparse[f"{kernel}_kernel"] = "hopper"
+    with pytest.raises(ValueError, match=rf"{kernel}\.{tile}.*64 or 128"):
         config_lib.validate(config)

@@ -107,6 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
     # blocks with dq.block_k keys a tile and dq.num_stages tiles in flight). Triton's by default
     # until the Hopper one is checked on a GPU at every head dim (README, "A Hopper forward kernel").
     m.attention.block_sparse.dq_kernel = "triton"
+    # The dK/dV kernel, the same choices (block_sparse_hopper.dkv: 128-key blocks, dkv.block_q queries
+    # a tile, dkv.num_stages tiles in flight). Not yet run on a GPU: Triton's by default.
+    m.attention.block_sparse.dkv_kernel = "triton"
     m.attention.block_sparse.hopper = ml_collections.ConfigDict({"block_k": 128, "stages": 2})
     # Splash tiles (multiples of 128; shrunk to a shorter sequence). Large tiles suit long sequences:
     # its grid also steps over the tiles it skips.
@@ -715,7 +718,7 @@ def _validate_attention_tiles(a: ml_collections.ConfigDict) -> None:
         for name in ("num_warps", "num_stages"):
             field = f"model.attention.block_sparse.{kernel}.{name}"
             _require(k[name] >= 1, field, k[name], "a positive integer")
-    for name in ("forward_kernel", "dq_kernel"):
+    for name in ("forward_kernel", "dq_kernel", "dkv_kernel"):
         kernel = a.block_sparse[name]
         _require(
             kernel in KERNEL_CHOICES,
@@ -723,12 +726,13 @@ def _validate_attention_tiles(a: ml_collections.ConfigDict) -> None:
             kernel,
             f"one of {KERNEL_CHOICES}",
         )
-    if a.block_sparse.dq_kernel != "triton":
-        dq = a.block_sparse.dq
-        _require(dq.block_k in (64, 128), "model.attention.block_sparse.dq.block_k", dq.block_k, "64 or 128")
-        _require(
-            dq.num_stages >= 2, "model.attention.block_sparse.dq.num_stages", dq.num_stages, "at least 2"
-        )
+    # The Hopper backward kernels' streamed tile: dQ's keys, dK/dV's queries.
+    for kernel, tile in (("dq", "block_k"), ("dkv", "block_q")):
+        if a.block_sparse[f"{kernel}_kernel"] != "triton":
+            tiles = a.block_sparse[kernel]
+            field = f"model.attention.block_sparse.{kernel}"
+            _require(tiles[tile] in (64, 128), f"{field}.{tile}", tiles[tile], "64 or 128")
+            _require(tiles.num_stages >= 2, f"{field}.num_stages", tiles.num_stages, "at least 2")
     hopper = a.block_sparse.hopper
     _require(
         hopper.block_k in (64, 128),

@@ -163,6 +163,7 @@ class ModelConfig:
                 splash=(m.attention.splash.block_q, m.attention.splash.block_kv),
                 forward_kernel=m.attention.block_sparse.forward_kernel,
                 dq_kernel=m.attention.block_sparse.dq_kernel,
+                dkv_kernel=m.attention.block_sparse.dkv_kernel,
                 hopper=(m.attention.block_sparse.hopper.block_k, m.attention.block_sparse.hopper.stages),
             ),
             remat_policy=m.remat_policy,

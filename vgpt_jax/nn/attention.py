@@ -248,8 +248,8 @@ class KernelTiles:
 
     block_sparse: (block_q, block_k, num_warps, num_stages) of the forward, dK/dV and dQ kernels;
     splash: (block_q, block_kv); forward_kernel: the block-sparse forward, "triton", "hopper" or
-    "auto" (hopper on a Hopper GPU); hopper: its (block_k, stages); dq_kernel: the dQ kernel, the
-    same choices (its tiles are block_sparse's dq block_k and num_stages).
+    "auto" (hopper on a Hopper GPU); hopper: its (block_k, stages); dq_kernel, dkv_kernel: the dQ and
+    dK/dV kernels, the same choices (their tiles: block_sparse's dq block_k, dkv block_q, and stages).
     """
 
     block_sparse: tuple[tuple[int, int, int, int], ...]
@@ -257,6 +257,7 @@ class KernelTiles:
     forward_kernel: str = "auto"
     hopper: tuple[int, int] = (128, 2)
     dq_kernel: str = "triton"
+    dkv_kernel: str = "triton"
 
 
 def resolve_backend(backend: str) -> str:
@@ -312,6 +313,8 @@ def attend(
                 sizes |= {"hopper_forward": True, "block_k": block_k, "num_stages": stages}
             if not interpret and block_sparse_hopper.chosen(tiles.dq_kernel, q.dtype):
                 sizes["hopper_dq"] = True
+            if not interpret and block_sparse_hopper.chosen(tiles.dkv_kernel, q.dtype):
+                sizes["hopper_dkv"] = True
         kernel = functools.partial(
             block_sparse_attention, skip_pad_queries=True, interpret=interpret, **sizes
         )

@@ -115,6 +115,7 @@ class _Config(NamedTuple):
     interpret: bool
     hopper_forward: bool  # the forward in block_sparse_hopper (Mosaic GPU) instead of Triton
     hopper_dq: bool  # dQ in block_sparse_hopper
+    hopper_dkv: bool  # dK/dV in block_sparse_hopper
 
 
 # ----------------------------------------------------------------------------------------------
@@ -813,17 +814,30 @@ def _attention_bwd(cfg: _Config, residuals, do):
     delta = jnp.einsum("bthd,bthd->bht", do.astype(jnp.float32), out.astype(jnp.float32))
     do = do.astype(q.dtype)
     args = (q, k, v, do, lse, delta, qt, kt)
-    dk, dv = _dkv_call(*args, schedules.dkv, cfg.dkv, cfg.scale, cfg.interpret)
+    if cfg.hopper_dkv or cfg.hopper_dq:
+        rule = range_codes(qt, kt)  # (query bounds, key codes): the Hopper kernels' rule
+        wide = _hopper_width(q, k, v, do)
+    if cfg.hopper_dkv:
+        stats = jnp.stack([lse, delta], axis=2)  # (B, H, 2, Tq): one copy a query tile
+        dk, dv = block_sparse_hopper.dkv(
+            *wide,
+            stats,
+            *rule,
+            *schedules.dkv,
+            block_q=cfg.dkv.block_q,
+            stages=cfg.dkv.num_stages,
+            scale=cfg.scale,
+        )
+        dk, dv = dk[..., : k.shape[-1]], dv[..., : v.shape[-1]]
+    else:
+        dk, dv = _dkv_call(*args, schedules.dkv, cfg.dkv, cfg.scale, cfg.interpret)
     if cfg.hopper_dq:
-        query_bounds, key_codes = range_codes(qt, kt)
         dq = block_sparse_hopper.dq(
-            *_hopper_width(q, k, v, do),
+            *wide,
             lse,
             delta,
-            query_bounds,
-            key_codes,
-            schedules.dq.rows,
-            schedules.dq.launch_order,
+            *rule,
+            *schedules.dq,
             block_k=cfg.dq.block_k,
             stages=cfg.dq.num_stages,
             scale=cfg.scale,
@@ -857,6 +871,7 @@ def block_sparse_attention(
     skip_pad_queries: bool = False,
     hopper_forward: bool = False,
     hopper_dq: bool = False,
+    hopper_dkv: bool = False,
     interpret: bool = False,
 ) -> jax.Array:
     """Softmax attention under the visibility rule, skipping fully masked tiles.
@@ -879,7 +894,10 @@ def block_sparse_attention(
         ``num_stages`` key tiles in flight.
       hopper_dq: run dQ in ``block_sparse_hopper`` (Hopper GPUs only), on 128-row query blocks
         (``dq.block_q`` is ignored) with ``dq.block_k`` keys a tile and ``dq.num_stages`` tiles in
-        flight. dK/dV stay in Triton.
+        flight.
+      hopper_dkv: run dK/dV in ``block_sparse_hopper`` (Hopper GPUs only), on 128-key blocks
+        (``dkv.block_k`` is ignored) with ``dkv.block_q`` queries a tile and ``dkv.num_stages``
+        tiles in flight.
       interpret: run the kernels with the Pallas interpreter (CPU tests).
     """
     if q.ndim != 4 or k.shape != v.shape or k.shape[::2] != q.shape[::2] or k.shape[3] != q.shape[3]:
@@ -890,12 +908,14 @@ def block_sparse_attention(
         dkv = KernelConfig(block_q=64, block_k=64, num_warps=4, num_stages=3)
     if dq is None:
         dq = KernelConfig(block_q=64, block_k=64, num_warps=4, num_stages=3)
-    if (hopper_forward or hopper_dq) and interpret:
+    if (hopper_forward or hopper_dq or hopper_dkv) and interpret:
         raise ValueError("the Hopper kernels have no interpreter (Mosaic GPU): use Triton's")
     if hopper_forward:
         block_q = block_sparse_hopper.BLOCK_Q
     if hopper_dq:
         dq = dataclasses.replace(dq, block_q=block_sparse_hopper.BLOCK_Q)
+    if hopper_dkv:
+        dkv = dataclasses.replace(dkv, block_k=block_sparse_hopper.BLOCK_KEYS)
     fwd = KernelConfig(block_q, block_k, num_warps, num_stages)
     for name, kc in (("fwd", fwd), ("dkv", dkv), ("dq", dq)):
         _check_block(f"{name}.block_q", kc.block_q)
@@ -914,6 +934,6 @@ def block_sparse_attention(
         qt = _prepare_tokens(q_attrs, batch, tq_pad, pad_is_void=skip_pad_queries)
         kt = _prepare_tokens(k_attrs, batch, tk_pad, pad_is_void=False)
         schedules = _schedules(qt, kt, fwd, dkv, dq)
-    cfg = _Config(fwd, dkv, dq, float(head_dim) ** -0.5, interpret, hopper_forward, hopper_dq)
+    cfg = _Config(fwd, dkv, dq, float(head_dim) ** -0.5, interpret, hopper_forward, hopper_dq, hopper_dkv)
     out = _attention(pad(q, tq_pad), pad(k, tk_pad), pad(v, tk_pad), qt, kt, schedules, cfg)
     return out[:, :tq, :, :head_dim]

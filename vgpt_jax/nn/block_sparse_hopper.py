@@ -45,6 +45,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 COMPUTE_WARPGROUPS = 2
 WARPGROUP_ROWS = 64  # rows of one warpgroup MMA
 BLOCK_Q = COMPUTE_WARPGROUPS * WARPGROUP_ROWS  # query rows a program owns: the schedule's block_q
+BLOCK_KEYS = BLOCK_Q  # keys a dK/dV program owns: its schedule's block_k
 _MASKED = -1e30  # a masked score (unscaled)
 _LOG2_E = math.log2(math.e)
 HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))  # what the kernel computes in
@@ -79,10 +80,10 @@ def _smem_transforms(head_dim: int, dtype) -> tuple:
     return plgpu.TilingTransform((8, swizzle * 8 // bits)), plgpu.SwizzleTransform(swizzle)
 
 
-def _check_operands(q: jax.Array, k: jax.Array, block_k: int, stages: int) -> None:
+def _check_operands(q: jax.Array, k: jax.Array, q_block: int, k_block: int, stages: int) -> None:
     tq, head_dim, tk = q.shape[1], q.shape[3], k.shape[1]
-    if tq % BLOCK_Q or tk % block_k or head_dim % 32:
-        raise ValueError(f"need Tq % {BLOCK_Q}, Tk % {block_k}, D % 32 == 0; got {q.shape}, {k.shape}")
+    if tq % q_block or tk % k_block or head_dim % 32:
+        raise ValueError(f"need Tq % {q_block}, Tk % {k_block}, D % 32 == 0; got {q.shape}, {k.shape}")
     if jnp.dtype(q.dtype) not in HALF_DTYPES:
         raise ValueError(f"the Hopper kernels take bf16 or fp16 inputs, got {q.dtype}: use Triton's")
     if stages < 2:
@@ -215,7 +216,7 @@ def forward(
       out (B, Tq, H, D) in q's dtype and the log-sum-exp (B, H, Tq) fp32 in base 2 of the scaled
       scores (+inf on rows that see no key).
     """
-    _check_operands(q, k, block_k, stages)
+    _check_operands(q, k, BLOCK_Q, block_k, stages)
     batch, tq, heads, head_dim = q.shape
     dtype = q.dtype
     scale_log2 = scale * _LOG2_E
@@ -314,7 +315,7 @@ def forward(
             plgpu.wait_smem_to_gmem(0)
 
         @pl.when(wg == COMPUTE_WARPGROUPS)
-        def _stream():
+        def _streaming():
             _stream_key_tiles(
                 k_ref,
                 v_ref,
@@ -398,7 +399,7 @@ def dq(
       :func:`forward` returns it (+inf: the row sees nothing, its gradient is 0) and delta (B, H,
       Tq) fp32 = Σ_d do·out. Returns dq (B, Tq, H, D) in q's dtype.
     """
-    _check_operands(q, k, block_k, stages)
+    _check_operands(q, k, BLOCK_Q, block_k, stages)
     batch, tq, heads, head_dim = q.shape
     dtype = q.dtype
     scale_log2 = scale * _LOG2_E
@@ -481,7 +482,7 @@ def dq(
             plgpu.wait_smem_to_gmem(0)
 
         @pl.when(wg == COMPUTE_WARPGROUPS)
-        def _stream():
+        def _streaming():
             _stream_key_tiles(
                 k_ref,
                 v_ref,
@@ -526,3 +527,163 @@ def dq(
         thread_name="wg",
         compiler_params=plgpu.CompilerParams(approx_math=True),
     )(q, k, v, do, lse, delta, query_bounds, key_codes, rows, launch_order)
+
+
+def dkv(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    do: jax.Array,
+    stats: jax.Array,
+    query_bounds: jax.Array,
+    key_codes: jax.Array,
+    rows: jax.Array,
+    launch_order: jax.Array,
+    *,
+    block_q: int,
+    stages: int,
+    scale: float,
+) -> tuple[jax.Array, jax.Array]:
+    """The key and value gradients of block-sparse attention on a Hopper GPU.
+
+    A program owns 128 keys (two compute warpgroups of 64) and streams the query tiles that see
+    them (the transposed schedule), keys on rows: sᵀ = k·qᵀ, pᵀ = exp2(scale·log2(e)·sᵀ − lse),
+    dv += pᵀ·do, dsᵀ = pᵀ ∘ (v·doᵀ − delta), dk += dsᵀ·q; four warpgroup MMAs a tile, the query
+    tile's statistics and (on partial tiles) its bounds streamed beside its rows.
+
+    Args:
+      q, do: (B, Tq, H, D); k, v: (B, Tk, H, D), bf16 or fp16; Tq a multiple of ``block_q``, Tk of
+        128, D of 32. stats: (B, H, 2, Tq) fp32, the forward's log-sum-exp (base 2, scaled; +inf on
+        rows that see nothing) and delta = Σ_d do·out. query_bounds (B, 4, Tq), key_codes (B, 3, Tk)
+        int32 as :func:`forward`'s. rows: (B, Tk / 128, 2 + Tq / block_q) int32, the schedule over
+        128-key blocks; launch_order: (B, Tk / 128).
+      block_q: queries a tile (64 or 128); stages: query tiles in flight (>= 2).
+    Returns:
+      dk, dv (B, Tk, H, D) in k's dtype.
+    """
+    _check_operands(q, k, block_q, BLOCK_KEYS, stages)
+    batch, tq, heads, head_dim = q.shape
+    tk = k.shape[1]
+    dtype = q.dtype
+    scale_log2 = scale * _LOG2_E
+
+    def kernel(refs, scoped):
+        q_ref, k_ref, v_ref, do_ref, stats_ref, bounds_ref, codes_ref, rows_ref, launch_ref = refs[:-2]
+        dk_ref, dv_ref = refs[-2:]
+        b = lax.axis_index("batch")
+        h = lax.axis_index("heads")
+        wg = lax.axis_index("wg")
+        kb = launch_ref[b, lax.axis_index("k_seq")]
+        n_partial = rows_ref[b, kb, 0]
+        n_tiles = rows_ref[b, kb, 1]
+        (k_smem2, v_smem2, q_smem, do_smem, stats_smem, bounds_smem), ready, slot_free = scoped
+        q_ready, do_ready, stats_ready, bounds_ready, k_ready, v_ready = ready
+
+        @pl.when(wg < COMPUTE_WARPGROUPS)
+        def _compute():
+            plgpu.set_max_registers(232, action="increase")
+            k_smem, v_smem = k_smem2.at[wg], v_smem2.at[wg]
+            k_rows = pl.ds(kb * BLOCK_KEYS + wg * WARPGROUP_ROWS, WARPGROUP_ROWS)
+            plgpu.copy_gmem_to_smem(k_ref.at[b, k_rows, h], k_smem, k_ready.at[wg])
+            plgpu.copy_gmem_to_smem(v_ref.at[b, k_rows, h], v_smem, v_ready.at[wg])
+            codes = _row_vectors([codes_ref.at[b, i] for i in range(3)], k_rows, block_q)
+            plgpu.barrier_wait(k_ready.at[wg])
+            plgpu.barrier_wait(v_ready.at[wg])
+            zeros = plgpu.layout_cast(
+                jnp.full((WARPGROUP_ROWS, head_dim), 0.0, jnp.float32), plgpu.Layout.WGMMA
+            )
+
+            def step(t, carry, masked: bool):
+                dk, dv = carry
+                slot = lax.rem(t, stages)
+                plgpu.barrier_wait(q_ready.at[slot])
+
+                def scores(acc_ref):
+                    plgpu.wgmma(acc_ref, k_smem, plgpu.transpose_ref(q_smem.at[slot], (1, 0)))
+                    return acc_ref[...]
+
+                s_t = pl.run_scoped(scores, plgpu.ACC((WARPGROUP_ROWS, block_q), jnp.float32))
+                plgpu.barrier_wait(stats_ready.at[slot])
+                lse, delta = _column_vectors(stats_smem, slot, 2, block_q)
+                p_t = jnp.exp2(s_t * scale_log2 - lse)
+                if masked:  # the query tile's bounds came with its rows
+                    plgpu.barrier_wait(bounds_ready.at[slot])
+                    bounds = _column_vectors(bounds_smem, slot, 4, block_q)
+                    p_t = jnp.where(range_visible(codes, bounds), p_t, 0.0)
+                plgpu.barrier_wait(do_ready.at[slot])
+
+                def value_grads(acc_ref):
+                    plgpu.wgmma(acc_ref, p_t.astype(dtype), do_smem.at[slot])
+
+                dv = pl.run_state(value_grads)(plgpu.ACC.init(dv))
+
+                def output_grads(acc_ref):
+                    plgpu.wgmma(acc_ref, v_smem, plgpu.transpose_ref(do_smem.at[slot], (1, 0)))
+                    return acc_ref[...]
+
+                dp_t = pl.run_scoped(output_grads, plgpu.ACC((WARPGROUP_ROWS, block_q), jnp.float32))
+                ds_t = (p_t * (dp_t - delta)).astype(dtype)
+
+                def key_grads(acc_ref):
+                    plgpu.wgmma(acc_ref, ds_t, q_smem.at[slot])
+
+                dk = pl.run_state(key_grads)(plgpu.ACC.init(dk))
+                plgpu.barrier_arrive(slot_free.at[slot])
+                return dk, dv
+
+            carry = lax.fori_loop(0, n_partial, lambda t, c: step(t, c, masked=True), (zeros, zeros))
+            dk, dv = lax.fori_loop(n_partial, n_tiles, lambda t, c: step(t, c, masked=False), carry)
+            k_smem[...] = (dk * scale).astype(dtype)
+            v_smem[...] = dv.astype(dtype)
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(k_smem, dk_ref.at[b, k_rows, h])
+            plgpu.copy_smem_to_gmem(v_smem, dv_ref.at[b, k_rows, h])
+            plgpu.wait_smem_to_gmem(0)
+
+        @pl.when(wg == COMPUTE_WARPGROUPS)
+        def _streaming():
+            _stream(
+                lambda t: rows_ref[b, kb, 2 + t],
+                n_partial,
+                n_tiles,
+                [
+                    _Copy(lambda cols: q_ref.at[b, cols, h], q_smem, q_ready, slot_free),
+                    _Copy(lambda cols: do_ref.at[b, cols, h], do_smem, do_ready, None),
+                    _Copy(lambda cols: stats_ref.at[b, h, :, cols], stats_smem, stats_ready, None),
+                ],
+                [_Copy(lambda cols: bounds_ref.at[b, :, cols], bounds_smem, bounds_ready, None)],
+                block_q,
+                stages,
+            )
+
+    # Its name is the kernel's name in profiles.
+    def block_sparse_attention_dkv_hopper(*refs):
+        transforms = _smem_transforms(head_dim, dtype)
+        own_rows = plgpu.SMEM((COMPUTE_WARPGROUPS, WARPGROUP_ROWS, head_dim), dtype, transforms=transforms)
+        query_tiles = plgpu.SMEM((stages, block_q, head_dim), dtype, transforms=transforms)
+        per_slot = plgpu.Barrier(num_barriers=stages)
+        per_warpgroup = plgpu.Barrier(num_barriers=COMPUTE_WARPGROUPS)
+        pl.run_scoped(
+            lambda *scoped: kernel(refs, scoped),
+            [
+                own_rows,
+                own_rows,
+                query_tiles,
+                query_tiles,
+                plgpu.SMEM((stages, 2, block_q), jnp.float32),
+                plgpu.SMEM((stages, 4, block_q), jnp.int32),
+            ],
+            (per_slot, per_slot, per_slot, per_slot, per_warpgroup, per_warpgroup),
+            plgpu.Barrier(num_arrivals=COMPUTE_WARPGROUPS, num_barriers=stages),
+            collective_axes="wg",
+        )
+
+    return plgpu.kernel(
+        block_sparse_attention_dkv_hopper,
+        out_type=(jax.ShapeDtypeStruct(k.shape, dtype), jax.ShapeDtypeStruct(v.shape, dtype)),
+        grid=(heads, tk // BLOCK_KEYS, batch),
+        grid_names=("heads", "k_seq", "batch"),
+        num_threads=COMPUTE_WARPGROUPS + 1,
+        thread_name="wg",
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+    )(q, k, v, do, stats, query_bounds, key_codes, rows, launch_order)

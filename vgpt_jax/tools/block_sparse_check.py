@@ -21,7 +21,8 @@ Run on a machine with a GPU (needs only jax, flax and numpy):
    joined into one call and beside the block-sparse kernel.
 
 On a GPU, 1 and 2 also run the Hopper forward (``hopper_forward``, ``HOPPER_CONFIGS``) with
-Triton's backward, and with the Hopper dQ (``hopper_dq``, ``HOPPER_DQ_CONFIGS``); ``--layer-loop``
+Triton's backward, with the Hopper dQ (``hopper_dq``, ``HOPPER_DQ_CONFIGS``) and with the Hopper
+dK/dV as well (``hopper_dkv``, ``HOPPER_DKV_CONFIGS``); ``--layer-loop``
 times the forwards in a 20-call ``lax.scan`` as a model calls them (chained, on fresh inputs, after
 matmuls, with the schedule computed at run time).
 """
@@ -124,6 +125,15 @@ def hopper_dq_kwargs(block_k: int, stages: int) -> dict:
     return {**hopper_kwargs(128, 2), "hopper_dq": True, "dq": dq}
 
 
+# (block_q, stages) of the Hopper dK/dV kernel, each run after the Hopper forward and dQ (64 x 3).
+HOPPER_DKV_CONFIGS = [(64, 2), (64, 3), (128, 2)]
+
+
+def hopper_dkv_kwargs(block_q: int, stages: int) -> dict:
+    dkv = bsa.KernelConfig(block_q=block_q, block_k=128, num_warps=4, num_stages=stages)
+    return {**hopper_dq_kwargs(64, 3), "hopper_dkv": True, "dkv": dkv}
+
+
 def rel_err(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
@@ -160,6 +170,10 @@ def check_correctness(num_frames: int) -> bool:
         variants += [
             (f"hopper fwd + dq {bk}x{st}", {"skip_pad_queries": True, **hopper_dq_kwargs(bk, st)})
             for bk, st in HOPPER_DQ_CONFIGS
+        ]
+        variants += [
+            (f"hopper all, dkv {bq}x{st}", {"skip_pad_queries": True, **hopper_dkv_kwargs(bq, st)})
+            for bq, st in HOPPER_DKV_CONFIGS
         ]
     for name, kwargs in variants:
         skip = bool(kwargs.get("skip_pad_queries"))
@@ -261,6 +275,9 @@ def time_kernels(num_frames: int) -> None:
         for bk, st in HOPPER_DQ_CONFIGS:
             hopper = ours(skip_pad_queries=True, **hopper_dq_kwargs(bk, st))
             add(f"skip_pad, hopper fwd 128x2 + dq {bk}x{st}", hopper, e_real)
+        for bq, st in HOPPER_DKV_CONFIGS:
+            hopper = ours(skip_pad_queries=True, **hopper_dkv_kwargs(bq, st))
+            add(f"skip_pad, hopper fwd, dq 64x3, dkv {bq}x{st}", hopper, e_real)
     tuned = {}
     if BEST:
         fwd = BEST.get("fwd", bsa.KernelConfig(64, 64, 4, 4))
@@ -394,6 +411,16 @@ def time_long(num_frames: int) -> None:
             entries,
         )
         for bk, st in (HOPPER_DQ_CONFIGS if jax.default_backend() == "gpu" else [])
+    ]
+    hopper += [
+        (
+            f"skip_pad, hopper fwd, dq 64x3, dkv {bq}x{st}",
+            lambda q, k, v, bq=bq, st=st: bsa.block_sparse_attention(
+                q, k, v, attrs, attrs, skip_pad_queries=True, **hopper_dkv_kwargs(bq, st)
+            ),
+            entries,
+        )
+        for bq, st in (HOPPER_DKV_CONFIGS if jax.default_backend() == "gpu" else [])
     ]
     for name, attn, e in (
         (
