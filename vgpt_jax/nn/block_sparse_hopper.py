@@ -152,13 +152,45 @@ def _stream(tile_id, n_partial, n_tiles, copies, partial_copies, block: int, sta
         fetch(t, lax.rem(t, stages), wait=True)
 
 
-def _stream_key_tiles(
-    k_ref, v_ref, codes_ref, b, h, tile_id, n_partial, n_tiles, smem, ready, free, block_k, stages
-) -> None:
-    """The forward's and dQ's streaming: key and value tiles, and a partial tile's key codes."""
-    k_smem, v_smem, codes_smem = smem
-    k_ready, v_ready, codes_ready = ready
-    k_free, v_free = free
+class _Program(NamedTuple):
+    """Where a program is: batch row, head, warpgroup, its outer block (query or key block, from
+    the launch order) and that block's schedule row (partial and non-empty tile counts, ids)."""
+
+    b: jax.Array
+    h: jax.Array
+    wg: jax.Array
+    block: jax.Array
+    n_partial: jax.Array
+    n_tiles: jax.Array
+    tile_id: Callable  # step -> the step's tile (inner block) id
+
+
+def _warp_specialized(rows_ref, launch_ref, seq_axis: str, compute, stream) -> None:
+    """The kernels' common frame: the program's place, then ``compute(program)`` on the compute
+    warpgroups and ``stream(program)`` on the last one. ``rows_ref``/``launch_ref`` are the
+    schedule's (B, n_outer, 2 + n_inner) rows and (B, n_outer) launch order; ``seq_axis`` the grid
+    axis over outer blocks."""
+    b = lax.axis_index("batch")
+    wg = lax.axis_index("wg")
+    block = launch_ref[b, lax.axis_index(seq_axis)]
+    program = _Program(
+        b,
+        lax.axis_index("heads"),
+        wg,
+        block,
+        rows_ref[b, block, 0],
+        rows_ref[b, block, 1],
+        lambda t: rows_ref[b, block, 2 + t],
+    )
+    pl.when(wg < COMPUTE_WARPGROUPS)(lambda: compute(program))
+    pl.when(wg == COMPUTE_WARPGROUPS)(lambda: stream(program))
+
+
+def _stream_key_tiles(k_ref, v_ref, codes_ref, program: _Program, buffers, block_k: int, stages: int) -> None:
+    """The forward's and dQ's streaming: key and value tiles, and a partial tile's key codes;
+    ``buffers``: (k, v, codes) shared buffers, their ready barriers, (k, v) free barriers."""
+    (k_smem, v_smem, codes_smem), (k_ready, v_ready, codes_ready), (k_free, v_free) = buffers
+    b, h, _, _, n_partial, n_tiles, tile_id = program
     _stream(
         tile_id,
         n_partial,
@@ -224,12 +256,6 @@ def forward(
     row_layout = plgpu.Layout.WGMMA.reduce(1)
 
     def kernel(q_ref, k_ref, v_ref, bounds_ref, codes_ref, rows_ref, launch_ref, out_ref, lse_ref, scoped):
-        b = lax.axis_index("batch")
-        h = lax.axis_index("heads")
-        wg = lax.axis_index("wg")
-        qb = launch_ref[b, lax.axis_index("q_seq")]
-        n_partial = rows_ref[b, qb, 0]
-        n_tiles = rows_ref[b, qb, 1]
         (qo_smem2, k_smem, v_smem, codes_smem, lse_smem2), ready, (k_free, v_free), turn = scoped
         k_ready, v_ready, codes_ready, q_ready = ready
 
@@ -237,8 +263,8 @@ def forward(
             plgpu.barrier_arrive(turn)
             plgpu.barrier_wait(turn)
 
-        @pl.when(wg < COMPUTE_WARPGROUPS)
-        def _compute():
+        def compute(program: _Program):
+            b, h, wg, qb, n_partial, n_tiles, _ = program
             plgpu.set_max_registers(232, action="increase")
             qo_smem, lse_smem = qo_smem2.at[wg], lse_smem2.at[wg]
             q_rows = pl.ds(qb * BLOCK_Q + wg * WARPGROUP_ROWS, WARPGROUP_ROWS)
@@ -314,23 +340,14 @@ def forward(
             plgpu.copy_smem_to_gmem(lse_smem, lse_ref.at[b, h, q_rows])
             plgpu.wait_smem_to_gmem(0)
 
-        @pl.when(wg == COMPUTE_WARPGROUPS)
-        def _streaming():
-            _stream_key_tiles(
-                k_ref,
-                v_ref,
-                codes_ref,
-                b,
-                h,
-                lambda t: rows_ref[b, qb, 2 + t],
-                n_partial,
-                n_tiles,
-                (k_smem, v_smem, codes_smem),
-                (k_ready, v_ready, codes_ready),
-                (k_free, v_free),
-                block_k,
-                stages,
-            )
+        key_buffers = ((k_smem, v_smem, codes_smem), (k_ready, v_ready, codes_ready), (k_free, v_free))
+        _warp_specialized(
+            rows_ref,
+            launch_ref,
+            "q_seq",
+            compute,
+            lambda program: _stream_key_tiles(k_ref, v_ref, codes_ref, program, key_buffers, block_k, stages),
+        )
 
     # Its name is the kernel's name in profiles.
     def block_sparse_attention_fwd_hopper(
@@ -418,17 +435,11 @@ def dq(
             launch_ref,
             dq_ref,
         ) = refs
-        b = lax.axis_index("batch")
-        h = lax.axis_index("heads")
-        wg = lax.axis_index("wg")
-        qb = launch_ref[b, lax.axis_index("q_seq")]
-        n_partial = rows_ref[b, qb, 0]
-        n_tiles = rows_ref[b, qb, 1]
         (q_smem2, do_smem2, k_smem, v_smem, codes_smem), ready, (k_free, v_free) = scoped
         k_ready, v_ready, codes_ready, q_ready, do_ready = ready
 
-        @pl.when(wg < COMPUTE_WARPGROUPS)
-        def _compute():
+        def compute(program: _Program):
+            b, h, wg, qb, n_partial, n_tiles, _ = program
             plgpu.set_max_registers(232, action="increase")
             q_smem, do_smem = q_smem2.at[wg], do_smem2.at[wg]
             q_rows = pl.ds(qb * BLOCK_Q + wg * WARPGROUP_ROWS, WARPGROUP_ROWS)
@@ -481,23 +492,14 @@ def dq(
             plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[b, q_rows, h])
             plgpu.wait_smem_to_gmem(0)
 
-        @pl.when(wg == COMPUTE_WARPGROUPS)
-        def _streaming():
-            _stream_key_tiles(
-                k_ref,
-                v_ref,
-                codes_ref,
-                b,
-                h,
-                lambda t: rows_ref[b, qb, 2 + t],
-                n_partial,
-                n_tiles,
-                (k_smem, v_smem, codes_smem),
-                (k_ready, v_ready, codes_ready),
-                (k_free, v_free),
-                block_k,
-                stages,
-            )
+        key_buffers = ((k_smem, v_smem, codes_smem), (k_ready, v_ready, codes_ready), (k_free, v_free))
+        _warp_specialized(
+            rows_ref,
+            launch_ref,
+            "q_seq",
+            compute,
+            lambda program: _stream_key_tiles(k_ref, v_ref, codes_ref, program, key_buffers, block_k, stages),
+        )
 
     # Its name is the kernel's name in profiles.
     def block_sparse_attention_dq_hopper(*refs):
@@ -570,17 +572,11 @@ def dkv(
     def kernel(refs, scoped):
         q_ref, k_ref, v_ref, do_ref, stats_ref, bounds_ref, codes_ref, rows_ref, launch_ref = refs[:-2]
         dk_ref, dv_ref = refs[-2:]
-        b = lax.axis_index("batch")
-        h = lax.axis_index("heads")
-        wg = lax.axis_index("wg")
-        kb = launch_ref[b, lax.axis_index("k_seq")]
-        n_partial = rows_ref[b, kb, 0]
-        n_tiles = rows_ref[b, kb, 1]
         (k_smem2, v_smem2, q_smem, do_smem, stats_smem, bounds_smem), ready, slot_free = scoped
         q_ready, do_ready, stats_ready, bounds_ready, k_ready, v_ready = ready
 
-        @pl.when(wg < COMPUTE_WARPGROUPS)
-        def _compute():
+        def compute(program: _Program):
+            b, h, wg, kb, n_partial, n_tiles, _ = program
             plgpu.set_max_registers(232, action="increase")
             k_smem, v_smem = k_smem2.at[wg], v_smem2.at[wg]
             k_rows = pl.ds(kb * BLOCK_KEYS + wg * WARPGROUP_ROWS, WARPGROUP_ROWS)
@@ -640,10 +636,10 @@ def dkv(
             plgpu.copy_smem_to_gmem(v_smem, dv_ref.at[b, k_rows, h])
             plgpu.wait_smem_to_gmem(0)
 
-        @pl.when(wg == COMPUTE_WARPGROUPS)
-        def _streaming():
+        def stream(program: _Program):
+            b, h, _, _, n_partial, n_tiles, tile_id = program
             _stream(
-                lambda t: rows_ref[b, kb, 2 + t],
+                tile_id,
                 n_partial,
                 n_tiles,
                 [
@@ -655,6 +651,8 @@ def dkv(
                 block_q,
                 stages,
             )
+
+        _warp_specialized(rows_ref, launch_ref, "k_seq", compute, stream)
 
     # Its name is the kernel's name in profiles.
     def block_sparse_attention_dkv_hopper(*refs):
