@@ -134,6 +134,18 @@ def hopper_dkv_kwargs(block_q: int, stages: int) -> dict:
     return {**hopper_dq_kwargs(64, 3), "hopper_dkv": True, "dkv": dkv}
 
 
+def hopper_variants(forwards: int = len(HOPPER_CONFIGS)) -> list[tuple[str, dict]]:
+    """(label, block_sparse_attention keywords) of the Hopper kernels' runs on a GPU (none
+    elsewhere): the first ``forwards`` forwards, then dQ and dK/dV added in turn."""
+    if jax.default_backend() != "gpu":
+        return []
+    return [
+        *((f"hopper fwd {bk}x{st}", hopper_kwargs(bk, st)) for bk, st in HOPPER_CONFIGS[:forwards]),
+        *((f"hopper fwd + dq {bk}x{st}", hopper_dq_kwargs(bk, st)) for bk, st in HOPPER_DQ_CONFIGS),
+        *((f"hopper all, dkv {bq}x{st}", hopper_dkv_kwargs(bq, st)) for bq, st in HOPPER_DKV_CONFIGS),
+    ]
+
+
 def rel_err(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
@@ -162,19 +174,7 @@ def check_correctness(num_frames: int) -> bool:
     real = ~attrs.is_pad[0]
     ok = True
     variants = [("block_sparse", {}), ("block_sparse skip_pad", {"skip_pad_queries": True})]
-    if jax.default_backend() == "gpu":
-        variants += [
-            (f"hopper fwd {bk}x{st}", {"skip_pad_queries": True, **hopper_kwargs(bk, st)})
-            for bk, st in HOPPER_CONFIGS
-        ]
-        variants += [
-            (f"hopper fwd + dq {bk}x{st}", {"skip_pad_queries": True, **hopper_dq_kwargs(bk, st)})
-            for bk, st in HOPPER_DQ_CONFIGS
-        ]
-        variants += [
-            (f"hopper all, dkv {bq}x{st}", {"skip_pad_queries": True, **hopper_dkv_kwargs(bq, st)})
-            for bq, st in HOPPER_DKV_CONFIGS
-        ]
+    variants += [(label, {"skip_pad_queries": True, **kw}) for label, kw in hopper_variants()]
     for name, kwargs in variants:
         skip = bool(kwargs.get("skip_pad_queries"))
         # Skipped pad queries: their outputs are unspecified, so they get no cotangent and are
@@ -268,16 +268,8 @@ def time_kernels(num_frames: int) -> None:
 
     add("block_sparse (exact pad rule)", ours(), e_all)
     add("block_sparse skip_pad_queries", ours(skip_pad_queries=True), e_real)
-    if jax.default_backend() == "gpu":
-        for bk, st in HOPPER_CONFIGS:
-            hopper = ours(skip_pad_queries=True, **hopper_kwargs(bk, st))
-            add(f"block_sparse skip_pad, hopper fwd {bk}x{st}", hopper, e_real)
-        for bk, st in HOPPER_DQ_CONFIGS:
-            hopper = ours(skip_pad_queries=True, **hopper_dq_kwargs(bk, st))
-            add(f"skip_pad, hopper fwd 128x2 + dq {bk}x{st}", hopper, e_real)
-        for bq, st in HOPPER_DKV_CONFIGS:
-            hopper = ours(skip_pad_queries=True, **hopper_dkv_kwargs(bq, st))
-            add(f"skip_pad, hopper fwd, dq 64x3, dkv {bq}x{st}", hopper, e_real)
+    for label, kw in hopper_variants():
+        add(f"block_sparse skip_pad, {label}", ours(skip_pad_queries=True, **kw), e_real)
     tuned = {}
     if BEST:
         fwd = BEST.get("fwd", bsa.KernelConfig(64, 64, 4, 4))
@@ -394,33 +386,13 @@ def time_long(num_frames: int) -> None:
     RESULTS["long_schedule_ms"] = ms
     hopper = [
         (
-            f"block_sparse skip_pad, hopper fwd {bk}x{st}",
-            lambda q, k, v, bk=bk, st=st: bsa.block_sparse_attention(
-                q, k, v, attrs, attrs, skip_pad_queries=True, **hopper_kwargs(bk, st)
+            f"block_sparse skip_pad, {label}",
+            lambda q, k, v, kw=kw: bsa.block_sparse_attention(
+                q, k, v, attrs, attrs, skip_pad_queries=True, **kw
             ),
             entries,
         )
-        for bk, st in (HOPPER_CONFIGS[:1] if jax.default_backend() == "gpu" else [])
-    ]
-    hopper += [
-        (
-            f"skip_pad, hopper fwd 128x2 + dq {bk}x{st}",
-            lambda q, k, v, bk=bk, st=st: bsa.block_sparse_attention(
-                q, k, v, attrs, attrs, skip_pad_queries=True, **hopper_dq_kwargs(bk, st)
-            ),
-            entries,
-        )
-        for bk, st in (HOPPER_DQ_CONFIGS if jax.default_backend() == "gpu" else [])
-    ]
-    hopper += [
-        (
-            f"skip_pad, hopper fwd, dq 64x3, dkv {bq}x{st}",
-            lambda q, k, v, bq=bq, st=st: bsa.block_sparse_attention(
-                q, k, v, attrs, attrs, skip_pad_queries=True, **hopper_dkv_kwargs(bq, st)
-            ),
-            entries,
-        )
-        for bq, st in (HOPPER_DKV_CONFIGS if jax.default_backend() == "gpu" else [])
+        for label, kw in hopper_variants(forwards=1)
     ]
     for name, attn, e in (
         (
