@@ -43,7 +43,7 @@ PHI3_SHORT_FACTOR = (
 )  # fmt: skip
 
 ATTENTION_BACKENDS = ("auto", "xla", "block_sparse", "splash")
-KERNEL_CHOICES = ("auto", "triton", "hopper")  # the block-sparse forward and dQ kernels
+KERNEL_CHOICES = ("auto", "triton", "hopper")  # the block-sparse forward, dQ and dK/dV kernels
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention", "attention_out", "attention_offload")
 ROPE_FACTOR_CHOICES = ("long", "short", "none")
 PARTITIONS = ("random", "per_frame", "fixed")
@@ -101,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
             {"block_q": 64, "block_k": 64, "num_warps": 4, "num_stages": 3}
         )
     # The forward kernel: "triton" (the fwd tiles above), "hopper" (block_sparse_hopper: Mosaic GPU,
-    # warpgroup MMA and TMA; sm90 only) or "auto" (hopper on a Hopper GPU). The backward is Triton's.
+    # warpgroup MMA and TMA; sm90 only) or "auto" (hopper on a Hopper GPU in bf16/fp16).
     m.attention.block_sparse.forward_kernel = "auto"
     # The dQ kernel: "triton" or "hopper"/"auto" (block_sparse_hopper.dq: Mosaic GPU, on 128-row query
     # blocks with dq.block_k keys a tile and dq.num_stages tiles in flight). Triton's by default
