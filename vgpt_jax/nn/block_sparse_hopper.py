@@ -564,7 +564,7 @@ def dkv(
       dk, dv (B, Tk, H, D) in k's dtype.
     """
     _check_operands(q, k, block_q, BLOCK_KEYS, stages)
-    batch, tq, heads, head_dim = q.shape
+    batch, _, heads, head_dim = q.shape
     tk = k.shape[1]
     dtype = q.dtype
     scale_log2 = scale * _LOG2_E
