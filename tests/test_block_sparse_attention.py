@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from vgpt_jax.models import layout
+from vgpt_jax.nn import block_sparse_attention as block_sparse_module
 from vgpt_jax.nn import block_sparse_hopper
-from vgpt_jax.nn.attention import KVPrefix, clip_attention, xla_attention
+from vgpt_jax.nn.attention import KernelTiles, KVPrefix, attend, clip_attention, xla_attention
 from vgpt_jax.nn.block_sparse_attention import (
     TILE_EMPTY,
     TILE_FULL,
@@ -507,3 +508,34 @@ def test_hopper_forward_refuses_fp32():
     rows, order = jnp.zeros((1, 1, 3), jnp.int32), jnp.zeros((1, 1), jnp.int32)
     with pytest.raises(ValueError, match="bf16 or fp16"):
         block_sparse_hopper.forward(x, x, x, bounds, codes, rows, order, block_k=128, stages=2, scale=1.0)
+
+
+@pytest.mark.parametrize(
+    ("forward", "dq", "dkv", "want"),
+    [
+        ("triton", "hopper", "triton", {"hopper_dq"}),
+        ("hopper", "triton", "hopper", {"hopper_forward", "hopper_dkv"}),
+        ("auto", "auto", "auto", {"hopper_forward", "hopper_dq", "hopper_dkv"}),
+    ],
+)
+def test_attend_passes_the_chosen_kernels(monkeypatch, forward, dq, dkv, want):
+    """Config -> KernelTiles -> attend -> block_sparse_attention's flags, on a pretend Hopper GPU."""
+    calls = []
+    monkeypatch.setattr(
+        block_sparse_module, "block_sparse_attention", lambda q, *a, **kw: calls.append(kw) or q
+    )
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # not the interpreter
+    monkeypatch.setattr(block_sparse_hopper, "chosen", lambda kernel, dtype: kernel in ("hopper", "auto"))
+    tiles = KernelTiles(
+        block_sparse=((64, 64, 4, 3),) * 3,
+        splash=(512, 512),
+        forward_kernel=forward,
+        dq_kernel=dq,
+        dkv_kernel=dkv,
+    )
+    x = jnp.zeros((1, 16, 2, 32), jnp.bfloat16)
+    attrs = TokenAttrs(*(np.zeros(16, np.int32) for _ in range(4)), np.zeros(16, bool))
+    attend(x, x, x, attrs, attrs, backend="block_sparse", query_chunk=16, tiles=tiles)
+    (kw,) = calls
+    assert {flag for flag in ("hopper_forward", "hopper_dq", "hopper_dkv") if kw.get(flag)} == want
+    assert kw["interpret"] is False and kw["skip_pad_queries"] is True
