@@ -10,6 +10,35 @@ from vgpt_jax.nn.fp8 import projection, stored_scale
 from vgpt_jax.nn.initializers import phi3_normal
 
 
+@jax.custom_vjp
+def swiglu(h: jax.Array) -> jax.Array:
+    """(..., 2, F) [gate; up] -> (..., F): up · SiLU(gate), in h's dtype.
+
+    Its gradient keeps only h for the backward (autodiff of SiLU kept gate, up and three SiLU
+    intermediates: three more (T, F) arrays a layer) and recomputes the sigmoid there, in fp32.
+    """
+    gate, up = h[..., 0, :], h[..., 1, :]
+    return up * jax.nn.silu(gate)
+
+
+def _swiglu_fwd(h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return swiglu(h), h
+
+
+def _swiglu_bwd(h: jax.Array, dy: jax.Array) -> tuple[jax.Array]:
+    gate, up = h[..., 0, :].astype(jnp.float32), h[..., 1, :].astype(jnp.float32)
+    dy = dy.astype(jnp.float32)
+    sig = jax.nn.sigmoid(gate)
+    # d/dg [g·σ(g)] = σ(g)·(1 + g·(1 − σ(g)))
+    dgate = dy * up * sig * (1.0 + gate * (1.0 - sig))
+    dup = dy * gate * sig
+    # one array, not two padded ones summed: the gradient of [gate; up] is their concatenation
+    return (jnp.stack([dgate, dup], axis=-2).astype(h.dtype),)
+
+
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
+
+
 class GatedMLP(nn.Module):
     """(B, T, D) -> (B, T, D).
 
@@ -39,6 +68,5 @@ class GatedMLP(nn.Module):
         )
         h = projection("btd,dgf->btgf", x, gate_up, self.dtype, self.fp8, stored_scale(self, "gate_up"))
         h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", None, "activation_mlp"))
-        gate, up = h[:, :, 0], h[:, :, 1]
-        h = up * nn.silu(gate)
+        h = swiglu(h)
         return projection("btf,fd->btd", h, down, self.dtype, self.fp8, stored_scale(self, "down"))
