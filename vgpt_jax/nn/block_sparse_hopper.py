@@ -90,12 +90,13 @@ def _check_operands(q: jax.Array, k: jax.Array, q_block: int, k_block: int, stag
         raise ValueError(f"stages must be >= 2, got {stages}")
 
 
-def _row_vectors(refs, q_rows, block_k: int) -> tuple:
-    """Per-row values (one (Tq,) GMEM ref each) of a warpgroup's 64 rows, broadcast over a tile."""
+def _row_vectors(refs, rows: pl.Slice, width: int) -> tuple:
+    """Per-row values of a warpgroup's 64 ``rows`` (one (T,) GMEM ref each: query bounds, a query's
+    statistics, key codes), broadcast over a tile of ``width`` columns."""
     return tuple(
         lax.broadcast_in_dim(
-            plgpu.load(ref, q_rows, layout=plgpu.Layout.WGMMA.reduce(1), optimized=False),
-            (WARPGROUP_ROWS, block_k),
+            plgpu.load(ref, rows, layout=plgpu.Layout.WGMMA.reduce(1), optimized=False),
+            (WARPGROUP_ROWS, width),
             [0],
         )
         for ref in refs
@@ -115,6 +116,19 @@ def _column_vectors(smem, slot, count: int, width: int) -> tuple:
     )
 
 
+class _Program(NamedTuple):
+    """Where a program is: batch row, head, warpgroup, its outer block (query or key block, from
+    the launch order) and that block's schedule row (partial and non-empty tile counts, ids)."""
+
+    b: jax.Array
+    h: jax.Array
+    wg: jax.Array
+    block: jax.Array
+    n_partial: jax.Array
+    n_tiles: jax.Array
+    tile_id: Callable  # step -> the step's tile (inner block) id
+
+
 class _Copy(NamedTuple):
     """One buffer the streaming warpgroup fills a slot of per tile."""
 
@@ -124,12 +138,13 @@ class _Copy(NamedTuple):
     free: object  # a barrier a slot to wait for before refilling it; None: an earlier copy's
 
 
-def _stream(tile_id, n_partial, n_tiles, copies, partial_copies, block: int, stages: int) -> None:
-    """The streaming warpgroup: per tile ``t`` (``block`` columns from ``tile_id(t) · block``), the
-    ``copies`` into slot ``t % stages``, and on partial tiles (the first ``n_partial``) the
+def _stream(program: _Program, copies, partial_copies, block: int, stages: int) -> None:
+    """The streaming warpgroup: per tile ``t`` of the program's schedule row (``block`` columns from
+    ``tile_id(t) · block``), the ``copies`` into slot ``t % stages``, and on partial tiles the
     ``partial_copies``, which wait for no barrier of their own: the compute warpgroups read them
     before releasing the copies' slot."""
     plgpu.set_max_registers(40, action="decrease")
+    n_partial, n_tiles, tile_id = program.n_partial, program.n_tiles, program.tile_id
 
     def fetch(t, slot, wait: bool):
         # The tile id is read before the waits, so that its latency hides behind them.
@@ -150,19 +165,6 @@ def _stream(tile_id, n_partial, n_tiles, copies, partial_copies, block: int, sta
     @pl.loop(stages, n_tiles)
     def _(t):
         fetch(t, lax.rem(t, stages), wait=True)
-
-
-class _Program(NamedTuple):
-    """Where a program is: batch row, head, warpgroup, its outer block (query or key block, from
-    the launch order) and that block's schedule row (partial and non-empty tile counts, ids)."""
-
-    b: jax.Array
-    h: jax.Array
-    wg: jax.Array
-    block: jax.Array
-    n_partial: jax.Array
-    n_tiles: jax.Array
-    tile_id: Callable  # step -> the step's tile (inner block) id
 
 
 def _warp_specialized(rows_ref, launch_ref, seq_axis: str, compute, stream) -> None:
@@ -190,11 +192,9 @@ def _stream_key_tiles(k_ref, v_ref, codes_ref, program: _Program, buffers, block
     """The forward's and dQ's streaming: key and value tiles, and a partial tile's key codes;
     ``buffers``: (k, v, codes) shared buffers, their ready barriers, (k, v) free barriers."""
     (k_smem, v_smem, codes_smem), (k_ready, v_ready, codes_ready), (k_free, v_free) = buffers
-    b, h, _, _, n_partial, n_tiles, tile_id = program
+    b, h = program.b, program.h
     _stream(
-        tile_id,
-        n_partial,
-        n_tiles,
+        program,
         [
             _Copy(lambda cols: k_ref.at[b, cols, h], k_smem, k_ready, k_free),
             _Copy(lambda cols: v_ref.at[b, cols, h], v_smem, v_ready, v_free),
@@ -203,6 +203,30 @@ def _stream_key_tiles(k_ref, v_ref, codes_ref, program: _Program, buffers, block
         block_k,
         stages,
     )
+
+
+def _zero_accumulator(head_dim: int) -> jax.Array:
+    """A warpgroup's (64, head_dim) fp32 accumulator of zeros, in the MMA's register layout."""
+    return plgpu.layout_cast(jnp.full((WARPGROUP_ROWS, head_dim), 0.0, jnp.float32), plgpu.Layout.WGMMA)
+
+
+def _product_t(a_smem, b_smem, cols: int) -> jax.Array:
+    """a · bᵀ, a (64, D) and b (cols, D) in shared memory, as a fresh fp32 (64, cols) value."""
+
+    def run(acc_ref):
+        plgpu.wgmma(acc_ref, a_smem, plgpu.transpose_ref(b_smem, (1, 0)))
+        return acc_ref[...]
+
+    return pl.run_scoped(run, plgpu.ACC((WARPGROUP_ROWS, cols), jnp.float32))
+
+
+def _accumulate(acc: jax.Array, a: jax.Array, b_smem) -> jax.Array:
+    """acc + a · b: a (64, K) in registers (half precision), b (K, D) in shared memory."""
+
+    def run(acc_ref):
+        plgpu.wgmma(acc_ref, a, b_smem)
+
+    return pl.run_state(run)(plgpu.ACC.init(acc))
 
 
 def _tile_smem(head_dim: int, dtype, block_k: int, stages: int) -> list:
@@ -273,9 +297,7 @@ def forward(
             plgpu.barrier_wait(q_ready.at[wg])
             m_i = plgpu.layout_cast(jnp.full((WARPGROUP_ROWS,), -jnp.inf, jnp.float32), row_layout)
             l_i = plgpu.layout_cast(jnp.full((WARPGROUP_ROWS,), 0.0, jnp.float32), row_layout)
-            acc = plgpu.layout_cast(
-                jnp.full((WARPGROUP_ROWS, head_dim), 0.0, jnp.float32), plgpu.Layout.WGMMA
-            )
+            acc = _zero_accumulator(head_dim)
 
             @pl.when(n_tiles > 0)
             def _():
@@ -449,26 +471,15 @@ def dq(
             lse, delta = _row_vectors([lse_ref.at[b, h], delta_ref.at[b, h]], q_rows, block_k)
             plgpu.barrier_wait(q_ready.at[wg])
             plgpu.barrier_wait(do_ready.at[wg])
-            acc = plgpu.layout_cast(
-                jnp.full((WARPGROUP_ROWS, head_dim), 0.0, jnp.float32), plgpu.Layout.WGMMA
-            )
+            acc = _zero_accumulator(head_dim)
 
             def step(t, acc, masked: bool):
                 slot = lax.rem(t, stages)
                 plgpu.barrier_wait(k_ready.at[slot])
 
-                def scores(acc_ref):
-                    plgpu.wgmma(acc_ref, q_smem, plgpu.transpose_ref(k_smem.at[slot], (1, 0)))
-                    return acc_ref[...]
-
-                s = pl.run_scoped(scores, plgpu.ACC((WARPGROUP_ROWS, block_k), jnp.float32))
+                s = _product_t(q_smem, k_smem.at[slot], block_k)
                 plgpu.barrier_wait(v_ready.at[slot])
-
-                def output_grads(acc_ref):
-                    plgpu.wgmma(acc_ref, do_smem, plgpu.transpose_ref(v_smem.at[slot], (1, 0)))
-                    return acc_ref[...]
-
-                dp = pl.run_scoped(output_grads, plgpu.ACC((WARPGROUP_ROWS, block_k), jnp.float32))
+                dp = _product_t(do_smem, v_smem.at[slot], block_k)
                 p = jnp.exp2(s * scale_log2 - lse)
                 if masked:  # the codes are read before the values' slot is released
                     plgpu.barrier_wait(codes_ready.at[slot])
@@ -478,10 +489,7 @@ def dq(
                 plgpu.barrier_arrive(v_free.at[slot])
                 ds = (p * (dp - delta)).astype(dtype)
 
-                def query_grads(acc_ref):
-                    plgpu.wgmma(acc_ref, ds, k_smem.at[slot])
-
-                acc = pl.run_state(query_grads)(plgpu.ACC.init(acc))
+                acc = _accumulate(acc, ds, k_smem.at[slot])
                 plgpu.barrier_arrive(k_free.at[slot])
                 return acc
 
@@ -585,20 +593,14 @@ def dkv(
             codes = _row_vectors([codes_ref.at[b, i] for i in range(3)], k_rows, block_q)
             plgpu.barrier_wait(k_ready.at[wg])
             plgpu.barrier_wait(v_ready.at[wg])
-            zeros = plgpu.layout_cast(
-                jnp.full((WARPGROUP_ROWS, head_dim), 0.0, jnp.float32), plgpu.Layout.WGMMA
-            )
+            zeros = _zero_accumulator(head_dim)
 
             def step(t, carry, masked: bool):
                 dk, dv = carry
                 slot = lax.rem(t, stages)
                 plgpu.barrier_wait(q_ready.at[slot])
 
-                def scores(acc_ref):
-                    plgpu.wgmma(acc_ref, k_smem, plgpu.transpose_ref(q_smem.at[slot], (1, 0)))
-                    return acc_ref[...]
-
-                s_t = pl.run_scoped(scores, plgpu.ACC((WARPGROUP_ROWS, block_q), jnp.float32))
+                s_t = _product_t(k_smem, q_smem.at[slot], block_q)
                 plgpu.barrier_wait(stats_ready.at[slot])
                 lse, delta = _column_vectors(stats_smem, slot, 2, block_q)
                 p_t = jnp.exp2(s_t * scale_log2 - lse)
@@ -608,22 +610,11 @@ def dkv(
                     p_t = jnp.where(range_visible(codes, bounds), p_t, 0.0)
                 plgpu.barrier_wait(do_ready.at[slot])
 
-                def value_grads(acc_ref):
-                    plgpu.wgmma(acc_ref, p_t.astype(dtype), do_smem.at[slot])
-
-                dv = pl.run_state(value_grads)(plgpu.ACC.init(dv))
-
-                def output_grads(acc_ref):
-                    plgpu.wgmma(acc_ref, v_smem, plgpu.transpose_ref(do_smem.at[slot], (1, 0)))
-                    return acc_ref[...]
-
-                dp_t = pl.run_scoped(output_grads, plgpu.ACC((WARPGROUP_ROWS, block_q), jnp.float32))
+                dv = _accumulate(dv, p_t.astype(dtype), do_smem.at[slot])
+                dp_t = _product_t(v_smem, do_smem.at[slot], block_q)
                 ds_t = (p_t * (dp_t - delta)).astype(dtype)
 
-                def key_grads(acc_ref):
-                    plgpu.wgmma(acc_ref, ds_t, q_smem.at[slot])
-
-                dk = pl.run_state(key_grads)(plgpu.ACC.init(dk))
+                dk = _accumulate(dk, ds_t, q_smem.at[slot])
                 plgpu.barrier_arrive(slot_free.at[slot])
                 return dk, dv
 
@@ -637,11 +628,9 @@ def dkv(
             plgpu.wait_smem_to_gmem(0)
 
         def stream(program: _Program):
-            b, h, _, _, n_partial, n_tiles, tile_id = program
+            b, h = program.b, program.h
             _stream(
-                tile_id,
-                n_partial,
-                n_tiles,
+                program,
                 [
                     _Copy(lambda cols: q_ref.at[b, cols, h], q_smem, q_ready, slot_free),
                     _Copy(lambda cols: do_ref.at[b, cols, h], do_smem, do_ready, None),
