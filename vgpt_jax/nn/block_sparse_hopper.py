@@ -1,11 +1,11 @@
-"""Hopper forward kernel of the block-sparse attention (Pallas' Mosaic GPU backend).
+"""Hopper kernels of the block-sparse attention (Pallas' Mosaic GPU backend): forward, dQ, dK/dV.
 
 The Triton kernels of ``block_sparse_attention`` run its visible entries at ~335 TFLOP/s on an
-H200; this kernel uses Hopper's warpgroup MMA and the tensor-memory accelerator (TMA) the way
-flash-attention 3 does (the layout
-of JAX's ``attention_mgpu`` example): a program owns ``2 x 64`` query rows, two compute
-warpgroups (64 rows each) take turns on the tensor cores (one runs its softmax while the other
-multiplies), and a third warpgroup streams key/value tiles into shared memory ahead of them.
+H200; these kernels use Hopper's warpgroup MMA and the tensor-memory accelerator (TMA) the way
+flash-attention 3 does. The forward has the layout of JAX's ``attention_mgpu`` example: a program
+owns ``2 x 64`` query rows, two compute warpgroups (64 rows each) take turns on the tensor cores
+(one runs its softmax while the other multiplies), and a third warpgroup streams key/value tiles
+into shared memory ahead of them.
 
 What makes it block-sparse is the tile list it streams: the schedule of
 ``block_sparse_attention`` (rows ``[n_partial, n_nonempty, partial tile ids…, full tile ids…]``
@@ -26,8 +26,12 @@ zeros with log-sum-exp +inf, as the Triton forward returns them.
 GPU only (sm90): the Mosaic GPU interpreter of jax 0.10 runs neither ``plgpu.load`` nor
 ``run_state`` nor a register operand of a warpgroup MMA, so no CPU test runs the kernel itself;
 ``tools/block_sparse_check`` checks it against the fp32 reference on the GPU, and lowering it
-(``jax.jit(...).trace(...).lower(lowering_platforms=("cuda",))``) works on a CPU. It is the
-block-sparse forward on Hopper GPUs by default (``forward_kernel="auto"``).
+(``jax.jit(...).trace(...).lower(lowering_platforms=("cuda",))``) works on a CPU. The forward is
+the block-sparse forward on Hopper GPUs by default (``forward_kernel="auto"``); :func:`dq` (checked
+on an H200 at head dim 128) and :func:`dkv` (not yet run on a GPU) are chosen by ``dq_kernel`` and
+``dkv_kernel``, the schedules they stream being the dQ kernel's (query blocks) and the dK/dV
+kernel's (key blocks, transposed). All three share one frame (:func:`_warp_specialized`): two
+compute warpgroups of 64 rows and one streaming warpgroup (:func:`_stream`).
 """
 
 from __future__ import annotations
