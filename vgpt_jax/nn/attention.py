@@ -308,13 +308,15 @@ def attend(
         if tiles is not None:
             fwd, dkv, dq = (KernelConfig(*t) for t in tiles.block_sparse)
             sizes = dataclasses.asdict(fwd) | {"dkv": dkv, "dq": dq}
-            if not interpret and block_sparse_hopper.chosen(tiles.forward_kernel, q.dtype):
-                block_k, stages = tiles.hopper
-                sizes |= {"hopper_forward": True, "block_k": block_k, "num_stages": stages}
-            if not interpret and block_sparse_hopper.chosen(tiles.dq_kernel, q.dtype):
-                sizes["hopper_dq"] = True
-            if not interpret and block_sparse_hopper.chosen(tiles.dkv_kernel, q.dtype):
-                sizes["hopper_dkv"] = True
+            if not interpret:  # the Hopper kernels have no interpreter
+
+                def hopper(kernel: str) -> bool:
+                    return block_sparse_hopper.chosen(kernel, q.dtype)
+
+                if hopper(tiles.forward_kernel):
+                    block_k, stages = tiles.hopper
+                    sizes |= {"hopper_forward": True, "block_k": block_k, "num_stages": stages}
+                sizes |= {"hopper_dq": hopper(tiles.dq_kernel), "hopper_dkv": hopper(tiles.dkv_kernel)}
         kernel = functools.partial(
             block_sparse_attention, skip_pad_queries=True, interpret=interpret, **sizes
         )

@@ -192,6 +192,20 @@ def _warp_specialized(rows_ref, launch_ref, seq_axis: str, compute, stream) -> N
     pl.when(wg == COMPUTE_WARPGROUPS)(lambda: stream(program))
 
 
+def _launch(body, out_type, heads: int, outer_blocks: int, batch: int, seq_axis: str):
+    """``plgpu.kernel`` of a :func:`_warp_specialized` body: a program per (head, outer block,
+    batch row), two compute warpgroups and one streaming warpgroup."""
+    return plgpu.kernel(
+        body,
+        out_type=out_type,
+        grid=(heads, outer_blocks, batch),
+        grid_names=("heads", seq_axis, "batch"),
+        num_threads=COMPUTE_WARPGROUPS + 1,
+        thread_name="wg",
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+    )
+
+
 def _stream_key_tiles(k_ref, v_ref, codes_ref, program: _Program, buffers, block_k: int, stages: int) -> None:
     """The forward's and dQ's streaming: key and value tiles, and a partial tile's key codes;
     ``buffers``: (k, v, codes) shared buffers, their ready barriers, (k, v) free barriers."""
@@ -399,18 +413,10 @@ def forward(
             collective_axes="wg",
         )
 
-    out, lse = plgpu.kernel(
-        block_sparse_attention_fwd_hopper,
-        out_type=(
-            jax.ShapeDtypeStruct(q.shape, dtype),
-            jax.ShapeDtypeStruct((batch, heads, tq), jnp.float32),
-        ),
-        grid=(heads, tq // BLOCK_Q, batch),
-        grid_names=("heads", "q_seq", "batch"),
-        num_threads=COMPUTE_WARPGROUPS + 1,
-        thread_name="wg",
-        compiler_params=plgpu.CompilerParams(approx_math=True),
-    )(q, k, v, query_bounds, key_codes, rows, launch_order)
+    out_type = (jax.ShapeDtypeStruct(q.shape, dtype), jax.ShapeDtypeStruct((batch, heads, tq), jnp.float32))
+    out, lse = _launch(block_sparse_attention_fwd_hopper, out_type, heads, tq // BLOCK_Q, batch, "q_seq")(
+        q, k, v, query_bounds, key_codes, rows, launch_order
+    )
     return out, lse
 
 
@@ -532,15 +538,10 @@ def dq(
             collective_axes="wg",
         )
 
-    return plgpu.kernel(
-        block_sparse_attention_dq_hopper,
-        out_type=jax.ShapeDtypeStruct(q.shape, dtype),
-        grid=(heads, tq // BLOCK_Q, batch),
-        grid_names=("heads", "q_seq", "batch"),
-        num_threads=COMPUTE_WARPGROUPS + 1,
-        thread_name="wg",
-        compiler_params=plgpu.CompilerParams(approx_math=True),
-    )(q, k, v, do, lse, delta, query_bounds, key_codes, rows, launch_order)
+    out_type = jax.ShapeDtypeStruct(q.shape, dtype)
+    return _launch(block_sparse_attention_dq_hopper, out_type, heads, tq // BLOCK_Q, batch, "q_seq")(
+        q, k, v, do, lse, delta, query_bounds, key_codes, rows, launch_order
+    )
 
 
 def dkv(
@@ -669,12 +670,7 @@ def dkv(
             collective_axes="wg",
         )
 
-    return plgpu.kernel(
-        block_sparse_attention_dkv_hopper,
-        out_type=(jax.ShapeDtypeStruct(k.shape, dtype), jax.ShapeDtypeStruct(v.shape, dtype)),
-        grid=(heads, tk // BLOCK_KEYS, batch),
-        grid_names=("heads", "k_seq", "batch"),
-        num_threads=COMPUTE_WARPGROUPS + 1,
-        thread_name="wg",
-        compiler_params=plgpu.CompilerParams(approx_math=True),
-    )(q, k, v, do, stats, query_bounds, key_codes, rows, launch_order)
+    out_type = (jax.ShapeDtypeStruct(k.shape, dtype), jax.ShapeDtypeStruct(v.shape, dtype))
+    return _launch(block_sparse_attention_dkv_hopper, out_type, heads, tk // BLOCK_KEYS, batch, "k_seq")(
+        q, k, v, do, stats, query_bounds, key_codes, rows, launch_order
+    )

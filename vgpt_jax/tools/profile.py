@@ -107,9 +107,10 @@ def summarize(
     by_name: dict[str, float] = defaultdict(float)
     attention_calls: dict[str, list[float]] = defaultdict(list)
     for name, _, duration in kernels:
-        by_kind[kernel_kind(name)] += duration
+        kind = kernel_kind(name)
+        by_kind[kind] += duration
         by_name[name] += duration
-        if kernel_kind(name) == "attention":
+        if kind == "attention":
             attention_calls[name].append(duration)
     busy = busy_time(kernels)
     per_call = lambda us: round(us / calls / 1e3, 2)  # noqa: E731
