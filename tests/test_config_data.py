@@ -115,10 +115,13 @@ def test_bad_rules_and_tiles_name_the_field(field, value, needle):
 
 
 @pytest.mark.parametrize(("kernel", "tile"), [("dq", "block_k"), ("dkv", "block_q")])
-def test_hopper_backward_tiles_are_checked_only_when_it_runs(kernel, tile):
+def test_hopper_backward_tiles_are_checked_unless_triton_is_asked_for(kernel, tile):
     config = load_experiment("tiny_cpu")
     config.model.attention.block_sparse[kernel][tile] = 32  # Triton's kernel takes it
+    config.model.attention.block_sparse[f"{kernel}_kernel"] = "triton"
     config_lib.validate(config)
-    config.model.attention.block_sparse[f"{kernel}_kernel"] = "hopper"
-    with pytest.raises(ValueError, match=rf"{kernel}\.{tile}.*64 or 128"):
-        config_lib.validate(config)
+    # "auto" is checked too: the same config must also run where auto picks the Hopper kernel
+    for choice in ("auto", "hopper"):
+        config.model.attention.block_sparse[f"{kernel}_kernel"] = choice
+        with pytest.raises(ValueError, match=rf"{kernel}\.{tile}.*64 or 128"):
+            config_lib.validate(config)

@@ -103,13 +103,12 @@ def base_config() -> ml_collections.ConfigDict:
     # The forward kernel: "triton" (the fwd tiles above), "hopper" (block_sparse_hopper: Mosaic GPU,
     # warpgroup MMA and TMA; sm90 only) or "auto" (hopper on a Hopper GPU in bf16/fp16).
     m.attention.block_sparse.forward_kernel = "auto"
-    # The dQ kernel: "triton" or "hopper"/"auto" (block_sparse_hopper.dq: Mosaic GPU, on 128-row query
-    # blocks with dq.block_k keys a tile and dq.num_stages tiles in flight). Triton's by default
-    # until the Hopper one is checked on a GPU at every head dim (README, "A Hopper forward kernel").
-    m.attention.block_sparse.dq_kernel = "triton"
-    # The dK/dV kernel, the same choices (block_sparse_hopper.dkv: 128-key blocks, dkv.block_q queries
-    # a tile, dkv.num_stages tiles in flight). Not yet run on a GPU: Triton's by default.
-    m.attention.block_sparse.dkv_kernel = "triton"
+    # The dQ and dK/dV kernels, the same choices: block_sparse_hopper.dq streams dq.block_k keys a tile
+    # past 128-row query blocks, block_sparse_hopper.dkv dkv.block_q queries past 128-key blocks,
+    # num_stages tiles in flight (both checked against the fp32 reference on an H200 at head dims
+    # 128 and 96; README, "A Hopper forward kernel").
+    m.attention.block_sparse.dq_kernel = "auto"
+    m.attention.block_sparse.dkv_kernel = "auto"
     m.attention.block_sparse.hopper = ml_collections.ConfigDict({"block_k": 128, "stages": 2})
     # Splash tiles (multiples of 128; shrunk to a shorter sequence). Large tiles suit long sequences:
     # its grid also steps over the tiles it skips.

@@ -256,8 +256,8 @@ class KernelTiles:
     splash: tuple[int, int]
     forward_kernel: str = "auto"
     hopper: tuple[int, int] = (128, 2)
-    dq_kernel: str = "triton"
-    dkv_kernel: str = "triton"
+    dq_kernel: str = "auto"
+    dkv_kernel: str = "auto"
 
 
 def resolve_backend(backend: str) -> str:

@@ -27,9 +27,9 @@ GPU only (sm90): the Mosaic GPU interpreter of jax 0.10 runs neither ``plgpu.loa
 ``run_state`` nor a register operand of a warpgroup MMA, so no CPU test runs the kernel itself;
 ``tools/block_sparse_check`` checks it against the fp32 reference on the GPU, and lowering it
 (``jax.jit(...).trace(...).lower(lowering_platforms=("cuda",))``) works on a CPU. The forward is
-the block-sparse forward on Hopper GPUs by default (``forward_kernel="auto"``); :func:`dq` (checked
-on an H200 at head dim 128) and :func:`dkv` (not yet run on a GPU) are chosen by ``dq_kernel`` and
-``dkv_kernel``, the schedules they stream being the dQ kernel's (query blocks) and the dK/dV
+the block-sparse forward on Hopper GPUs by default (``forward_kernel="auto"``), and so are
+:func:`dq` and :func:`dkv` (``dq_kernel``, ``dkv_kernel``; checked on an H200 at head dims 128 and
+96), the schedules they stream being the dQ kernel's (query blocks) and the dK/dV
 kernel's (key blocks, transposed). All three share one frame (:func:`_warp_specialized`): two
 compute warpgroups of 64 rows and one streaming warpgroup (:func:`_stream`).
 """
