@@ -2,7 +2,8 @@
 
 D 2048, 20 layers, 16 heads of 128, MLP 5632: the comparator's 1 B row. Its 128-wide heads
 have no LongRoPE factor table, so RoPE is plain (theta 10000). With the block-sparse attention it
-trains without recomputation on one 80 GB GPU (its memory and step times: README, "Performance").
+trains without recomputation on one 80 GB GPU, its layers unrolled in the training step (memory and
+step times: README, "Performance").
 """
 
 from vgpt_jax.config import base_config, with_variant
@@ -22,4 +23,6 @@ def get_config(arg: str = ""):
     c.data.num_frames = 48
     c.data.frame_interval = 4
     c.layout.partition = "random"
+    # one straight program: no stacked residuals to zero-fill and copy (README, "Unrolled layers")
+    c.train.scan_unroll = m.num_layers
     return with_variant(c, arg)

@@ -251,3 +251,54 @@ def test_first_clip_loss_weight():
 def test_every_configurable_remat_policy_exists():
     """``validate`` accepts exactly the policies the model can build (plus "none": no remat)."""
     assert set(config_lib.REMAT_POLICIES) == {"none", *REMAT_POLICIES}
+
+
+def _tiny_trainer(remat_policy: str, scan_unroll: int) -> Trainer:
+    config = load_experiment("tiny_cpu")
+    config.model.remat_policy = remat_policy
+    config.train.scan_unroll = scan_unroll
+    config.data.per_device_batch_size = 2
+    config.mesh.update(data=1, fsdp=1, tensor=1, sequence=1)
+    return Trainer(config, make_mesh(config.mesh, jax.devices()[:1]))
+
+
+def _compiled_step_text(trainer: Trainer) -> str:
+    state, batch = trainer.init(), trainer.shard_batch(_batch((2, 8, 8, 8, 4)))
+    return trainer._step.lower(state, batch).compile().as_text()
+
+
+def _layer_loops(hlo: str) -> int:
+    return sum(" while(" in line and "backbone" in line for line in hlo.splitlines())
+
+
+def test_unrolled_layers_train_as_the_scan_does():
+    """``train.scan_unroll >= num_layers``: the same losses and parameters as the rolled scan, from
+    the same start, and no loop over the layers in the compiled step."""
+    batch = _batch((2, 8, 8, 8, 4), seed=3)
+    rolled, unrolled = _tiny_trainer("full", 1), _tiny_trainer("full", 2)
+    assert unrolled.model_config.num_layers == 2
+    start = jax.tree.map(np.asarray, rolled.init())
+    runs = []
+    for trainer in (rolled, unrolled):
+        state, losses = jax.device_put(start, trainer.state_shardings), []
+        for _ in range(2):
+            state, metrics = trainer.step(state, trainer.shard_batch(batch))
+            losses.append(float(metrics["loss"]))
+        runs.append((losses, jax.tree.map(np.asarray, state.params)))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(runs[1][1]), jax.tree.leaves(runs[0][1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert _layer_loops(_compiled_step_text(rolled)) > 0
+    assert _layer_loops(_compiled_step_text(unrolled)) == 0
+
+
+def test_unrolled_layers_keep_remat_from_being_merged_away():
+    """Without a loop around the layers XLA's CSE may merge remat's recomputation with the forward
+    (and keep everything); JAX's guard is an optimization barrier in the lowered step (``prevent_cse``),
+    which a scanned stack does not need."""
+    barriers = {}
+    for policy, unroll in (("full", 2), ("full", 1), ("none", 2)):
+        trainer = _tiny_trainer(policy, unroll)
+        state, batch = trainer.init(), trainer.shard_batch(_batch((2, 8, 8, 8, 4)))
+        barriers[policy, unroll] = trainer._step.lower(state, batch).as_text().count("optimization_barrier")
+    assert barriers == {("full", 2): 1, ("full", 1): 0, ("none", 2): 0}, barriers

@@ -181,6 +181,12 @@ def base_config() -> ml_collections.ConfigDict:
     t.profile_steps = 0
     # a params checkpoint (`vgpt convert` / `vgpt export`) whose "model" params start a new run
     t.init_from = ""
+    # Decoder layers per iteration of the training step's layer scan (model.scan_layers; lax.scan's
+    # unroll); >= model.num_layers runs them as one straight program, parameters still stacked. A
+    # loop keeps every layer's residuals in stacked buffers that XLA zero-fills and copies at the
+    # loop's boundary (README, "Unrolled layers"); unrolled, compiling takes several times longer.
+    # Sampling and feature extraction always loop.
+    t.scan_unroll = 1
 
     # Frame prediction on held-out videos (vgpt_jax.evaluation.frame_prediction), run every
     # train.eval_every steps: PSNR, SSIM and FVD of the model's predictions, beside those of a
@@ -630,6 +636,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(
         config.train.data_timeout_s > 0, "train.data_timeout_s", config.train.data_timeout_s, "> 0 seconds"
     )
+    _require(config.train.scan_unroll >= 1, "train.scan_unroll", config.train.scan_unroll, ">= 1")
     tt = config.tokenizer.train
     for field in ("frames_per_sample", "frame_interval", "frames_per_video", "eval_videos"):
         _require(getattr(tt, field) >= 1, f"tokenizer.train.{field}", getattr(tt, field), ">= 1")

@@ -132,6 +132,7 @@ class ModelConfig:
     num_classes: int = 0  # class conditions; the table has one more, null, row
     condition_length: int = 0  # P: condition tokens before the frames
     fp8_projections: bool = False  # config.model.fp8_projections
+    scan_unroll: int = 1  # layers per iteration of the scan (config.train.scan_unroll when training)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> ModelConfig:
@@ -250,10 +251,10 @@ class Backbone(nn.Module):
         c = self.cfg
         cos, sin = rope_tables(c, positions)
         layer_cls = DecoderLayer
+        # without a loop around the layers, XLA's CSE could merge a recomputation with the forward
+        unrolled = not c.scan_layers or c.scan_unroll >= c.num_layers
         if c.remat_policy != "none":
-            layer_cls = nn.remat(
-                DecoderLayer, policy=REMAT_POLICIES[c.remat_policy], prevent_cse=not c.scan_layers
-            )
+            layer_cls = nn.remat(DecoderLayer, policy=REMAT_POLICIES[c.remat_policy], prevent_cse=unrolled)
         x = x.astype(c.dtype)
         if c.scan_layers:
             stack = nn.scan(
@@ -262,6 +263,7 @@ class Backbone(nn.Module):
                 split_rngs={"params": True},
                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
                 length=c.num_layers,
+                unroll=c.scan_unroll,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(c, return_kv, special_queries, name="layers")
             x, kvs = stack(x, cos, sin, attrs, prefix_attrs, prefix)

@@ -15,7 +15,8 @@ def swiglu(h: jax.Array) -> jax.Array:
     """(..., 2, F) [gate; up] -> (..., F): up · SiLU(gate), in h's dtype.
 
     Its gradient keeps only h for the backward (autodiff of SiLU kept gate, up and three SiLU
-    intermediates: three more (T, F) arrays a layer) and recomputes the sigmoid there, in fp32.
+    intermediates: three more (T, F) arrays a layer) and recomputes the sigmoid there, in fp32,
+    returning the gradient of [gate; up] as one array (autodiff summed two zero-padded halves).
     """
     gate, up = h[..., 0, :], h[..., 1, :]
     return up * jax.nn.silu(gate)
@@ -26,14 +27,16 @@ def _swiglu_fwd(h: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _swiglu_bwd(h: jax.Array, dy: jax.Array) -> tuple[jax.Array]:
-    gate, up = h[..., 0, :].astype(jnp.float32), h[..., 1, :].astype(jnp.float32)
-    dy = dy.astype(jnp.float32)
+    # gate and up broadcast over the [gate; up] axis, and a select picks each half's formula: one
+    # elementwise pass over the (..., 2, F) gradient (stacking two halves made XLA write the
+    # sigmoid out in its own pass before a slower concatenation: 0.76 against 0.69 ms a 1 B layer)
+    gate, up = h[..., 0:1, :].astype(jnp.float32), h[..., 1:2, :].astype(jnp.float32)
+    dy = dy[..., None, :].astype(jnp.float32)
     sig = jax.nn.sigmoid(gate)
+    is_gate = jax.lax.broadcasted_iota(jnp.int32, h.shape, h.ndim - 2) == 0
     # d/dg [g·σ(g)] = σ(g)·(1 + g·(1 − σ(g)))
-    dgate = dy * up * sig * (1.0 + gate * (1.0 - sig))
-    dup = dy * gate * sig
-    # one array, not two padded ones summed: the gradient of [gate; up] is their concatenation
-    return (jnp.stack([dgate, dup], axis=-2).astype(h.dtype),)
+    dh = jnp.where(is_gate, dy * up * sig * (1.0 + gate * (1.0 - sig)), dy * gate * sig)
+    return (dh.astype(h.dtype),)
 
 
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)

@@ -7,6 +7,7 @@ same structure and all shapes are static. The step takes latents, not pixels.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -169,7 +170,9 @@ class Trainer(StateInit):
         self.mesh = mesh
         self.axis_rules = config.mesh.logical_axis_rules
         self.sizes = config_lib.sizes(config)
-        self.model_config = ModelConfig.from_config(config)
+        self.model_config = dataclasses.replace(
+            ModelConfig.from_config(config), scan_unroll=config.train.scan_unroll
+        )
         self.model = VideoGPT(self.model_config)
         self.optimizer = make_optimizer(config.optim)
         self.trainable = Trainable.from_config(config)
