@@ -29,7 +29,7 @@ def _swiglu_fwd(h: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _swiglu_bwd(h: jax.Array, dy: jax.Array) -> tuple[jax.Array]:
     # gate and up broadcast over the [gate; up] axis, and a select picks each half's formula: one
     # elementwise pass over the (..., 2, F) gradient (stacking two halves made XLA write the
-    # sigmoid out in its own pass before a slower concatenation: 0.76 against 0.69 ms a 1 B layer)
+    # sigmoid out in a pass of its own before a slower concatenation; README, "SwiGLU's gradient")
     gate, up = h[..., 0:1, :].astype(jnp.float32), h[..., 1:2, :].astype(jnp.float32)
     dy = dy[..., None, :].astype(jnp.float32)
     sig = jax.nn.sigmoid(gate)
