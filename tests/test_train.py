@@ -262,9 +262,13 @@ def _tiny_trainer(remat_policy: str, scan_unroll: int) -> Trainer:
     return Trainer(config, make_mesh(config.mesh, jax.devices()[:1]))
 
 
-def _compiled_step_text(trainer: Trainer) -> str:
+def _lowered_step(trainer: Trainer):
     state, batch = trainer.init(), trainer.shard_batch(_batch((2, 8, 8, 8, 4)))
-    return trainer._step.lower(state, batch).compile().as_text()
+    return trainer._step.lower(state, batch)
+
+
+def _compiled_step_text(trainer: Trainer) -> str:
+    return _lowered_step(trainer).compile().as_text()
 
 
 def _layer_loops(hlo: str) -> int:
@@ -298,7 +302,6 @@ def test_unrolled_layers_keep_remat_from_being_merged_away():
     which a scanned stack does not need."""
     barriers = {}
     for policy, unroll in (("full", 2), ("full", 1), ("none", 2)):
-        trainer = _tiny_trainer(policy, unroll)
-        state, batch = trainer.init(), trainer.shard_batch(_batch((2, 8, 8, 8, 4)))
-        barriers[policy, unroll] = trainer._step.lower(state, batch).as_text().count("optimization_barrier")
+        lowered = _lowered_step(_tiny_trainer(policy, unroll))
+        barriers[policy, unroll] = lowered.as_text().count("optimization_barrier")
     assert barriers == {("full", 2): 1, ("full", 1): 0, ("none", 2): 0}, barriers
